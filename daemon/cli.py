@@ -1,0 +1,212 @@
+"""The command line: `speechkit-watch run | status | retry | render`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__, config, logs, outputs, state, transcripts
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+DESCRIPTION = """\
+Watch folders for Ogg Opus recordings and transcribe them with Yandex SpeechKit
+asynchronous recognition (API v2). Each NAME.ogg gets NAME.txt and NAME.json beside it.
+
+config file: -c CONFIG, else $SPEECHKIT_WATCH_CONFIG, else /etc/speechkit-watch/config.yaml
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speechkit-watch",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("-c", "--config", metavar="CONFIG", help="the YAML config file")
+        return sub
+
+    command("run", "run the daemon in the foreground (what systemd runs); exit 0 after SIGTERM, "
+            "2 on a config error")  # fmt: skip
+    status = command("status", "counts per state, files in progress with age and operation id, "
+                     "failed files with the reason; safe while the daemon runs")  # fmt: skip
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    retry = command("retry", "put failed files back in the queue; a running daemon picks them up")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--failed", action="store_true", help="every failed file")
+    which.add_argument("paths", nargs="*", default=[], metavar="PATH", help="these files")
+    render = command("render", "rewrite the configured outputs from saved NAME.json results "
+                     "(no network)")  # fmt: skip
+    render.add_argument("results", nargs="+", metavar="JSON", help="saved NAME.json files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        settings = config.load(config.resolve_path(arguments.config))
+    except config.ConfigError as error:
+        for problem in error.problems:
+            print(f"speechkit-watch: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    handler = {
+        "run": run_command,
+        "status": status_command,
+        "retry": retry_command,
+        "render": render_command,
+    }[arguments.command]
+    return handler(settings, arguments)
+
+
+def run_command(settings: config.Config, arguments: argparse.Namespace) -> int:
+    from daemon import service  # noqa: PLC0415 - keeps `status` light to start
+
+    logs.configure(settings.log_level, settings.secrets())
+    daemon = service.Service(settings)
+    daemon.install_signal_handlers()
+    try:
+        return daemon.run()
+    except service.StartupError as error:
+        logging.getLogger("daemon").error("cannot start: %s", error)
+        return EXIT_CONFIG
+
+
+def _open_store(settings: config.Config) -> state.Store | None:
+    try:
+        return state.Store(settings.state_file, read_only=True)
+    except state.StateFileError as error:
+        print(f"speechkit-watch: {error}", file=sys.stderr)
+        return None
+
+
+def status_report(store: state.Store, now: float) -> dict[str, Any]:
+    """What `status` shows, as data."""
+    in_progress = [
+        {
+            "path": row.path,
+            "state": row.state,
+            "age_seconds": round(now - row.created_at, 1),
+            "operation_id": row.operation_id,
+            "status_checks": row.checks,
+            "next_step_in_seconds": None
+            if row.due_at is None
+            else round(max(0.0, row.due_at - now), 1),
+            "retries": row.attempts,
+        }
+        for row in store.in_states(state.ACTIVE_STATES)
+    ]
+    failed = [
+        {
+            "path": row.path,
+            "stage": row.stage,
+            "reason": row.message,
+            "code": row.error_code,
+            "failed_at": None if row.finished_at is None else transcripts.iso_time(row.finished_at),
+        }
+        for row in store.in_states([state.FAILED])
+    ]
+    return {"state_file": str(store.path), "counts": store.counts(), "in_progress": in_progress,
+            "failed": failed}  # fmt: skip
+
+
+def _age(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def status_command(settings: config.Config, arguments: argparse.Namespace) -> int:
+    store = _open_store(settings)
+    if store is None:
+        report: dict[str, Any] = {"state_file": str(settings.state_file), "counts": {},
+                                  "in_progress": [], "failed": []}  # fmt: skip
+    else:
+        report = status_report(store, time.time())
+        store.close()
+    if arguments.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    print(f"state file: {report['state_file']}")
+    counts = report["counts"]
+    print("  ".join(f"{name} {counts.get(name, 0)}" for name in state.ALL_STATES))
+    if report["in_progress"]:
+        print("in progress:")
+        for item in report["in_progress"]:
+            operation = f"  operation {item['operation_id']}" if item["operation_id"] else ""
+            print(f"  {logs.shown(item['path'])}  {item['state']}  age {_age(item['age_seconds'])}"
+                  f"{operation}")  # fmt: skip
+    if report["failed"]:
+        print("failed:")
+        for item in report["failed"]:
+            print(f"  {logs.shown(item['path'])}  {item['stage']}: {item['reason']}")
+    return EXIT_OK
+
+
+def retry_command(settings: config.Config, arguments: argparse.Namespace) -> int:
+    try:
+        store = state.Store(settings.state_file)
+    except state.StateFileError as error:
+        print(f"speechkit-watch: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    paths = [str(Path(path).absolute()) for path in arguments.paths]
+    changed = store.requeue(paths=paths, all_failed=arguments.failed, now=time.time())
+    for path in paths:
+        latest = store.latest_for_path(path)
+        if latest is None:
+            print(
+                f"speechkit-watch: {logs.shown(path)} is not known to the daemon", file=sys.stderr
+            )
+        elif latest.state != state.QUEUED:
+            print(f"speechkit-watch: {logs.shown(path)} is {latest.state}, not failed; left as is",
+                  file=sys.stderr)  # fmt: skip
+    store.close()
+    print(f"re-queued {changed} file(s)")
+    return EXIT_OK
+
+
+def render_command(settings: config.Config, arguments: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for name in arguments.results:
+        result = Path(name)
+        try:
+            operation = json.loads(result.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            print(f"speechkit-watch: {logs.shown(result)}: cannot read a saved result: {error}",
+                  file=sys.stderr)  # fmt: skip
+            status = EXIT_FAILED
+            continue
+        if (
+            not isinstance(operation, dict)
+            or not operation.get("done")
+            or "response" not in operation
+        ):
+            print(f"speechkit-watch: {logs.shown(result)}: not a finished recognition result",
+                  file=sys.stderr)  # fmt: skip
+            status = EXIT_FAILED
+            continue
+        files = {
+            outputs.output_path(result, result.parent, extension): transcripts.RENDERERS[extension](
+                operation
+            )
+            for extension in settings.outputs
+            if extension != "json"
+        }
+        outputs.write_all(files)
+        for path in files:
+            print(path)
+    return status

@@ -1,0 +1,608 @@
+"""The configuration: one schema of every key, YAML loading, `${ENV}` interpolation, validation.
+
+`SCHEMA` is the single source of truth: every key with its type, default and meaning.
+`config.example.yaml` documents the same keys and a test fails when the two drift apart.
+Validation collects every problem at once; each names the file and the key path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_PATH = Path("/etc/speechkit-watch/config.yaml")
+CONFIG_PATH_ENV = "SPEECHKIT_WATCH_CONFIG"
+
+# Defaults, each with the reason it is what it is.
+DEFAULT_PATTERNS = ("*.ogg", "*.opus")  # the two usual names of Ogg Opus files
+DEFAULT_LANGUAGE = "ru-RU"  # the service's own default
+DEFAULT_MODEL = "general"  # the service's own default
+DEFAULT_ENDPOINT_URL = "https://storage.yandexcloud.net"  # Yandex Object Storage
+DEFAULT_REGION = "ru-central1"  # the only Yandex Object Storage region
+DEFAULT_PREFIX = "speechkit-watch/"  # keeps our objects apart from anything else in the bucket
+DEFAULT_RECOGNIZE_URL = "https://transcribe.api.cloud.yandex.net/speech/stt/v2/longRunningRecognize"
+DEFAULT_OPERATIONS_URL = "https://operation.api.cloud.yandex.net/operations"
+DEFAULT_STATE_FILE = "/var/lib/speechkit-watch/state.db"  # systemd StateDirectory=speechkit-watch
+DEFAULT_SETTLE_SECONDS = 2.0  # long enough for cp/rsync pauses, short enough to feel prompt
+DEFAULT_RESCAN_SECONDS = 60.0  # safety net for dropped inotify events; a scan is a cheap listdir
+DEFAULT_CONCURRENCY = 4  # parallel uploads/submits; storage and the API, not the CPU, are the limit
+DEFAULT_PRESIGN_SECONDS = 86400  # the service may fetch late (deferred-general); 30 days is the cap
+MAX_PRESIGN_SECONDS = 30 * 86400  # SigV4 presigned URLs last at most 7 days on AWS, 30 on Yandex
+DEFAULT_REQUEST_TIMEOUT = (
+    30.0  # every network call has a timeout; the API answers in well under 1 s
+)
+DEFAULT_POLL_MAX_INTERVAL = (
+    300.0  # status checks back off to once per 5 min: long files, few checks
+)
+DEFAULT_POLL_SECONDS_PER_MINUTE = (
+    10.0  # documented processing speed: ~10 s per audio minute per channel
+)
+DEFAULT_OUTPUTS = ("txt", "json")  # SPEC: a .txt and the raw .json beside the audio
+DEFAULT_LOG_LEVEL = "info"
+
+OUTPUT_FORMATS = ("txt", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LINK_KINDS = ("presigned", "plain")
+LANGUAGES = (
+    "ru-RU", "en-US", "de-DE", "es-ES", "fi-FI", "fr-FR", "he-HE", "it-IT", "kk-KZ", "nl-NL",
+    "pl-PL", "pt-PT", "pt-BR", "sv-SE", "tr-TR", "uz-UZ", "auto",
+)  # fmt: skip
+
+REQUIRED: Any = object()  # marker: the key has no default
+
+
+class ConfigError(Exception):
+    """Configuration problems; each line names the file, the key path and the problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class Secret:
+    """A secret string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its type, default and one-line meaning."""
+
+    name: str
+    kind: str  # str, bool, int, float, path, enum, list, section, sections
+    doc: str
+    default: Any = REQUIRED
+    choices: tuple[str, ...] = ()
+    children: tuple[Key, ...] = ()
+    secret: bool = False  # also accepted as NAME_file; never logged
+    minimum: float | None = None
+    nullable: bool = False
+    item_choices: tuple[str, ...] = ()
+
+
+def _recognition_keys(*, with_defaults: bool) -> tuple[Key, ...]:
+    def default(value: Any) -> Any:
+        return value if with_defaults else None
+
+    return (
+        Key("language", "enum", "languageCode", default(DEFAULT_LANGUAGE), choices=LANGUAGES,
+            nullable=not with_defaults),
+        Key("model", "str", "model: general, general:rc, deferred-general (cheap, within 24 h)",
+            default(DEFAULT_MODEL), nullable=not with_defaults),
+        Key("profanity_filter", "bool", "profanityFilter", default(False),
+            nullable=not with_defaults),
+        Key("literature_text", "bool", "literature_text: punctuation and capitals",
+            default(False), nullable=not with_defaults),
+        Key("raw_results", "bool", "rawResults: numbers as words", default(False),
+            nullable=not with_defaults),
+    )  # fmt: skip
+
+
+SCHEMA: tuple[Key, ...] = (
+    Key("watch", "sections", "folders to watch (one or more)", children=(
+        Key("path", "path", "the folder to watch"),
+        Key("recursive", "bool", "also watch subfolders", False),
+        Key("patterns", "list", "file name patterns, matched case-insensitively",
+            list(DEFAULT_PATTERNS)),
+        Key("output_dir", "path", "where outputs go; null: beside the audio", None, nullable=True),
+        Key("polling", "bool", "poll instead of inotify (network mounts send no events)", False),
+        Key("recognition", "section", "per-folder overrides of `recognition`", {},
+            children=_recognition_keys(with_defaults=False)),
+    )),
+    Key("recognition", "section", "maps to config.specification of each request", {},
+        children=_recognition_keys(with_defaults=True)),
+    Key("storage", "section", "the S3-compatible bucket the audio is uploaded to", children=(
+        Key("endpoint_url", "url", "S3 endpoint", DEFAULT_ENDPOINT_URL),
+        Key("region", "str", "S3 region", DEFAULT_REGION),
+        Key("bucket", "str", "bucket name"),
+        Key("prefix", "str", "object key prefix", DEFAULT_PREFIX),
+        Key("access_key_id", "str", "static access key id", secret=True),
+        Key("secret_access_key", "str", "static secret access key", secret=True),
+        Key("link", "enum", "audio.uri form: presigned URL or plain object URL", "presigned",
+            choices=LINK_KINDS),
+        Key("presign_seconds", "int", "lifetime of presigned links", DEFAULT_PRESIGN_SECONDS,
+            minimum=60),
+        Key("delete_after", "bool", "delete the object once the result is saved", True),
+    )),
+    Key("speechkit", "section", "the recognition API", children=(
+        Key("api_key", "str", "service account API key (Authorization: Api-Key)", secret=True),
+        Key("recognize_url", "url", "longRunningRecognize endpoint", DEFAULT_RECOGNIZE_URL),
+        Key("operations_url", "url", "operations endpoint", DEFAULT_OPERATIONS_URL),
+        Key("request_timeout_seconds", "float", "timeout of every API request",
+            DEFAULT_REQUEST_TIMEOUT, minimum=1),
+    )),
+    Key("polling", "section", "status checks of pending operations", {}, children=(
+        Key("seconds_per_minute", "float",
+            "expected processing time per audio minute per channel (first check)",
+            DEFAULT_POLL_SECONDS_PER_MINUTE, minimum=0),
+        Key("max_interval_seconds", "float", "cap of the backoff between later checks",
+            DEFAULT_POLL_MAX_INTERVAL, minimum=1),
+    )),
+    Key("state_file", "path", "SQLite state file", DEFAULT_STATE_FILE),
+    Key("settle_seconds", "float", "quiet time before a file counts as completely written",
+        DEFAULT_SETTLE_SECONDS, minimum=0),
+    Key("rescan_seconds", "float", "period of the safety-net rescan of every folder",
+        DEFAULT_RESCAN_SECONDS, minimum=1),
+    Key("concurrency", "int", "files uploaded/submitted/checked in parallel",
+        DEFAULT_CONCURRENCY, minimum=1),
+    Key("outputs", "list", "outputs written beside the audio", list(DEFAULT_OUTPUTS),
+        item_choices=OUTPUT_FORMATS),
+    Key("log_level", "enum", "debug, info, warning or error", DEFAULT_LOG_LEVEL,
+        choices=LOG_LEVELS),
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# The typed result
+
+
+@dataclass(frozen=True)
+class Recognition:
+    language: str = DEFAULT_LANGUAGE
+    model: str = DEFAULT_MODEL
+    profanity_filter: bool = False
+    literature_text: bool = False
+    raw_results: bool = False
+
+    def specification(self) -> dict[str, Any]:
+        """The request's `config.specification`; never `audioChannelCount` (Opus carries it)."""
+        return {
+            "languageCode": self.language,
+            "model": self.model,
+            "profanityFilter": self.profanity_filter,
+            "literature_text": self.literature_text,
+            "audioEncoding": "OGG_OPUS",
+            "rawResults": self.raw_results,
+        }
+
+
+@dataclass(frozen=True)
+class WatchFolder:
+    path: Path
+    recursive: bool = False
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    output_dir: Path | None = None
+    polling: bool = False
+    recognition: Recognition = field(default_factory=Recognition)
+
+
+@dataclass(frozen=True)
+class Storage:
+    bucket: str
+    access_key_id: Secret
+    secret_access_key: Secret
+    endpoint_url: str = DEFAULT_ENDPOINT_URL
+    region: str = DEFAULT_REGION
+    prefix: str = DEFAULT_PREFIX
+    link: str = "presigned"
+    presign_seconds: int = DEFAULT_PRESIGN_SECONDS
+    delete_after: bool = True
+
+
+@dataclass(frozen=True)
+class SpeechKit:
+    api_key: Secret
+    recognize_url: str = DEFAULT_RECOGNIZE_URL
+    operations_url: str = DEFAULT_OPERATIONS_URL
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Polling:
+    seconds_per_minute: float = DEFAULT_POLL_SECONDS_PER_MINUTE
+    max_interval_seconds: float = DEFAULT_POLL_MAX_INTERVAL
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    watch: tuple[WatchFolder, ...]
+    storage: Storage
+    speechkit: SpeechKit
+    recognition: Recognition = field(default_factory=Recognition)
+    polling: Polling = field(default_factory=Polling)
+    state_file: Path = Path(DEFAULT_STATE_FILE)
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    rescan_seconds: float = DEFAULT_RESCAN_SECONDS
+    concurrency: int = DEFAULT_CONCURRENCY
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS
+    log_level: str = DEFAULT_LOG_LEVEL
+
+    def secrets(self) -> list[str]:
+        """Every secret value in this config (for redaction and the tests that look for leaks)."""
+        values = [
+            self.storage.access_key_id.reveal(),
+            self.storage.secret_access_key.reveal(),
+            self.speechkit.api_key.reveal(),
+        ]
+        return [value for value in values if value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def resolve_path(cli_value: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """`-c`, else `$SPEECHKIT_WATCH_CONFIG`, else the system default."""
+    environ = os.environ if environ is None else environ
+    if cli_value:
+        return Path(cli_value)
+    if environ.get(CONFIG_PATH_ENV):
+        return Path(environ[CONFIG_PATH_ENV])
+    return DEFAULT_CONFIG_PATH
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate the config file; raise ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read the config file: {error.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: the config file is not UTF-8 text"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = ""
+        mark = getattr(error, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from None
+    return parse(document, source=path, environ=environ)
+
+
+def parse(document: Any, *, source: Path, environ: Mapping[str, str]) -> Config:
+    """Validate an already-parsed YAML document (pure apart from reading `*_file` secrets)."""
+    validator = _Validator(source, environ)
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(
+            [f"{source}: the config must be a mapping of keys, not a {_kind(document)}"]
+        )
+    values = validator.section(document, SCHEMA, "")
+    if not validator.problems:
+        validator.cross_checks(values)
+    if validator.problems:
+        raise ConfigError(validator.problems)
+    return _build(values, source)
+
+
+class _Validator:
+    def __init__(self, source: Path, environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def problem(self, key_path: str, message: str) -> None:
+        self.problems.append(f"{self.source}: at '{key_path}': {message}")
+
+    def section(
+        self, mapping: Mapping[str, Any], keys: Sequence[Key], prefix: str
+    ) -> dict[str, Any]:
+        known = {key.name: key for key in keys}
+        secret_files = {f"{key.name}_file": key for key in keys if key.secret}
+        result: dict[str, Any] = {}
+        for name in mapping:
+            if name not in known and name not in secret_files:
+                self.problem(_join(prefix, str(name)), f"unknown key{_suggest(str(name), known)}")
+        for key in keys:
+            key_path = _join(prefix, key.name)
+            present = key.name in mapping
+            if key.secret:
+                file_key = f"{key.name}_file"
+                if present and file_key in mapping:
+                    self.problem(key_path, f"set either '{key.name}' or '{file_key}', not both")
+                    continue
+                if file_key in mapping:
+                    result[key.name] = self.secret_file(mapping[file_key], _join(prefix, file_key))
+                    continue
+            if not present:
+                if key.default is REQUIRED:
+                    hint = f" (or '{key.name}_file')" if key.secret else ""
+                    self.problem(key_path, f"required{hint}")
+                    continue
+                value = key.default
+                if key.kind == "section":
+                    value = self.section(value, key.children, key_path)
+                result[key.name] = value
+                continue
+            result[key.name] = self.value(mapping[key.name], key, key_path)
+        return result
+
+    def secret_file(self, raw: Any, key_path: str) -> Any:
+        file_name = self.string(raw, key_path)
+        if file_name is None:
+            return None
+        try:
+            return Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            self.problem(key_path, f"cannot read {file_name}: {error.strerror}")
+        except UnicodeDecodeError:
+            self.problem(key_path, f"{file_name} is not UTF-8 text")
+        return None
+
+    def string(self, raw: Any, key_path: str) -> str | None:
+        if not isinstance(raw, str):
+            self.problem(key_path, f"expected a string, got {_kind(raw)}")
+            return None
+        return self.interpolate(raw, key_path)
+
+    def interpolate(self, text: str, key_path: str) -> str | None:
+        missing: list[str] = []
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name = match.group(1)
+            if name not in self.environ:
+                missing.append(name)
+                return ""
+            return self.environ[name]
+
+        result = _ENV_REFERENCE.sub(substitute, text)
+        for name in missing:
+            self.problem(key_path, f"environment variable {name} is not set")
+        return None if missing else result
+
+    def value(self, raw: Any, key: Key, key_path: str) -> Any:
+        if raw is None:
+            if key.nullable:
+                return None
+            self.problem(key_path, "must not be empty")
+            return None
+        handler = _KIND_HANDLERS[key.kind]
+        return handler(self, raw, key, key_path)
+
+    def cross_checks(self, values: dict[str, Any]) -> None:
+        if not values["watch"]:
+            self.problem("watch", "list at least one folder to watch")
+        seen: dict[str, int] = {}
+        for index, folder in enumerate(values["watch"]):
+            resolved = str(Path(folder["path"]).resolve())
+            if resolved in seen:
+                self.problem(f"watch[{index}].path", f"the same folder as watch[{seen[resolved]}]")
+            seen[resolved] = index
+
+
+def _check_str(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    text = validator.string(raw, key_path)
+    if text is not None and not text and not key.nullable:
+        validator.problem(key_path, "must not be empty")
+        return None
+    return text
+
+
+def _check_url(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    text = validator.string(raw, key_path)
+    if text is not None and not re.match(r"^https?://[^/\s]+", text):
+        validator.problem(key_path, f"expected an http:// or https:// URL, got {text!r}")
+        return None
+    return text
+
+
+def _check_path(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    text = _check_str(validator, raw, key, key_path)
+    if text is None:
+        return None
+    return Path(text).expanduser()
+
+
+def _check_enum(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    text = validator.string(raw, key_path)
+    if text is not None and text not in key.choices:
+        validator.problem(key_path, f"expected one of {', '.join(key.choices)}; got {text!r}")
+        return None
+    return text
+
+
+def _check_bool(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    if isinstance(raw, bool):
+        return raw
+    validator.problem(key_path, f"expected true or false, got {_kind(raw)}")
+    return None
+
+
+def _check_number(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    integer = key.kind == "int"
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, int | float)
+        or (integer and isinstance(raw, float))
+    ):
+        validator.problem(
+            key_path, f"expected {'an integer' if integer else 'a number'}, got {_kind(raw)}"
+        )
+        return None
+    if key.minimum is not None and raw < key.minimum:
+        validator.problem(key_path, f"must be at least {key.minimum:g}, got {raw}")
+        return None
+    return int(raw) if integer else float(raw)
+
+
+def _check_list(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    if not isinstance(raw, list):
+        validator.problem(key_path, f"expected a list, got {_kind(raw)}")
+        return None
+    items: list[str] = []
+    for index, item in enumerate(raw):
+        text = validator.string(item, f"{key_path}[{index}]")
+        if text is None:
+            continue
+        if key.item_choices and text not in key.item_choices:
+            choices = ", ".join(key.item_choices)
+            validator.problem(f"{key_path}[{index}]", f"expected one of {choices}; got {text!r}")
+            continue
+        items.append(text)
+    return items
+
+
+def _check_section(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    if not isinstance(raw, dict):
+        validator.problem(key_path, f"expected a mapping of keys, got {_kind(raw)}")
+        return None
+    return validator.section(raw, key.children, key_path)
+
+
+def _check_sections(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    if not isinstance(raw, list):
+        validator.problem(key_path, f"expected a list of folders, got {_kind(raw)}")
+        return []
+    sections = []
+    for index, item in enumerate(raw):
+        item_path = f"{key_path}[{index}]"
+        if not isinstance(item, dict):
+            validator.problem(item_path, f"expected a mapping with 'path', got {_kind(item)}")
+            continue
+        sections.append(validator.section(item, key.children, item_path))
+    return sections
+
+
+_KIND_HANDLERS: dict[str, Callable[[_Validator, Any, Key, str], Any]] = {
+    "str": _check_str,
+    "url": _check_url,
+    "path": _check_path,
+    "enum": _check_enum,
+    "bool": _check_bool,
+    "int": _check_number,
+    "float": _check_number,
+    "list": _check_list,
+    "section": _check_section,
+    "sections": _check_sections,
+}
+
+_ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a mapping"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def _suggest(name: str, known: Mapping[str, Key]) -> str:
+    import difflib  # noqa: PLC0415 - only needed on the error path
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _recognition(values: Mapping[str, Any], base: Recognition | None = None) -> Recognition:
+    base = base or Recognition()
+    overrides = {name: value for name, value in values.items() if value is not None}
+    return Recognition(**{**base.__dict__, **overrides})
+
+
+def _build(values: dict[str, Any], source: Path) -> Config:
+    recognition = _recognition(values["recognition"])
+    folders = tuple(
+        WatchFolder(
+            path=Path(folder["path"]).absolute(),
+            recursive=folder["recursive"],
+            patterns=tuple(folder["patterns"]),
+            output_dir=Path(folder["output_dir"]).absolute() if folder["output_dir"] else None,
+            polling=folder["polling"],
+            recognition=_recognition(folder["recognition"], recognition),
+        )
+        for folder in values["watch"]
+    )
+    storage = values["storage"]
+    speechkit = values["speechkit"]
+    polling = values["polling"]
+    return Config(
+        source=source,
+        watch=folders,
+        recognition=recognition,
+        storage=Storage(
+            bucket=storage["bucket"],
+            access_key_id=Secret(storage["access_key_id"]),
+            secret_access_key=Secret(storage["secret_access_key"]),
+            endpoint_url=storage["endpoint_url"],
+            region=storage["region"],
+            prefix=storage["prefix"],
+            link=storage["link"],
+            presign_seconds=min(storage["presign_seconds"], MAX_PRESIGN_SECONDS),
+            delete_after=storage["delete_after"],
+        ),
+        speechkit=SpeechKit(
+            api_key=Secret(speechkit["api_key"]),
+            recognize_url=speechkit["recognize_url"],
+            operations_url=speechkit["operations_url"].rstrip("/"),
+            request_timeout_seconds=speechkit["request_timeout_seconds"],
+        ),
+        polling=Polling(
+            seconds_per_minute=polling["seconds_per_minute"],
+            max_interval_seconds=polling["max_interval_seconds"],
+        ),
+        state_file=Path(values["state_file"]).absolute(),
+        settle_seconds=values["settle_seconds"],
+        rescan_seconds=values["rescan_seconds"],
+        concurrency=values["concurrency"],
+        outputs=tuple(dict.fromkeys(values["outputs"])),
+        log_level=values["log_level"],
+    )
+
+
+def schema_key_paths(keys: Sequence[Key] = SCHEMA, prefix: str = "") -> list[str]:
+    """Every key path of the schema (`watch[].path`, `storage.bucket`, ...), for docs and tests."""
+    paths: list[str] = []
+    for key in keys:
+        key_path = _join(prefix, key.name)
+        paths.append(key_path)
+        if key.kind == "section":
+            paths.extend(schema_key_paths(key.children, key_path))
+        elif key.kind == "sections":
+            paths.extend(schema_key_paths(key.children, key_path + "[]"))
+    return paths

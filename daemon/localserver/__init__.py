@@ -1,0 +1,31 @@
+"""A local, SpeechKit-v2-compatible HTTP server for developing and testing the daemon.
+
+The real Yandex cloud is not reachable from development machines or CI, so the daemon is built
+against this server and must work unchanged against the real endpoints by changing only URLs
+and credentials. It is faithful in every shape the daemon sees: paths, JSON field names, HTTP
+status plus gRPC code error bodies, operation objects, duration strings, channelTag strings.
+
+Recognition is an *echo engine*: it does not recognise speech. It returns the text stored in the
+file's Opus comments (TRANSCRIPT for channel 1, TRANSCRIPT_CH2 for channel 2), one chunk per
+sentence, with word timings spread evenly over the audio's duration. Without `literature_text`
+the text is lower-cased and stripped of punctuation, as the real service normalises it.
+`profanityFilter` and `rawResults` are accepted and validated but change nothing.
+
+Timing: an operation is done at creation + base_delay_seconds + seconds_per_minute x audio
+minutes x channels, or when the worker has read and inspected the audio if that is later.
+Unreadable or non-Opus audio fails after base_delay_seconds; the fault `operation_error_rate`
+fails good audio at its normal completion time. Results are forgotten (404) retention_seconds
+after completion.
+
+Modules: `logic` (pure decisions), `faults` (fault injection settings and draws), `fetch`
+(reading the audio like the service does), `service` (operations and counters), `server` (HTTP
+and the in-process `LocalSpeechKit`), `cli` (`python -m daemon.localserver`).
+"""
+
+from __future__ import annotations
+
+from daemon.localserver.faults import FaultSettings
+from daemon.localserver.server import LocalSpeechKit
+from daemon.localserver.service import ServerSettings
+
+__all__ = ["FaultSettings", "LocalSpeechKit", "ServerSettings"]

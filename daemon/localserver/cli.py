@@ -1,0 +1,268 @@
+"""Command line of the local SpeechKit-compatible server: `python -m daemon.localserver`.
+
+Secrets never come from argv (it is visible to every user via /proc): API keys, IAM tokens and
+storage keys are read from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from daemon.localserver import faults as faults_module
+from daemon.localserver import fetch, service
+from daemon.localserver.server import LocalSpeechKit
+
+ENV_API_KEYS = "SPEECHKIT_LOCAL_API_KEYS"
+ENV_FORBIDDEN_API_KEYS = "SPEECHKIT_LOCAL_FORBIDDEN_API_KEYS"
+ENV_BEARER_TOKENS = "SPEECHKIT_LOCAL_BEARER_TOKENS"
+ENV_S3_ACCESS_KEY_ID = "SPEECHKIT_LOCAL_S3_ACCESS_KEY_ID"
+ENV_S3_SECRET_ACCESS_KEY = "SPEECHKIT_LOCAL_S3_SECRET_ACCESS_KEY"  # noqa: S105 - a name
+
+WAIT_SLICE_SECONDS = 0.5  # the main thread wakes this often to notice a stop request
+
+DESCRIPTION = """\
+Local SpeechKit v2 compatible server for developing and testing speechkit-watch.
+
+Recognition is an ECHO ENGINE: it does not recognise speech. For each Ogg Opus file it returns
+the text stored in the file's Opus comments, TRANSCRIPT for channel 1 and TRANSCRIPT_CH2 for
+channel 2, one chunk per sentence, with word timings spread evenly over the audio's duration.
+A file without those comments gets a result without chunks (as silence does). Without
+literature_text the text is lower-cased and loses its punctuation. profanityFilter and
+rawResults are validated but change nothing.
+
+Timing: an operation is done at creation + --base-delay + --seconds-per-minute x audio minutes
+x channels (or when the audio has been read, if later). Audio that cannot be read or is not
+Ogg Opus fails after --base-delay. Results are forgotten (404) --retention-seconds after done.
+
+Endpoints: POST /speech/stt/v2/longRunningRecognize, GET /operations/{id}, and a test-only
+control API under /_control/ (stats, faults, reset, config, expire/{id}; loopback, no auth).
+
+Secrets come from the environment only, never from arguments:
+  SPEECHKIT_LOCAL_API_KEYS              comma-separated accepted API keys
+  SPEECHKIT_LOCAL_FORBIDDEN_API_KEYS    comma-separated keys answered 403 Permission denied
+  SPEECHKIT_LOCAL_BEARER_TOKENS         comma-separated accepted IAM tokens (never expire)
+  SPEECHKIT_LOCAL_S3_ACCESS_KEY_ID      storage key the service reads audio with
+  SPEECHKIT_LOCAL_S3_SECRET_ACCESS_KEY
+"""
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m daemon.localserver",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "--host",
+        default=service.DEFAULT_HOST,
+        help="loopback address to bind (default %(default)s)",
+    )
+    add("--port", type=int, default=0, help="port; 0 picks a free one (default %(default)s)")
+    add("--port-file", type=Path, help="write the bound port to this file")
+    add(
+        "--seconds-per-minute",
+        type=_non_negative,
+        default=service.DEFAULT_SECONDS_PER_MINUTE,
+        help="simulated processing seconds per audio minute per channel (default %(default)s)",
+    )
+    add(
+        "--base-delay",
+        type=_non_negative,
+        default=service.DEFAULT_BASE_DELAY_SECONDS,
+        help="fixed extra processing seconds per operation (default %(default)s)",
+    )
+    add(
+        "--retention-seconds",
+        type=_non_negative,
+        default=service.DEFAULT_RETENTION_SECONDS,
+        help="results are forgotten (404) this long after completion (default: 3 days)",
+    )
+    add("--folder-id", help="the only folderId a request may name")
+    add(
+        "--service-account-id",
+        default=service.DEFAULT_SERVICE_ACCOUNT_ID,
+        help="createdBy of operations (default %(default)s)",
+    )
+    add(
+        "--storage-endpoint",
+        help="S3 endpoint whose objects the service reads with its own key (path style)",
+    )
+    add("--storage-region", default=service.DEFAULT_STORAGE_REGION)
+    add(
+        "--fetch-timeout",
+        type=_non_negative,
+        default=fetch.DEFAULT_FETCH_TIMEOUT_SECONDS,
+        help="seconds to wait for the audio download (default %(default)s)",
+    )
+    add("--seed", type=int, help="seed for fault injection draws (reproducible runs)")
+    add(
+        "--error-rate",
+        type=_rate,
+        default=0.0,
+        help="share of requests answered with --error-status",
+    )
+    add(
+        "--error-status",
+        type=int,
+        choices=(500, 503, 504),
+        default=faults_module.DEFAULT_ERROR_STATUS,
+    )
+    add("--rate-limit-rate", type=_rate, default=0.0, help="share of requests answered 429")
+    add(
+        "--retry-after",
+        type=int,
+        default=faults_module.DEFAULT_RETRY_AFTER_SECONDS,
+        help="Retry-After seconds sent with 429 (default %(default)s)",
+    )
+    add("--slow-rate", type=_rate, default=0.0, help="share of requests delayed by --slow-seconds")
+    add("--slow-seconds", type=_non_negative, default=0.0)
+    add(
+        "--drop-rate",
+        type=_rate,
+        default=0.0,
+        help="share of requests whose connection is closed without an answer",
+    )
+    add(
+        "--drop-after-create",
+        action="store_true",
+        help="a dropped submit loses only the answer: the operation exists and is billed",
+    )
+    add(
+        "--fault-endpoints",
+        choices=("submit", "operation", "both"),
+        default="both",
+        help="where the HTTP faults above apply (default %(default)s)",
+    )
+    add(
+        "--operation-error-rate",
+        type=_rate,
+        default=0.0,
+        help="share of operations that end with 'Invalid audio received' despite good audio",
+    )
+    add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return parser
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
+def settings_from_arguments(arguments: argparse.Namespace) -> service.ServerSettings:
+    endpoints = faults_module.merge_fault_settings(
+        faults_module.FaultSettings(),
+        {
+            "error_endpoints": arguments.fault_endpoints,
+            "rate_limit_endpoints": arguments.fault_endpoints,
+            "slow_endpoints": arguments.fault_endpoints,
+            "drop_endpoints": arguments.fault_endpoints,
+        },
+    )
+    faults = faults_module.merge_fault_settings(
+        endpoints,
+        {
+            "error_rate": arguments.error_rate,
+            "error_status": arguments.error_status,
+            "rate_limit_rate": arguments.rate_limit_rate,
+            "retry_after_seconds": arguments.retry_after,
+            "slow_rate": arguments.slow_rate,
+            "slow_seconds": arguments.slow_seconds,
+            "drop_rate": arguments.drop_rate,
+            "drop_after_create": arguments.drop_after_create,
+            "operation_error_rate": arguments.operation_error_rate,
+        },
+    )
+    return service.ServerSettings(
+        host=arguments.host,
+        port=arguments.port,
+        api_keys=_env_list(ENV_API_KEYS),
+        forbidden_api_keys=_env_list(ENV_FORBIDDEN_API_KEYS),
+        bearer_tokens=_env_list(ENV_BEARER_TOKENS),
+        service_account_id=arguments.service_account_id,
+        folder_id=arguments.folder_id,
+        seconds_per_minute=arguments.seconds_per_minute,
+        base_delay_seconds=arguments.base_delay,
+        retention_seconds=arguments.retention_seconds,
+        storage_endpoint=arguments.storage_endpoint,
+        storage_access_key_id=os.environ.get(ENV_S3_ACCESS_KEY_ID) or None,
+        storage_secret_access_key=os.environ.get(ENV_S3_SECRET_ACCESS_KEY) or None,
+        storage_region=arguments.storage_region,
+        fetch_timeout_seconds=arguments.fetch_timeout,
+        seed=arguments.seed,
+        faults=faults,
+    )
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    # Written aside and renamed so that a poller never reads a half-written number.
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=arguments.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logger = logging.getLogger("daemon.localserver")
+    try:
+        settings = settings_from_arguments(arguments)
+        server = LocalSpeechKit(settings)
+    except ValueError as error:
+        sys.stderr.write(f"localserver: {error}\n")
+        return 2
+    if not settings.api_keys and not settings.bearer_tokens:
+        logger.warning("no API keys or IAM tokens configured: every API request will get 401")
+    if settings.storage_endpoint and not settings.storage_access_key_id:
+        logger.warning("--storage-endpoint without storage keys: audio is fetched by plain GET")
+
+    stop_requested = threading.Event()
+
+    def request_stop(signal_number: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        server.start()
+    except OSError as error:
+        sys.stderr.write(
+            f"localserver: cannot listen on {settings.host}:{settings.port}: {error}\n"
+        )
+        return 2
+    try:
+        if arguments.port_file is not None:
+            _write_port_file(arguments.port_file, server.port)
+        sys.stdout.write(f"listening on {server.url}\n")
+        sys.stdout.flush()
+        while not stop_requested.wait(WAIT_SLICE_SECONDS):
+            pass
+    finally:
+        server.stop()
+    logger.info("stopped")
+    return 0

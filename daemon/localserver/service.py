@@ -1,0 +1,522 @@
+"""The state of the local SpeechKit service, independent of HTTP: operations, counters, faults.
+
+`SpeechKitService` answers each API call with a `Reply` (status, JSON body, headers, or "drop
+the connection"); the HTTP layer in `daemon.localserver.server` only moves bytes. Recognition
+runs on a bounded worker pool: fetch the audio, inspect it with `daemon.oggopus`, build the echo
+engine's result. An operation becomes visible as done at the later of "processing finished" and
+"created + simulated processing time", computed lazily on each poll (no timers).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import random
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon import oggopus
+from daemon.localserver import faults as faults_module
+from daemon.localserver import fetch, logic
+
+LOGGER = logging.getLogger("daemon.localserver")
+
+DEFAULT_HOST = "127.0.0.1"  # test infrastructure never listens beyond loopback
+DEFAULT_SECONDS_PER_MINUTE = 10.0  # documented speed: about 10 s per minute of mono audio
+DEFAULT_BASE_DELAY_SECONDS = 0.0  # no fixed overhead unless a test wants one
+DEFAULT_RETENTION_SECONDS = 3 * 86400.0  # the service keeps results 3 days after completion
+DEFAULT_STORAGE_REGION = "ru-central1"  # Yandex Object Storage's only region
+DEFAULT_WORKER_COUNT = 4  # bounded concurrency for fetch + inspect, enough for e2e runs
+# Shaped like a real service account id ("aje" + 17 characters); createdBy of every operation.
+DEFAULT_SERVICE_ACCOUNT_ID = "ajelocalspeechkit001"
+
+
+@dataclass
+class ServerSettings:
+    """Everything the local server needs at start. Secrets are kept out of repr()."""
+
+    host: str = DEFAULT_HOST
+    port: int = 0  # 0: any free port, read it back from LocalSpeechKit.url
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # Keys that authenticate but lack the role: answered 403/7 "Permission denied".
+    forbidden_api_keys: tuple[str, ...] = field(default=(), repr=False)
+    bearer_tokens: tuple[str, ...] = field(default=(), repr=False)  # never expire
+    service_account_id: str = DEFAULT_SERVICE_ACCOUNT_ID
+    folder_id: str | None = None  # a request naming another folderId gets 400/3
+    seconds_per_minute: float = DEFAULT_SECONDS_PER_MINUTE
+    base_delay_seconds: float = DEFAULT_BASE_DELAY_SECONDS
+    retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    storage_endpoint: str | None = None
+    storage_access_key_id: str | None = field(default=None, repr=False)
+    storage_secret_access_key: str | None = field(default=None, repr=False)
+    storage_region: str = DEFAULT_STORAGE_REGION
+    fetch_timeout_seconds: float = fetch.DEFAULT_FETCH_TIMEOUT_SECONDS
+    worker_count: int = DEFAULT_WORKER_COUNT
+    seed: int | None = None  # seeds fault draws; None: different every run
+    faults: faults_module.FaultSettings = field(default_factory=faults_module.FaultSettings)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to answer one HTTP request with; `drop` closes the connection without an answer."""
+
+    status: int = 200
+    body: Any = None
+    headers: tuple[tuple[str, str], ...] = ()
+    drop: bool = False
+
+
+def error_reply(code: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(logic.HTTP_STATUS_BY_CODE[code], logic.error_body(code, message), headers)
+
+
+def rejected_reply(rejected: logic.RequestRejectedError) -> Reply:
+    return Reply(rejected.http_status, logic.error_body(rejected.code, rejected.message))
+
+
+DROPPED = Reply(status=0, drop=True)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    seconds_per_minute: float
+    base_delay_seconds: float
+    retention_seconds: float
+
+
+@dataclass
+class _Operation:
+    operation_id: str
+    created_at: float
+    created_by: str
+    uri_key: str
+    finished_at: float | None = None  # when the worker was done with it
+    delay_seconds: float = 0.0  # simulated processing time from creation
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    def done_at(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return max(self.finished_at, self.created_at + self.delay_seconds)
+
+
+# What stats()["faults_injected"] counts per endpoint ("drop" on submit: before creating).
+INJECTED_FAULT_KINDS = {
+    faults_module.SUBMIT: (
+        "slow",
+        "drop",
+        "drop_after_create",
+        "auth_fail",
+        "rate_limit",
+        "error",
+        "operation_error",
+    ),
+    faults_module.OPERATION: ("slow", "drop", "auth_fail", "rate_limit", "error"),
+}
+
+
+@dataclass
+class _Counters:
+    submit_requests: int = 0
+    submissions: int = 0  # operations created: what the real service would bill
+    operation_requests: int = 0
+    forgotten: int = 0
+    by_sha256: collections.Counter[str] = field(default_factory=collections.Counter)
+    by_uri_key: collections.Counter[str] = field(default_factory=collections.Counter)
+    injected: dict[str, collections.Counter[str]] = field(
+        default_factory=lambda: {
+            endpoint: collections.Counter(dict.fromkeys(kinds, 0))
+            for endpoint, kinds in INJECTED_FAULT_KINDS.items()
+        }
+    )
+
+
+_CONFIG_KEYS = ("seconds_per_minute", "base_delay_seconds", "retention_seconds")
+
+
+def merge_timing(current: _Timing, changes: Mapping[str, object]) -> _Timing:
+    """`current` with runtime config changes; ValueError naming a bad key or value."""
+    values: dict[str, float] = {}
+    for name, value in changes.items():
+        if name not in _CONFIG_KEYS:
+            raise ValueError(f"unknown config setting {name!r}; known: {', '.join(_CONFIG_KEYS)}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(f"config {name!r}: expected a number >= 0, got {value!r}")
+        values[name] = float(value)
+    return dataclasses.replace(current, **values)
+
+
+class SpeechKitService:
+    """Operations and counters behind one lock; recognition on a bounded worker pool."""
+
+    def __init__(self, settings: ServerSettings, *, clock: Callable[[], float]) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._random = random.Random(settings.seed)  # noqa: S311 - fault draws, not secrets
+        self._faults = settings.faults
+        self._timing = merge_timing(
+            _Timing(
+                DEFAULT_SECONDS_PER_MINUTE, DEFAULT_BASE_DELAY_SECONDS, DEFAULT_RETENTION_SECONDS
+            ),
+            {
+                "seconds_per_minute": settings.seconds_per_minute,
+                "base_delay_seconds": settings.base_delay_seconds,
+                "retention_seconds": settings.retention_seconds,
+            },
+        )
+        self._bearer_tokens: dict[str, float | None] = dict.fromkeys(settings.bearer_tokens)
+        self._operations: dict[str, _Operation] = {}
+        self._counters = _Counters()
+        storage = None
+        if (
+            settings.storage_endpoint
+            and settings.storage_access_key_id
+            and settings.storage_secret_access_key
+        ):
+            storage = fetch.StorageAccess(
+                endpoint_url=settings.storage_endpoint,
+                access_key_id=settings.storage_access_key_id,
+                secret_access_key=settings.storage_secret_access_key,
+                region=settings.storage_region,
+            )
+        self._fetcher = fetch.AudioFetcher(storage, timeout_seconds=settings.fetch_timeout_seconds)
+        self._workers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.worker_count, thread_name_prefix="localserver-worker"
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stopping
+
+    def close(self) -> None:
+        """Cancel queued recognitions and wait for running ones (each bounded by its timeout)."""
+        self._stopping.set()
+        self._workers.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------ test controls
+
+    def set_faults(self, changes: Mapping[str, object]) -> faults_module.FaultSettings:
+        with self._lock:
+            self._faults = faults_module.merge_fault_settings(self._faults, changes)
+            return self._faults
+
+    def set_config(self, changes: Mapping[str, object]) -> None:
+        with self._lock:
+            self._timing = merge_timing(self._timing, changes)
+
+    def reset(self) -> None:
+        """No faults, zero counters, fault draws restarted from the seed; operations stay."""
+        with self._lock:
+            self._faults = faults_module.FaultSettings()
+            self._counters = _Counters()
+            self._random = random.Random(self._settings.seed)  # noqa: S311 - fault draws
+
+    def accept_bearer_token(self, token: str, expires_at: float | None) -> None:
+        with self._lock:
+            self._bearer_tokens[token] = expires_at
+
+    def expire_operation(self, operation_id: str) -> bool:
+        """Forget one operation now, as if its retention had run out; False if unknown."""
+        with self._lock:
+            if self._operations.pop(operation_id, None) is None:
+                return False
+            self._counters.forgotten += 1
+            return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            now = self._clock()
+            self._forget_expired(now)
+            pending = done = failed = 0
+            for operation in self._operations.values():
+                done_at = operation.done_at()
+                if done_at is None or now < done_at:
+                    pending += 1
+                elif operation.error is not None:
+                    failed += 1
+                else:
+                    done += 1
+            counters = self._counters
+            return {
+                "submissions": counters.submissions,
+                "submit_requests": counters.submit_requests,
+                "operation_requests": counters.operation_requests,
+                "submissions_by_sha256": dict(counters.by_sha256),
+                "submissions_by_uri_key": dict(counters.by_uri_key),
+                "operations": {
+                    "pending": pending,
+                    "done": done,
+                    "error": failed,
+                    "forgotten": counters.forgotten,
+                },
+                "faults": self._faults.to_json(),
+                "faults_injected": {
+                    endpoint: dict(counter) for endpoint, counter in counters.injected.items()
+                },
+                "config": dataclasses.asdict(self._timing),
+            }
+
+    # ------------------------------------------------------------------ API endpoints
+
+    def _common_faults(
+        self, endpoint: str, authorization: str | None
+    ) -> tuple[Reply | None, faults_module.FaultDecision]:
+        """Apply slow, drop, auth and server-side faults; a Reply means answer it now."""
+        with self._lock:
+            decision = faults_module.decide_faults(self._faults, endpoint, self._random.random)
+            injected = self._counters.injected[endpoint]
+            if decision.slow_seconds:
+                injected["slow"] += 1
+        if decision.slow_seconds:
+            self._stopping.wait(decision.slow_seconds)
+        with self._lock:
+            injected = self._counters.injected[endpoint]  # again: a reset() may have run
+            faults = self._faults
+            drop_now = decision.drop and not (
+                endpoint == faults_module.SUBMIT and faults.drop_after_create
+            )
+            if drop_now:
+                injected["drop"] += 1
+                return DROPPED, decision
+            if faults.auth_fail:
+                injected["auth_fail"] += 1
+                return error_reply(logic.CODE_UNAUTHENTICATED, "Unauthenticated"), decision
+            outcome = logic.authenticate(
+                authorization,
+                api_keys=self._settings.api_keys,
+                forbidden_api_keys=self._settings.forbidden_api_keys,
+                bearer_tokens=self._bearer_tokens,
+                service_account_id=self._settings.service_account_id,
+                now=self._clock(),
+            )
+            if outcome.refusal is not None:
+                return rejected_reply(outcome.refusal), decision
+            if decision.rate_limited:
+                injected["rate_limit"] += 1
+                retry_after = str(faults.retry_after_seconds)
+                return (
+                    error_reply(
+                        logic.CODE_RESOURCE_EXHAUSTED,
+                        "Quota exceeded: too many requests",
+                        (("Retry-After", retry_after),),
+                    ),
+                    decision,
+                )
+            if decision.error_status is not None:
+                injected["error"] += 1
+                code, message = logic.INJECTABLE_ERRORS[decision.error_status]
+                return error_reply(code, message), decision
+        return None, decision
+
+    def submit(self, authorization: str | None, body: bytes) -> Reply:
+        """POST /speech/stt/v2/longRunningRecognize."""
+        with self._lock:
+            self._counters.submit_requests += 1
+        early, decision = self._common_faults(faults_module.SUBMIT, authorization)
+        if early is not None:
+            return early
+        try:
+            document = json.loads(body.decode("utf-8"))
+            request = logic.parse_recognize_request(document, folder_id=self._settings.folder_id)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            return error_reply(logic.CODE_INVALID_ARGUMENT, f"Invalid JSON payload: {error}")
+        except logic.RequestRejectedError as rejected:
+            return rejected_reply(rejected)
+
+        with self._lock:
+            now = self._clock()
+            operation = _Operation(
+                operation_id=logic.make_operation_id(secrets.token_hex(16)),
+                created_at=now,
+                created_by=self._settings.service_account_id,
+                uri_key=logic.uri_object_key(request.uri),
+            )
+            self._operations[operation.operation_id] = operation
+            self._counters.submissions += 1
+            self._counters.by_uri_key[operation.uri_key] += 1
+            faults = self._faults
+            forced_error = (
+                faults.operation_error_rate > 0.0
+                and self._random.random() < faults.operation_error_rate
+            )
+            if forced_error:
+                self._counters.injected[faults_module.SUBMIT]["operation_error"] += 1
+            timing = self._timing
+            answer = logic.operation_json(
+                operation_id=operation.operation_id,
+                created_at=operation.created_at,
+                created_by=operation.created_by,
+                modified_at=now,
+            )
+        LOGGER.info(
+            "operation %s created for %s", operation.operation_id, logic.strip_query(request.uri)
+        )
+        try:
+            self._workers.submit(
+                self._recognize, operation.operation_id, request, timing, forced_error
+            )
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._finish(
+                operation.operation_id,
+                error=logic.error_body(logic.CODE_INTERNAL, "Server is stopping"),
+                delay_seconds=0.0,
+            )
+        if decision.drop:  # drop_after_create: the operation exists, the answer is lost
+            with self._lock:
+                self._counters.injected[faults_module.SUBMIT]["drop_after_create"] += 1
+            return DROPPED
+        return Reply(200, answer)
+
+    def get_operation(self, authorization: str | None, operation_id: str) -> Reply:
+        """GET /operations/{id}."""
+        with self._lock:
+            self._counters.operation_requests += 1
+        early, _ = self._common_faults(faults_module.OPERATION, authorization)
+        if early is not None:
+            return early
+        with self._lock:
+            now = self._clock()
+            self._forget_expired(now)
+            operation = self._operations.get(operation_id)
+            if operation is None:
+                return error_reply(logic.CODE_NOT_FOUND, "Operation not found")
+            done_at = operation.done_at()
+            if done_at is None or now < done_at:
+                return Reply(
+                    200,
+                    logic.operation_json(
+                        operation_id=operation.operation_id,
+                        created_at=operation.created_at,
+                        created_by=operation.created_by,
+                        modified_at=max(now, operation.created_at),
+                    ),
+                )
+            return Reply(
+                200,
+                logic.operation_json(
+                    operation_id=operation.operation_id,
+                    created_at=operation.created_at,
+                    created_by=operation.created_by,
+                    modified_at=done_at,
+                    response=operation.response,
+                    error=operation.error,
+                ),
+            )
+
+    def _forget_expired(self, now: float) -> None:
+        """Drop operations whose results outlived the retention time (caller holds the lock)."""
+        retention = self._timing.retention_seconds
+        expired = [
+            operation_id
+            for operation_id, operation in self._operations.items()
+            if logic.is_forgotten(operation.done_at(), now=now, retention_seconds=retention)
+        ]
+        for operation_id in expired:
+            del self._operations[operation_id]
+        self._counters.forgotten += len(expired)
+
+    # ------------------------------------------------------------------ recognition (workers)
+
+    def _finish(
+        self,
+        operation_id: str,
+        *,
+        delay_seconds: float,
+        response: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        with self._lock:
+            operation = self._operations.get(operation_id)
+            if operation is None:  # expired by a test while it was being processed
+                return
+            operation.response = response
+            operation.error = error
+            operation.delay_seconds = delay_seconds
+            operation.finished_at = self._clock()
+
+    def _recognize(
+        self,
+        operation_id: str,
+        request: logic.RecognizeRequest,
+        timing: _Timing,
+        forced_error: bool,
+    ) -> None:
+        try:
+            self._recognize_or_fail(operation_id, request, timing, forced_error)
+        except Exception:  # a bug here must end the operation, not leave it pending forever
+            LOGGER.exception("operation %s: recognition crashed", operation_id)
+            self._finish(
+                operation_id,
+                error=logic.error_body(logic.CODE_INTERNAL, "Internal error"),
+                delay_seconds=timing.base_delay_seconds,
+            )
+
+    def _recognize_or_fail(
+        self,
+        operation_id: str,
+        request: logic.RecognizeRequest,
+        timing: _Timing,
+        forced_error: bool,
+    ) -> None:
+        invalid_audio = logic.error_body(logic.CODE_INVALID_ARGUMENT, logic.INVALID_AUDIO_MESSAGE)
+        try:
+            data = self._fetcher.fetch(request.uri)
+        except fetch.FetchError as failure:
+            LOGGER.info("operation %s: %s (%s)", operation_id, failure.message, failure.detail)
+            self._finish(
+                operation_id,
+                error=logic.error_body(failure.code, failure.message),
+                delay_seconds=timing.base_delay_seconds,
+            )
+            return
+        digest = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            self._counters.by_sha256[digest] += 1
+        try:
+            info = oggopus.inspect_bytes(data)
+        except oggopus.AudioRefused as refusal:
+            LOGGER.info("operation %s: invalid audio: %s", operation_id, refusal.reason)
+            self._finish(operation_id, error=invalid_audio, delay_seconds=timing.base_delay_seconds)
+            return
+        delay = logic.completion_delay_seconds(
+            info.duration_seconds,
+            info.channels,
+            seconds_per_minute=timing.seconds_per_minute,
+            base_delay_seconds=timing.base_delay_seconds,
+        )
+        if forced_error:
+            LOGGER.info("operation %s: injected operation error", operation_id)
+            self._finish(operation_id, error=invalid_audio, delay_seconds=delay)
+            return
+        chunks = logic.build_echo_chunks(
+            logic.channel_transcripts(info.comments, info.channels),
+            info.duration_seconds,
+            literature_text=request.literature_text,
+        )
+        LOGGER.info(
+            "operation %s: %d chunk(s), %.3f s x %d channel(s), sha256 %s",
+            operation_id,
+            len(chunks),
+            info.duration_seconds,
+            info.channels,
+            digest,
+        )
+        self._finish(operation_id, response=logic.recognition_response(chunks), delay_seconds=delay)

@@ -1,0 +1,72 @@
+"""Logging to stderr: one event per line, readable in journald, secrets never shown.
+
+Under systemd (`JOURNAL_STREAM` set) journald adds its own timestamps, so ours are left out.
+File names are shown as JSON strings so that a newline in a name cannot split an event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable
+
+JOURNAL_FORMAT = "%(levelname)s %(message)s"
+TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+MIN_SECRET_LENGTH = 4  # shorter "secrets" (test placeholders) would redact ordinary words
+
+
+def shown(path: object) -> str:
+    """A file name for a log line: quoted, control characters escaped, unicode kept."""
+    return json.dumps(os.fsdecode(str(path)), ensure_ascii=False)
+
+
+class RedactingFilter(logging.Filter):
+    """Last line of defence: replaces any known secret in a formatted message with ***."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = sorted(
+            (secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH),
+            key=len,
+            reverse=True,
+        )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        redacted = message
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "***")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            for secret in self.secrets:
+                text = text.replace(secret, "***")
+            record.exc_text, record.exc_info = text, None
+        return True
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Tracebacks are folded into the same event (journald shows one entry per line)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
+def configure(level: str, secrets: Iterable[str] = ()) -> None:
+    under_journald = bool(os.environ.get("JOURNAL_STREAM"))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter(JOURNAL_FORMAT if under_journald else TERMINAL_FORMAT))
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Library chatter (connection pools, boto's credential lookups) is noise at info level.
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "watchdog"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

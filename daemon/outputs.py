@@ -1,0 +1,96 @@
+"""Writing outputs beside the audio: atomically (temp file in the same folder, fsync, rename).
+
+A reader never sees a partial file. Temp names are hidden and end in `.skw-tmp`, so they never
+match a watch pattern; leftovers from a crash are removed at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from daemon.watching import OWN_TEMP_SUFFIX
+
+ERROR_SUFFIX = ".error.json"
+
+
+def stem(audio_path: Path) -> str:
+    """NAME: the audio file name without its extension (`call.ogg` -> `call`)."""
+    return audio_path.stem if audio_path.suffix else audio_path.name
+
+
+def output_path(audio_path: Path, out_dir: Path, extension: str) -> Path:
+    return out_dir / f"{stem(audio_path)}.{extension}"
+
+
+def error_path(audio_path: Path, out_dir: Path) -> Path:
+    return out_dir / f"{stem(audio_path)}{ERROR_SUFFIX}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_atomic(target: Path, text: str, *, fsync_dir: bool = True) -> None:
+    """Write `text` to `target` so that readers see the old file or the whole new one."""
+    temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
+    data = text.encode("utf-8")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    if fsync_dir:
+        _fsync_dir(target.parent)
+
+
+def write_all(files: Mapping[Path, str]) -> None:
+    """Write several outputs atomically each, then fsync their folders once."""
+    folders = set()
+    for target, text in files.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, text, fsync_dir=False)
+        folders.add(target.parent)
+    for folder in folders:
+        _fsync_dir(folder)
+
+
+def remove(path: Path) -> bool:
+    """Remove a file if it exists; True if it was there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    _fsync_dir(path.parent)
+    return True
+
+
+def clean_temp_files(folders: Iterable[Path], *, recursive: bool) -> list[Path]:
+    """Remove our temp files left by a crash; the list of what was removed."""
+    removed: list[Path] = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        candidates = (
+            folder.rglob(f".*{OWN_TEMP_SUFFIX}")
+            if recursive
+            else folder.glob(f".*{OWN_TEMP_SUFFIX}")
+        )
+        for candidate in candidates:
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed

@@ -1,0 +1,536 @@
+"""The steps of one file version, from a settled file to its transcript.
+
+Each step reads the row, does one piece of I/O and records the outcome in the state store before
+the next begins: QUEUED (check, hash) -> UPLOADING (put object) -> SUBMITTING (recorded before the
+POST) -> PENDING (operation id committed) -> DONE or FAILED. A crash at any point leaves a row
+whose state says which step to redo; every step is safe to redo except the submit POST, whose
+lost answer is the one documented gap (see README "Crash safety").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon import oggopus, outputs, recognition, scheduling, state, transcripts, watching
+from daemon.config import Config, WatchFolder
+from daemon.logs import shown
+from daemon.recognition import ApiError, RecognitionClient
+from daemon.storage import ObjectStore, StorageError
+
+log = logging.getLogger(__name__)
+
+HASH_BLOCK_BYTES = 1024 * 1024  # large reads keep hashing near disk speed
+RESULT_RETENTION_SECONDS = 3 * 86400  # the service forgets results 3 days after completion
+RETENTION_MARGIN_SECONDS = 3600  # resubmit a little before the service would answer 404
+AUTH_RETRY_SECONDS = 60.0  # refused credentials: try again at this slow pace
+OUTPUT_RETRY_SECONDS = 30.0  # unwritable output folder or full disk: try again this often
+DUPLICATE_WAIT_SECONDS = 2.0  # a twin being uploaded gets its operation id within seconds
+_REUSABLE_SECONDS = RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
+_OUR_KEY = re.compile(r"^[0-9a-f]{64}\.ogg$")  # what storage.object_key makes, after the prefix
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def crash_point(name: str) -> None:
+    """Tests only: SIGKILL ourselves at a named step when SPEECHKIT_WATCH_CRASH_AT names it."""
+    wanted = os.environ.get("SPEECHKIT_WATCH_CRASH_AT")
+    if wanted and wanted == name:
+        os.kill(os.getpid(), 9)
+
+
+class Pipeline:
+    """Advances file versions one step at a time; safe to call from several worker threads."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: state.Store,
+        objects: ObjectStore,
+        api: RecognitionClient,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+        stopping: threading.Event,
+        on_changed: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.objects = objects
+        self.api = api
+        self.clock = clock
+        self.rng = rng
+        self.stopping = stopping
+        self.on_changed = on_changed  # a file changed under us: look at it again
+        self._auth_warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- entry point -------------------------------------------------------------------------
+
+    def advance(self, row_id: int) -> None:
+        """Run the due step of a row, then the following ones while there is no reason to wait."""
+        while not self.stopping.is_set():
+            row = self.store.get(row_id)
+            step = {
+                state.QUEUED: self.prepare,
+                state.UPLOADING: self.upload,
+                state.SUBMITTING: self.submit,
+                state.PENDING: self.check,
+            }.get(row.state)
+            if step is None or (row.due_at is not None and row.due_at > self.clock()):
+                return
+            if not step(row):
+                return
+
+    # -- steps (each returns True when the next step may run at once) ----------------------------
+
+    def prepare(self, row: state.FileRow) -> bool:
+        path = Path(row.path)
+        if not self._unchanged(row):
+            return False
+        if row.sha256 is None or row.duration_seconds is None:
+            # First visit: check and hash. A row waiting for a twin keeps what it learned.
+            try:
+                info = oggopus.inspect_file(path)
+                digest = sha256_file(path)
+            except oggopus.AudioRefused as refusal:
+                self.fail(row, "check", refusal.reason, expect=state.QUEUED, code=refusal.code)
+                return False
+            except OSError as error:
+                return self._vanished_or_retry(row, state.QUEUED, f"cannot read: {error.strerror}")
+            if not self._unchanged(row):
+                return False
+            self.store.update(
+                row.id, self.clock(), expect=state.QUEUED, sha256=digest,
+                duration_seconds=info.duration_seconds, channels=info.channels,
+                specification=json.dumps(self._specification(row), sort_keys=True),
+            )  # fmt: skip
+            crash_point("after_hash")
+            row = self.store.get(row.id)
+            log.info(
+                "accepted %s: %.1f s, %d channel(s), sha256 %s",
+                shown(path), info.duration_seconds, info.channels, digest[:12],
+            )  # fmt: skip
+        assert row.sha256 is not None  # noqa: S101 - set just above
+        assert row.specification is not None  # noqa: S101 - set with it
+        reused = self._reuse(row, row.sha256, row.specification)
+        if reused is not None:
+            return reused
+        now = self.clock()
+        return self.store.update(
+            row.id, now, expect=state.QUEUED, state=state.UPLOADING,
+            object_key=self.objects.key_for(row.sha256), attempts=0, due_at=now,
+        )  # fmt: skip
+
+    def _reuse(self, row: state.FileRow, digest: str, specification: str) -> bool | None:
+        """Same bytes and settings seen before: reuse that result or operation, not pay again.
+
+        None when there is nothing to reuse; else what `prepare` returns.
+        """
+        now = self.clock()
+        for other in self.store.same_content(digest, specification, exclude=row.id):
+            if other.operation_id is None:
+                # The twin is uploading or submitting: wait for its operation id.
+                self.store.update(
+                    row.id, now, expect=state.QUEUED, due_at=now + DUPLICATE_WAIT_SECONDS
+                )
+                return False
+            if other.state == state.DONE:
+                saved = self._saved_result(other)
+                if saved is not None:
+                    if self.store.update(
+                        row.id, now, expect=state.QUEUED, state=state.PENDING,
+                        operation_id=other.operation_id, submitted_at=other.submitted_at,
+                        duplicate_of=other.id, due_at=now,
+                    ):  # fmt: skip
+                        log.info(
+                            "%s has the same content as %s: reusing its result",
+                            shown(row.path), shown(other.path),
+                        )  # fmt: skip
+                        self.finish(self.store.get(row.id), saved, 0)
+                    return False
+                if other.finished_at is None or now - other.finished_at > _REUSABLE_SECONDS:
+                    continue  # the service has forgotten it; transcribe afresh
+            log.info(
+                "%s has the same content as %s: reusing its operation %s",
+                shown(row.path), shown(other.path), other.operation_id,
+            )  # fmt: skip
+            return self.store.update(
+                row.id, now, expect=state.QUEUED, state=state.PENDING,
+                operation_id=other.operation_id, submitted_at=other.submitted_at,
+                duplicate_of=other.id, due_at=now if other.due_at is None else other.due_at,
+            )  # fmt: skip
+        return None
+
+    def _saved_result(self, row: state.FileRow) -> dict[str, Any] | None:
+        """The finished operation saved beside an earlier file, if it is still there intact."""
+        audio = Path(row.path)
+        saved = outputs.output_path(
+            audio, watching.relative_output_dir(audio, self._folder(row)), "json"
+        )
+        try:
+            operation = json.loads(saved.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if (
+            isinstance(operation, dict)
+            and operation.get("id") == row.operation_id
+            and operation.get("done") is True
+            and isinstance(operation.get("response"), dict)
+        ):
+            return operation
+        return None
+
+    def upload(self, row: state.FileRow) -> bool:
+        assert row.object_key is not None  # noqa: S101 - set by prepare
+        path = Path(row.path)
+        try:
+            uploaded = self.objects.upload(path, row.object_key, row.size)
+        except StorageError as error:
+            return self._transient(row, state.UPLOADING, "upload", str(error), auth=error.auth)
+        except FileNotFoundError:
+            return self._vanished_or_retry(row, state.UPLOADING, "file disappeared")
+        except OSError as error:
+            return self._transient(row, state.UPLOADING, "upload", f"cannot read: {error.strerror}")
+        crash_point("after_upload")
+        if not self._unchanged(row, object_written=True):
+            return False
+        if uploaded:
+            log.info("uploaded %s as %s", shown(path), row.object_key)
+        return self.store.update(
+            row.id, self.clock(), expect=state.UPLOADING, state=state.SUBMITTING, attempts=0,
+            due_at=self.clock(),
+        )  # fmt: skip
+
+    def submit(self, row: state.FileRow) -> bool:
+        assert row.object_key is not None  # noqa: S101 - set by prepare
+        # The settings recorded when the file was accepted (a config reload affects new files).
+        specification = (
+            json.loads(row.specification) if row.specification else self._specification(row)
+        )
+        try:
+            uri = self.objects.audio_uri(row.object_key)
+        except StorageError as error:
+            return self._transient(row, state.SUBMITTING, "submit", str(error), auth=error.auth)
+        crash_point("before_submit")
+        try:
+            operation = self.api.submit(uri, specification)
+        except ApiError as error:
+            return self._submit_failed(row, error)
+        crash_point("after_submit")
+        now = self.clock()
+        delay = scheduling.first_check_delay(
+            row.duration_seconds or 0.0, row.channels or 1, self.config.polling.seconds_per_minute
+        )
+        self.store.update(
+            row.id, now, expect=state.SUBMITTING, state=state.PENDING,
+            operation_id=operation["id"], submitted_at=now, checks=0, attempts=0,
+            submissions=row.submissions + 1, due_at=now + delay,
+        )  # fmt: skip
+        crash_point("after_commit")
+        self._auth_ok("recognition")
+        log.info(
+            "submitted %s: operation %s, first status check in %.1f s",
+            shown(row.path), operation["id"], delay,
+        )  # fmt: skip
+        return False
+
+    def check(self, row: state.FileRow) -> bool:
+        assert row.operation_id is not None  # noqa: S101 - set by submit
+        now = self.clock()
+        if row.submitted_at is not None and now - row.submitted_at > (
+            RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
+        ):
+            log.warning(
+                "operation %s of %s is older than the service keeps results; submitting again",
+                row.operation_id, shown(row.path),
+            )  # fmt: skip
+            return self._resubmit(row)
+        try:
+            operation = self.api.get_operation(row.operation_id)
+        except ApiError as error:
+            if error.kind == recognition.NOT_FOUND:
+                log.warning(
+                    "operation %s of %s is unknown to the service (expired?); submitting again",
+                    row.operation_id, shown(row.path),
+                )  # fmt: skip
+                return self._resubmit(row)
+            return self._transient(
+                row, state.PENDING, "status check", str(error),
+                auth=error.kind == recognition.AUTH, retry_after=error.retry_after,
+            )  # fmt: skip
+        self._auth_ok("recognition")
+        checks = row.checks + 1
+        if not operation.get("done"):
+            delay = scheduling.later_check_delay(
+                checks, row.duration_seconds or 0.0, row.channels or 1,
+                self.config.polling.seconds_per_minute, self.config.polling.max_interval_seconds,
+            )  # fmt: skip
+            self.store.update(
+                row.id, now, expect=state.PENDING, checks=checks, attempts=0, due_at=now + delay
+            )
+            log.debug("operation %s not done yet; next check in %.1f s", row.operation_id, delay)
+            return False
+        failure = operation.get("error")
+        if isinstance(failure, dict):
+            code = failure.get("code")
+            message = str(failure.get("message") or "recognition failed")
+            self.store.update(row.id, now, expect=state.PENDING, checks=checks)
+            self.fail(
+                row, "recognition", f"the service could not recognise the audio: {message}",
+                expect=state.PENDING, code=code, operation_id=row.operation_id,
+            )  # fmt: skip
+            return False
+        return self.finish(row, operation, checks)
+
+    def _resubmit(self, row: state.FileRow) -> bool:
+        """Submit again with a fresh link; upload first, the object may have been deleted."""
+        assert row.sha256 is not None  # noqa: S101 - a pending row was hashed
+        now = self.clock()
+        return self.store.update(
+            row.id, now, expect=state.PENDING, state=state.UPLOADING, operation_id=None,
+            object_key=self.objects.key_for(row.sha256), duplicate_of=None, attempts=0,
+            due_at=now,
+        )  # fmt: skip
+
+    def finish(self, row: state.FileRow, operation: dict[str, Any], checks: int) -> bool:
+        """Write the outputs, then record DONE, then delete the object."""
+        audio = Path(row.path)
+        out_dir = watching.relative_output_dir(audio, self._folder(row))
+        files = {
+            outputs.output_path(audio, out_dir, extension): transcripts.RENDERERS[extension](
+                operation
+            )
+            for extension in self.config.outputs
+        }
+        now = self.clock()
+        try:
+            crash_point("before_outputs")
+            outputs.write_all(files)
+            outputs.remove(outputs.error_path(audio, out_dir))
+        except OSError as error:
+            log.error(
+                "cannot write the transcript of %s into %s: %s; trying again in %.0f s",
+                shown(audio), shown(out_dir), error.strerror, OUTPUT_RETRY_SECONDS,
+            )  # fmt: skip
+            self.store.update(
+                row.id, now, expect=state.PENDING, checks=checks, due_at=now + OUTPUT_RETRY_SECONDS
+            )
+            return False
+        crash_point("after_outputs")
+        finished = self.store.update(
+            row.id, now, expect=state.PENDING, state=state.DONE, checks=checks, due_at=None,
+            finished_at=now, stage=None, message=None, error_code=None,
+        )  # fmt: skip
+        if finished:
+            lines = transcripts.render_txt(operation).count("\n")
+            log.info(
+                "done %s: operation %s, %d line(s), %d status check(s)",
+                shown(audio), row.operation_id, lines, checks,
+            )  # fmt: skip
+            crash_point("before_delete")
+            self.delete_object(row)
+        return False
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def fail(
+        self,
+        row: state.FileRow,
+        stage: str,
+        message: str,
+        *,
+        expect: str,
+        code: Any = None,
+        operation_id: str | None = None,
+    ) -> None:
+        """A permanent problem with this file: NAME.error.json and the FAILED state."""
+        audio = Path(row.path)
+        now = self.clock()
+        out_dir = watching.relative_output_dir(audio, self._folder(row))
+        document = transcripts.render_error(
+            file=str(audio), stage=stage, message=message, at=transcripts.iso_time(now),
+            extra={"code": code, "operation_id": operation_id},
+        )  # fmt: skip
+        try:
+            outputs.write_all({outputs.error_path(audio, out_dir): document})
+        except OSError as error:
+            log.error("cannot write the error file of %s: %s", shown(audio), error.strerror)
+        failed = self.store.update(
+            row.id, now, expect=expect, state=state.FAILED, stage=stage, message=message,
+            error_code=code if isinstance(code, int) else None, due_at=None, finished_at=now,
+        )  # fmt: skip
+        if failed:
+            log.error("failed %s at %s: %s", shown(audio), stage, message)
+            if row.object_key is not None:
+                self.delete_object(self.store.get(row.id))
+
+    def delete_object(self, row: state.FileRow) -> None:
+        if row.object_key is None or not self.config.storage.delete_after or row.object_deleted:
+            return
+        # Another version with the same content may still need the object.
+        if self.store.object_in_use(row.object_key, exclude=row.id):
+            return
+        try:
+            self.objects.delete(row.object_key)
+        except StorageError as error:
+            log.warning(
+                "could not delete object %s (will retry at start): %s", row.object_key, error
+            )
+            return
+        self.store.update(row.id, self.clock(), object_deleted=1)
+
+    def sweep_objects(self) -> int:
+        """Delete objects nothing needs any more: failed deletions and crash orphans.
+
+        The bucket is listed before the in-use check of each key, so an upload that starts
+        meanwhile is either not listed or already recorded as in use.
+        """
+        for row in self.store.undeleted_objects():
+            if self.stopping.is_set():
+                return 0
+            self.delete_object(row)
+        try:
+            keys = self.objects.list_keys()
+        except StorageError as error:
+            log.warning("could not list the bucket to find orphaned objects: %s", error)
+            return 0
+        deleted = 0
+        for key in keys:
+            if self.stopping.is_set() or not _OUR_KEY.match(
+                key[len(self.objects.settings.prefix) :]
+            ):
+                continue
+            if self.store.object_in_use(key, exclude=-1):
+                continue
+            try:
+                self.objects.delete(key)
+            except StorageError as error:
+                log.warning("could not delete orphaned object %s: %s", key, error)
+                continue
+            deleted += 1
+        if deleted:
+            log.info("deleted %d orphaned object(s) left by an earlier crash", deleted)
+        return deleted
+
+    def _submit_failed(self, row: state.FileRow, error: ApiError) -> bool:
+        if error.kind == recognition.PERMANENT:
+            self.fail(
+                row, "submit", f"the service refused the request: {error.message}",
+                expect=state.SUBMITTING, code=error.code,
+            )  # fmt: skip
+            return False
+        if error.kind == recognition.AMBIGUOUS:
+            # No way to ask the v2 API which operations exist, so the choice is between losing the
+            # file and maybe paying twice: we submit again, and say so.
+            log.warning(
+                "the answer to the submission of %s was lost (%s); it will be submitted again and "
+                "may be billed twice",
+                shown(row.path), error.message,
+            )  # fmt: skip
+        return self._transient(
+            row, state.SUBMITTING, "submit", str(error),
+            auth=error.kind == recognition.AUTH, retry_after=error.retry_after,
+        )  # fmt: skip
+
+    def _transient(
+        self,
+        row: state.FileRow,
+        expect: str,
+        stage: str,
+        message: str,
+        *,
+        auth: bool = False,
+        retry_after: float | None = None,
+    ) -> bool:
+        now = self.clock()
+        attempts = row.attempts + 1
+        if auth:
+            delay = max(AUTH_RETRY_SECONDS, retry_after or 0.0)
+            self._auth_refused("storage" if stage == "upload" else "recognition", message, delay)
+        else:
+            delay = scheduling.retry_delay(attempts, self.rng, retry_after)
+            log.warning(
+                "%s of %s failed (%s); attempt %d, retrying in %.1f s",
+                stage, shown(row.path), message, attempts, delay,
+            )  # fmt: skip
+        self.store.update(row.id, now, expect=expect, attempts=attempts, due_at=now + delay)
+        return False
+
+    def _auth_refused(self, service: str, message: str, delay: float) -> None:
+        with self._lock:
+            first = service not in self._auth_warned
+            self._auth_warned.add(service)
+        if first:
+            credential = (
+                "storage.access_key_id/secret_access_key"
+                if service == "storage"
+                else "speechkit.api_key"
+            )
+            log.error(
+                "%s refused our credentials (%s): check %s; paused, retrying every %.0f s",
+                service, message, credential, delay,
+            )  # fmt: skip
+
+    def _auth_ok(self, service: str) -> None:
+        with self._lock:
+            was_refused = service in self._auth_warned
+            self._auth_warned.discard(service)
+        if was_refused:
+            log.info("%s accepts our credentials again; work resumes", service)
+
+    def _vanished_or_retry(self, row: state.FileRow, expect: str, message: str) -> bool:
+        if not Path(row.path).exists():
+            self._drop(row, expect, "the file disappeared before it was transcribed")
+            return False
+        return self._transient(row, expect, "read", message)
+
+    def _drop(self, row: state.FileRow, expect: str, why: str) -> None:
+        if self.store.update(
+            row.id, self.clock(), expect=expect, state=state.GONE, due_at=None, message=why
+        ):
+            log.info("dropped %s: %s", shown(row.path), why)
+
+    def _unchanged(self, row: state.FileRow, *, object_written: bool = False) -> bool:
+        """True if the file is still the version this row describes; otherwise hand it back."""
+        try:
+            now_stat = os.stat(row.path)
+        except FileNotFoundError:
+            self._drop(row, row.state, "the file disappeared before it was transcribed")
+            return False
+        except OSError:
+            return True  # a passing permission or I/O problem shows up in the read itself
+        if (now_stat.st_size, now_stat.st_mtime_ns) == (row.size, row.mtime_ns):
+            return True
+        if self.store.update(
+            row.id, self.clock(), expect=row.state, state=state.SUPERSEDED, due_at=None
+        ):
+            log.info("%s changed while being processed; it will be judged again", shown(row.path))
+            if object_written:
+                self.delete_object(self.store.get(row.id))
+        self.on_changed(row.path)
+        return False
+
+    def _specification(self, row: state.FileRow) -> dict[str, Any]:
+        return self._folder(row).recognition.specification()
+
+    def _folder(self, row: state.FileRow) -> WatchFolder:
+        try:
+            return watching.folder_for(row.path, self.config.watch)
+        except ValueError:
+            # The folder left the config; finish the file with the global settings.
+            return WatchFolder(path=Path(row.folder), recognition=self.config.recognition)

@@ -1,0 +1,194 @@
+"""The SpeechKit v2 asynchronous recognition API: submit `longRunningRecognize`, read operations.
+
+A thin adapter over `requests`. Every call has a timeout. Errors are classified from the HTTP
+status and the gRPC code in the body (never from message text) into what the daemon does next.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+import urllib3.exceptions
+
+from daemon import __version__
+from daemon.config import SpeechKit
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"speechkit-watch/{__version__}"
+
+# What the daemon does about an error.
+TRANSIENT = "transient"  # retry later with backoff (network, 5xx, 429)
+AUTH = "auth"  # credentials refused: pause, retry slowly, never fail the file
+PERMANENT = "permanent"  # the request itself is wrong for this file: fail the file
+NOT_FOUND = "not_found"  # the operation is unknown to the service (expired or never recorded)
+AMBIGUOUS = "ambiguous"  # the submit may have reached the service; its answer was lost
+
+
+@dataclass
+class ApiError(Exception):
+    kind: str
+    message: str
+    status: int | None = None
+    code: int | None = None
+    retry_after: float | None = None
+    request_id: str | None = None
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code is not None:
+            parts.append(f"code {self.code}")
+        if self.request_id:
+            parts.append(f"x-request-id {self.request_id}")
+        return "; ".join(parts)
+
+
+def classify(status: int) -> str:
+    """What to do about an HTTP error status from the API."""
+    if status in (401, 403):
+        return AUTH
+    if status == 404:
+        return NOT_FOUND
+    if status in (408, 429) or status >= 500:
+        return TRANSIENT
+    return PERMANENT
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds form; dates are rare from APIs)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def error_from_response(response: requests.Response) -> ApiError:
+    """An ApiError from a non-2xx answer, keeping the service's gRPC code and message."""
+    code: int | None = None
+    message = response.reason or "error"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw_code = body.get("code")
+        if isinstance(raw_code, int):
+            code = raw_code
+        if isinstance(body.get("message"), str) and body["message"]:
+            message = body["message"]
+    return ApiError(
+        kind=classify(response.status_code),
+        message=message,
+        status=response.status_code,
+        code=code,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        request_id=response.headers.get("x-request-id"),
+    )
+
+
+def request_was_sent(error: requests.RequestException) -> bool:
+    """False only when the request certainly never reached the server (the connect failed)."""
+    if isinstance(error, requests.ConnectTimeout):
+        return False
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        cause = pending.pop()
+        if not isinstance(cause, BaseException) or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, _NOT_SENT):
+            return False
+        pending.extend([getattr(cause, "reason", None), cause.__cause__, cause.__context__])
+        pending.extend(cause.args)
+    return True
+
+
+_NOT_SENT = (
+    urllib3.exceptions.NewConnectionError,  # refused, unreachable, DNS failure
+    urllib3.exceptions.ConnectTimeoutError,
+)
+
+
+class RecognitionClient:
+    """Talks to the recognition and operations endpoints with one credential."""
+
+    def __init__(self, settings: SpeechKit, session: requests.Session | None = None):
+        self.settings = settings
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Api-Key {self.settings.api_key.reveal()}",
+            "x-client-request-id": str(uuid.uuid4()),
+        }
+
+    def submit(self, audio_uri: str, specification: dict[str, Any]) -> dict[str, Any]:
+        """POST longRunningRecognize; the operation object on success, else ApiError.
+
+        A failure after the request left us is AMBIGUOUS: the service may have created (and will
+        bill) an operation we never heard of. The caller decides; it is never retried here.
+        """
+        body = {"config": {"specification": specification}, "audio": {"uri": audio_uri}}
+        try:
+            response = self.session.post(
+                self.settings.recognize_url,
+                json=body,
+                headers=self._headers(),
+                timeout=self.settings.request_timeout_seconds,
+            )
+        except requests.RequestException as error:
+            kind = AMBIGUOUS if request_was_sent(error) else TRANSIENT
+            raise ApiError(kind, f"recognition API unreachable: {_describe(error)}") from None
+        return self._operation(response)
+
+    def get_operation(self, operation_id: str) -> dict[str, Any]:
+        """GET the operation; ApiError with kind NOT_FOUND when the service does not know it."""
+        url = f"{self.settings.operations_url}/{operation_id}"
+        try:
+            response = self.session.get(
+                url, headers=self._headers(), timeout=self.settings.request_timeout_seconds
+            )
+        except requests.RequestException as error:
+            raise ApiError(TRANSIENT, f"operations API unreachable: {_describe(error)}") from None
+        return self._operation(response)
+
+    def _operation(self, response: requests.Response) -> dict[str, Any]:
+        if response.status_code != 200:
+            raise error_from_response(response)
+        try:
+            operation = response.json()
+        except ValueError:
+            raise ApiError(
+                TRANSIENT, "the API answered with something that is not JSON", status=200
+            ) from None
+        if not isinstance(operation, dict) or not isinstance(operation.get("id"), str):
+            raise ApiError(TRANSIENT, "the API answered without an operation id", status=200)
+        return operation
+
+
+def _describe(error: requests.RequestException) -> str:
+    """A short reason for a network failure, without URLs (presigned queries stay out of logs)."""
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    text = str(error.args[0]) if error.args else type(error).__name__
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "NameResolution" in text:
+        return "name resolution failed"
+    if "RemoteDisconnected" in text or "Connection aborted" in text:
+        return "connection closed without an answer"
+    return type(error).__name__

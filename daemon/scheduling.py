@@ -1,0 +1,57 @@
+"""When to do things: status checks of pending operations and retries after transient failures.
+
+Pure functions of their arguments (the clock and randomness are passed in), unit-tested alone.
+"""
+
+from __future__ import annotations
+
+import random
+
+MIN_FIRST_CHECK_SECONDS = 1.0  # even a one-second file needs a moment on the service side
+FIRST_CHECK_MARGIN = 1.1  # check a little after the expected time, not a little before it
+FIRST_CHECK_SLACK_SECONDS = 0.5  # queueing and clock skew on short files
+LATER_CHECK_FRACTION = 0.25  # after a miss, wait a quarter of the expected time, then double
+MIN_LATER_CHECK_SECONDS = 2.0  # never the documentation's once-a-second loop
+RETRY_BASE_SECONDS = 1.0  # first retry after a transient failure
+RETRY_CAP_SECONDS = 300.0  # retries of a long outage settle at once per five minutes
+RETRY_AFTER_CAP_SECONDS = 3600.0  # a Retry-After beyond an hour is treated as an hour
+
+
+def expected_processing_seconds(
+    duration_seconds: float, channels: int, seconds_per_minute: float
+) -> float:
+    """The service's documented speed: about `seconds_per_minute` per audio minute per channel."""
+    return max(duration_seconds, 0.0) / 60.0 * seconds_per_minute * max(channels, 1)
+
+
+def first_check_delay(duration_seconds: float, channels: int, seconds_per_minute: float) -> float:
+    """Seconds from submission to the first status check: when the result can be expected."""
+    expected = expected_processing_seconds(duration_seconds, channels, seconds_per_minute)
+    return max(MIN_FIRST_CHECK_SECONDS, expected * FIRST_CHECK_MARGIN + FIRST_CHECK_SLACK_SECONDS)
+
+
+def later_check_delay(
+    checks_done: int,
+    duration_seconds: float,
+    channels: int,
+    seconds_per_minute: float,
+    max_interval: float,
+) -> float:
+    """Seconds until the next check after `checks_done` checks found the operation unfinished."""
+    expected = expected_processing_seconds(duration_seconds, channels, seconds_per_minute)
+    base = max(MIN_LATER_CHECK_SECONDS, expected * LATER_CHECK_FRACTION)
+    exponent = max(checks_done - 1, 0)
+    return min(max_interval, base * (2.0 ** min(exponent, 30)))
+
+
+def retry_delay(attempts: int, rng: random.Random, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter after `attempts` consecutive transient failures.
+
+    The jitter spreads many files that failed together (an outage) so they do not return together.
+    A server's `Retry-After` is a floor: we never come back earlier than it asked.
+    """
+    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * (2.0 ** min(max(attempts - 1, 0), 30)))
+    delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP_SECONDS))
+    return delay

@@ -1,0 +1,354 @@
+"""The state store: one SQLite row per file version moving through explicit states.
+
+A file version is (path, size, mtime, sha256). Rows are never deleted to claim work: a row's
+`state` says what happens next and `due_at` says when. The daemon, `status` and `retry` open the
+same file; WAL lets `status` read while the daemon writes. Every change is one short transaction
+committed with `synchronous=FULL`, so a `kill -9` loses at most the step that was running.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000  # `status`/`retry` may wait this long for the daemon's short write
+
+# States. Active ones have a next step; terminal ones do not.
+QUEUED = "queued"  # settled; next: local check, hash, upload
+UPLOADING = "uploading"  # checked and hashed; next: put the object (idempotent: key from the hash)
+SUBMITTING = "submitting"  # object stored; recorded before the submit POST so a crash is visible
+PENDING = "pending"  # the service accepted it; `operation_id` is set; next: a status check
+DONE = "done"  # outputs written
+FAILED = "failed"  # permanent problem; `stage` and `message` say why; `retry` re-queues
+SUPERSEDED = "superseded"  # a newer version of the same path replaced this one before it ended
+GONE = "gone"  # the file disappeared before it was finished
+
+ACTIVE_STATES = (QUEUED, UPLOADING, SUBMITTING, PENDING)
+TERMINAL_STATES = (DONE, FAILED, SUPERSEDED, GONE)
+ALL_STATES = ACTIVE_STATES + TERMINAL_STATES
+
+
+class StateFileError(Exception):
+    """The state file cannot be used (corrupt, unreadable, from a newer version)."""
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    path: str
+    folder: str
+    size: int
+    mtime_ns: int
+    state: str
+    created_at: float
+    updated_at: float
+    sha256: str | None = None
+    due_at: float | None = None
+    attempts: int = 0
+    duration_seconds: float | None = None
+    channels: int | None = None
+    object_key: str | None = None
+    object_deleted: int = 0
+    operation_id: str | None = None
+    submitted_at: float | None = None
+    checks: int = 0
+    submissions: int = 0
+    stage: str | None = None
+    message: str | None = None
+    error_code: int | None = None
+    finished_at: float | None = None
+    duplicate_of: int | None = None  # the row whose result this one reuses (same content)
+    specification: str | None = None  # canonical JSON of the request's specification
+
+
+_COLUMNS = tuple(field.name for field in fields(FileRow))
+_PATH_COLUMNS = ("path", "folder")  # stored as bytes: file names need not be valid UTF-8
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        path BLOB NOT NULL,
+        folder BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sha256 TEXT,
+        state TEXT NOT NULL,
+        due_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        duration_seconds REAL,
+        channels INTEGER,
+        object_key TEXT,
+        object_deleted INTEGER NOT NULL DEFAULT 0,
+        operation_id TEXT,
+        submitted_at REAL,
+        checks INTEGER NOT NULL DEFAULT 0,
+        submissions INTEGER NOT NULL DEFAULT 0,
+        stage TEXT,
+        message TEXT,
+        error_code INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        duplicate_of INTEGER,
+        specification TEXT
+    );
+    CREATE INDEX files_path ON files (path);
+    CREATE INDEX files_state_due ON files (state, due_at);
+    CREATE INDEX files_sha256 ON files (sha256);
+    """,
+}
+
+
+def _encode(value: str) -> bytes:
+    return os.fsencode(value)
+
+
+def _row(record: sqlite3.Row) -> FileRow:
+    values: dict[str, Any] = dict(zip(record.keys(), record, strict=True))
+    for column in _PATH_COLUMNS:
+        values[column] = os.fsdecode(values[column])
+    return FileRow(**values)
+
+
+class Store:
+    """Thread-safe access to the state file (one connection, one lock, short transactions)."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        if read_only and not path.exists():
+            raise StateFileError(
+                f"{path}: no state file yet (the daemon has not run with this config)"
+            )
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target = f"file:{urllib.parse.quote(str(path))}?mode=ro" if read_only else str(path)
+            self._db = sqlite3.connect(
+                target,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=read_only,
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._prepare(read_only=read_only)
+        except sqlite3.DatabaseError as error:
+            raise StateFileError(f"{path}: cannot use the state file: {error}") from None
+
+    def _prepare(self, *, read_only: bool) -> None:
+        check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise StateFileError(
+                f"{self.path}: the state file is corrupt ({check}); move it aside to start afresh"
+            )
+        if not read_only:
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StateFileError(f"{self.path}: cannot switch the state file to WAL mode")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateFileError(
+                f"{self.path}: the state file has schema version {version}, newer than this "
+                f"speechkit-watch ({SCHEMA_VERSION}); upgrade speechkit-watch"
+            )
+        if version < SCHEMA_VERSION:
+            if read_only:
+                raise StateFileError(f"{self.path}: the state file needs the daemon to upgrade it")
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction():
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _select(self, where: str, parameters: Iterable[Any] = ()) -> list[FileRow]:
+        with self._lock:
+            cursor = self._db.execute(f"SELECT * FROM files {where}", tuple(parameters))  # noqa: S608
+            return [_row(record) for record in cursor.fetchall()]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get(self, row_id: int) -> FileRow:
+        rows = self._select("WHERE id = ?", (row_id,))
+        if not rows:
+            raise KeyError(row_id)
+        return rows[0]
+
+    def latest_for_path(self, path: str) -> FileRow | None:
+        rows = self._select("WHERE path = ? ORDER BY id DESC LIMIT 1", (_encode(path),))
+        return rows[0] if rows else None
+
+    def known_versions(self) -> dict[str, tuple[int, int]]:
+        """Path -> (size, mtime_ns) of the newest row per path: what start-up skips unread."""
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT path, size, mtime_ns FROM files WHERE id IN "
+                "(SELECT MAX(id) FROM files GROUP BY path) AND state != ?",
+                (GONE,),
+            )
+            return {os.fsdecode(path): (size, mtime) for path, size, mtime in cursor.fetchall()}
+
+    def due(self, now: float, *, limit: int, exclude: Iterable[int] = ()) -> list[FileRow]:
+        excluded = tuple(exclude)
+        marks = ",".join("?" * len(excluded))
+        exclusion = f"AND id NOT IN ({marks})" if excluded else ""
+        states = ",".join("?" * len(ACTIVE_STATES))
+        return self._select(
+            f"WHERE state IN ({states}) AND due_at <= ? {exclusion} ORDER BY due_at, id LIMIT ?",
+            (*ACTIVE_STATES, now, *excluded, limit),
+        )
+
+    def next_due_at(self, *, exclude: Iterable[int] = ()) -> float | None:
+        excluded = tuple(exclude)
+        marks = ",".join("?" * len(excluded))
+        exclusion = f"AND id NOT IN ({marks})" if excluded else ""
+        states = ",".join("?" * len(ACTIVE_STATES))
+        with self._lock:
+            value = self._db.execute(
+                f"SELECT MIN(due_at) FROM files WHERE state IN ({states}) {exclusion}",  # noqa: S608
+                (*ACTIVE_STATES, *excluded),
+            ).fetchone()[0]
+        return None if value is None else float(value)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            cursor = self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state")
+            found = dict(cursor.fetchall())
+        return {state: int(found.get(state, 0)) for state in ALL_STATES}
+
+    def in_states(self, states: Iterable[str], *, limit: int = 1000) -> list[FileRow]:
+        wanted = tuple(states)
+        marks = ",".join("?" * len(wanted))
+        return self._select(f"WHERE state IN ({marks}) ORDER BY id LIMIT ?", (*wanted, limit))
+
+    def same_content(self, sha256: str, specification: str, *, exclude: int) -> list[FileRow]:
+        """Other rows with these bytes and settings, finished or on their way (newest first)."""
+        return self._select(
+            "WHERE sha256 = ? AND specification = ? AND id != ? AND state IN (?, ?, ?, ?) "
+            "ORDER BY id DESC LIMIT 20",
+            (sha256, specification, exclude, DONE, UPLOADING, SUBMITTING, PENDING),
+        )
+
+    def active_object_keys(self) -> set[str]:
+        """Object keys that unfinished rows still need."""
+        states = ",".join("?" * len(ACTIVE_STATES))
+        with self._lock:
+            cursor = self._db.execute(
+                f"SELECT DISTINCT object_key FROM files WHERE state IN ({states}) "  # noqa: S608
+                "AND object_key IS NOT NULL",
+                ACTIVE_STATES,
+            )
+            return {key for (key,) in cursor.fetchall()}
+
+    def object_in_use(self, object_key: str, *, exclude: int) -> bool:
+        """True if another unfinished row needs the same object (same content, other name)."""
+        states = ",".join("?" * len(ACTIVE_STATES))
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT 1 FROM files WHERE object_key = ? AND id != ? AND state IN ({states}) "  # noqa: S608
+                "LIMIT 1",
+                (object_key, exclude, *ACTIVE_STATES),
+            ).fetchone()
+        return found is not None
+
+    def undeleted_objects(self) -> list[FileRow]:
+        """Finished rows whose uploaded object may still be in the bucket."""
+        return self._select(
+            "WHERE object_key IS NOT NULL AND object_deleted = 0 AND state IN (?, ?, ?, ?)",
+            TERMINAL_STATES,
+        )
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add_version(self, *, path: str, folder: str, size: int, mtime_ns: int, now: float) -> int:
+        """Record a newly settled file version; unfinished older versions are superseded."""
+        with self._transaction() as db:
+            active = ",".join("?" * len(ACTIVE_STATES))
+            db.execute(
+                "UPDATE files SET state = ?, due_at = NULL, updated_at = ? "  # noqa: S608
+                f"WHERE path = ? AND state IN ({active})",
+                (SUPERSEDED, now, _encode(path), *ACTIVE_STATES),
+            )
+            cursor = db.execute(
+                "INSERT INTO files (path, folder, size, mtime_ns, state, due_at, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (_encode(path), _encode(folder), size, mtime_ns, QUEUED, now, now, now),
+            )
+            row_id = cursor.lastrowid
+        assert row_id is not None  # noqa: S101 - sqlite always sets it after INSERT
+        return row_id
+
+    def update(self, row_id: int, now: float, *, expect: str | None = None, **changes: Any) -> bool:
+        """Change columns of a row; with `expect`, only if the row is still in that state.
+
+        The check guards against a row that moved on meanwhile (superseded by a newer version of
+        the file, re-queued by `retry`): the caller then drops its step. True if the row changed.
+        """
+        unknown = set(changes) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)}")
+        for column in _PATH_COLUMNS:
+            if column in changes:
+                changes[column] = _encode(changes[column])
+        changes["updated_at"] = now
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        condition = "id = ?" if expect is None else "id = ? AND state = ?"
+        parameters = (row_id,) if expect is None else (row_id, expect)
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"UPDATE files SET {assignments} WHERE {condition}",  # noqa: S608 - checked names
+                (*changes.values(), *parameters),
+            )
+            return cursor.rowcount == 1
+
+    def requeue(self, *, paths: Iterable[str] = (), all_failed: bool = False, now: float) -> int:
+        """Put failed rows (all, or the newest row of each named path) back in the queue."""
+        changed = 0
+        with self._transaction() as db:
+            if all_failed:
+                cursor = db.execute(
+                    "UPDATE files SET state = ?, due_at = ?, attempts = 0, stage = NULL, "
+                    "message = NULL, error_code = NULL, updated_at = ? WHERE state = ?",
+                    (QUEUED, now, now, FAILED),
+                )
+                changed += cursor.rowcount
+            for path in paths:
+                cursor = db.execute(
+                    "UPDATE files SET state = ?, due_at = ?, attempts = 0, stage = NULL, "
+                    "message = NULL, error_code = NULL, updated_at = ? WHERE id = "
+                    "(SELECT MAX(id) FROM files WHERE path = ?) AND state = ?",
+                    (QUEUED, now, now, _encode(path), FAILED),
+                )
+                changed += cursor.rowcount
+        return changed

@@ -1,0 +1,190 @@
+"""Object storage (Yandex Object Storage, any S3-compatible store) through boto3.
+
+The object key comes from the content hash, so uploading the same bytes twice writes the same
+object: a crash during upload is repaired by uploading again.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+import boto3.s3.transfer
+import botocore.config
+import botocore.exceptions
+
+from daemon.config import Storage
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 10.0  # storage is a nearby service; a slow connect means it is down
+READ_TIMEOUT_SECONDS = 60.0  # a part upload of 16 MB over a slow line still fits
+BOTOCORE_ATTEMPTS = 3  # botocore's own standard-mode retries; our outer retry does the rest
+MULTIPART_THRESHOLD = 64 * 1024 * 1024  # below this a single PUT is fastest
+MULTIPART_CHUNK = 16 * 1024 * 1024  # >= 5 MB minimum; 1 GiB / 16 MB = 64 parts, far from 10,000
+TRANSFER_THREADS = 4  # parts of one large upload in flight at once
+
+AUTH_ERROR_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "Forbidden"}
+)
+
+
+class StorageError(Exception):
+    """A storage call failed. `auth` says the keys were refused; all storage errors are retried."""
+
+    def __init__(self, message: str, *, auth: bool = False) -> None:
+        super().__init__(message)
+        self.auth = auth
+
+
+def object_key(prefix: str, sha256: str, suffix: str = ".ogg") -> str:
+    """The object key of some content: the prefix, then the hash (idempotent re-uploads)."""
+    return f"{prefix}{sha256}{suffix}"
+
+
+def plain_url(endpoint_url: str, bucket: str, key: str) -> str:
+    """The path-style URL of an object, the form SpeechKit expects in `audio.uri`."""
+    return f"{endpoint_url.rstrip('/')}/{bucket}/{urllib.parse.quote(key)}"
+
+
+def without_query(url: str) -> str:
+    """A URL safe for logs: presigned signatures live in the query string."""
+    return url.split("?", 1)[0]
+
+
+def _describe(error: Exception) -> StorageError:
+    if isinstance(error, botocore.exceptions.ClientError):
+        details = error.response.get("Error", {})
+        code = str(details.get("Code", "error"))
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return StorageError(
+            f"storage refused the request: {code} (HTTP {status})",
+            auth=code in AUTH_ERROR_CODES or status == 403,
+        )
+    if isinstance(
+        error, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError
+    ):
+        return StorageError("storage unreachable: connection failed")
+    if isinstance(
+        error, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError
+    ):
+        return StorageError("storage unreachable: timed out")
+    return StorageError(f"storage request failed: {type(error).__name__}")
+
+
+class ObjectStore:
+    """Upload, link and delete objects in one bucket."""
+
+    def __init__(self, settings: Storage) -> None:
+        self.settings = settings
+        session = boto3.session.Session(
+            aws_access_key_id=settings.access_key_id.reveal(),
+            aws_secret_access_key=settings.secret_access_key.reveal(),
+            region_name=settings.region,
+        )
+        self.client: S3Client = session.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            config=botocore.config.Config(
+                s3={"addressing_style": "path"},
+                signature_version="s3v4",
+                retries={"mode": "standard", "max_attempts": BOTOCORE_ATTEMPTS},
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                read_timeout=READ_TIMEOUT_SECONDS,
+                # boto3 >= 1.36 sends checksum headers some S3-compatible stores reject.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                max_pool_connections=max(10, TRANSFER_THREADS * 4),
+            ),
+        )
+        self.transfer = boto3.s3.transfer.TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_CHUNK,
+            max_concurrency=TRANSFER_THREADS,
+        )
+
+    def key_for(self, sha256: str) -> str:
+        return object_key(self.settings.prefix, sha256)
+
+    def exists(self, key: str, size: int) -> bool:
+        """True if the object is already there with this size (a previous upload finished)."""
+        try:
+            head = self.client.head_object(Bucket=self.settings.bucket, Key=key)
+        except botocore.exceptions.ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                return False
+            raise _describe(error) from None
+        except (botocore.exceptions.BotoCoreError, OSError) as error:
+            raise _describe(error) from None
+        return int(head.get("ContentLength", -1)) == size
+
+    def upload(self, path: Path, key: str, size: int) -> bool:
+        """Put the file at `key` unless an object of the same size is there; True if uploaded.
+
+        Large files go up in parts; s3transfer aborts an unfinished multipart upload on failure
+        (unfinished uploads are billed).
+        """
+        if self.exists(key, size):
+            return False
+        try:
+            self.client.upload_file(
+                str(path),
+                self.settings.bucket,
+                key,
+                ExtraArgs={"ContentType": "audio/ogg"},
+                Config=self.transfer,
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise _describe(error) from None
+        except boto3.exceptions.S3UploadFailedError as error:
+            cause = error.__cause__ or error.__context__
+            if isinstance(
+                cause, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError
+            ):
+                raise _describe(cause) from None
+            raise StorageError(f"upload failed: {_first_line(str(error))}") from None
+        return True
+
+    def audio_uri(self, key: str) -> str:
+        """The `audio.uri` for the recognition request, per `storage.link`."""
+        if self.settings.link == "plain":
+            return plain_url(self.settings.endpoint_url, self.settings.bucket, key)
+        try:
+            return self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.settings.bucket, "Key": key},
+                ExpiresIn=self.settings.presign_seconds,
+            )
+        except botocore.exceptions.BotoCoreError as error:
+            raise _describe(error) from None
+
+    def delete(self, key: str) -> None:
+        """Delete an object; deleting a missing object succeeds (S3 semantics)."""
+        try:
+            self.client.delete_object(Bucket=self.settings.bucket, Key=key)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise _describe(error) from None
+
+    def list_keys(self) -> list[str]:
+        """Every key under our prefix (to find objects orphaned by a crash)."""
+        keys: list[str] = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(
+                Bucket=self.settings.bucket, Prefix=self.settings.prefix
+            ):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise _describe(error) from None
+        return keys
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else text

@@ -1,0 +1,1 @@
+"""Integration tests: the adapters against real servers (SeaweedFS, the local SpeechKit)."""

@@ -1,0 +1,140 @@
+"""The state store on real SQLite files."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon import state
+
+
+def open_store(tmp_path: Path) -> state.Store:
+    return state.Store(tmp_path / "sub" / "state.db")
+
+
+def test_new_state_file_is_wal_with_a_schema_version(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.close()
+    db = sqlite3.connect(tmp_path / "sub" / "state.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
+    db.close()
+
+
+def test_a_version_moves_through_states_and_survives_reopening(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    row_id = store.add_version(path="/in/a.ogg", folder="/in", size=10, mtime_ns=5, now=100.0)
+    assert [row.id for row in store.due(100.0, limit=10)] == [row_id]
+    assert store.update(row_id, 101.0, expect=state.QUEUED, state=state.UPLOADING, sha256="ab")
+    assert not store.update(row_id, 102.0, expect=state.QUEUED, state=state.FAILED)
+    store.update(row_id, 103.0, state=state.PENDING, operation_id="e03x", due_at=200.0)
+    store.close()
+    again = open_store(tmp_path)
+    row = again.get(row_id)
+    assert (row.state, row.operation_id, row.sha256, row.due_at) == (
+        state.PENDING,
+        "e03x",
+        "ab",
+        200.0,
+    )
+    assert again.due(150.0, limit=10) == []
+    assert again.next_due_at() == 200.0
+    assert again.known_versions() == {"/in/a.ogg": (10, 5)}
+    again.close()
+
+
+def test_a_new_version_supersedes_the_unfinished_old_one(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    old = store.add_version(path="/in/a.ogg", folder="/in", size=10, mtime_ns=5, now=1.0)
+    new = store.add_version(path="/in/a.ogg", folder="/in", size=20, mtime_ns=6, now=2.0)
+    assert store.get(old).state == state.SUPERSEDED
+    assert store.get(new).state == state.QUEUED
+    assert store.known_versions() == {"/in/a.ogg": (20, 6)}
+    store.close()
+
+
+def test_names_that_are_not_utf8_or_hold_newlines_round_trip(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    odd = "/in/bad\udcff name\nwith newline.ogg"
+    row_id = store.add_version(path=odd, folder="/in", size=1, mtime_ns=1, now=1.0)
+    assert store.get(row_id).path == odd
+    assert store.latest_for_path(odd) is not None
+    store.close()
+
+
+def test_retry_requeues_failed_rows_only(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    failed = store.add_version(path="/in/f.ogg", folder="/in", size=1, mtime_ns=1, now=1.0)
+    store.update(failed, 2.0, state=state.FAILED, stage="check", message="bad", due_at=None)
+    done = store.add_version(path="/in/d.ogg", folder="/in", size=1, mtime_ns=1, now=1.0)
+    store.update(done, 2.0, state=state.DONE, due_at=None)
+    assert store.requeue(paths=["/in/d.ogg"], now=3.0) == 0
+    assert store.requeue(all_failed=True, now=3.0) == 1
+    row = store.get(failed)
+    assert (row.state, row.message, row.due_at) == (state.QUEUED, None, 3.0)
+    store.close()
+
+
+def test_status_can_read_while_another_process_writes(tmp_path: Path) -> None:
+    writer = open_store(tmp_path)
+    writer.add_version(path="/in/a.ogg", folder="/in", size=1, mtime_ns=1, now=1.0)
+    reader = state.Store(tmp_path / "sub" / "state.db", read_only=True)
+    assert reader.counts()[state.QUEUED] == 1
+    writer.add_version(path="/in/b.ogg", folder="/in", size=1, mtime_ns=1, now=1.0)
+    assert reader.counts()[state.QUEUED] == 2
+    reader.close()
+    writer.close()
+
+
+def test_a_corrupt_state_file_is_a_clear_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = state.Store(path)
+    for index in range(200):
+        store.add_version(path=f"/in/{index}.ogg", folder="/in", size=1, mtime_ns=1, now=1.0)
+    store.close()
+    data = bytearray(path.read_bytes())
+    data[2 * 4096 : 2 * 4096 + 8] = b"\xff" * 8  # scribble over a b-tree page header
+    path.write_bytes(bytes(data))
+    with pytest.raises(state.StateFileError) as caught:
+        state.Store(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(state.StateFileError, match="state.db"):
+        state.Store(path)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    state.Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {state.SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(state.StateFileError, match="newer than this"):
+        state.Store(path)
+
+
+def test_committed_rows_survive_a_killed_writer(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    script = (
+        "import os, sys; from daemon import state\n"
+        f"store = state.Store(__import__('pathlib').Path({str(path)!r}))\n"
+        "row = store.add_version(path='/in/a.ogg', folder='/in', size=1, mtime_ns=1, now=1.0)\n"
+        "store.update(row, 2.0, state='pending', operation_id='e03kill')\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, cwd=Path(__file__).parents[2]
+    )
+    assert result.returncode == -9
+    store = state.Store(path)
+    assert [row.operation_id for row in store.in_states([state.PENDING])] == ["e03kill"]
+    store.close()

@@ -1,0 +1,84 @@
+"""The watcher on a real folder with real inotify events, and the scan."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from daemon import watching
+from daemon.config import WatchFolder
+
+WAIT_SECONDS = 10.0
+
+
+def collect(watcher: watching.Watcher, until: int) -> list[watching.Hint]:
+    hints: list[watching.Hint] = []
+    deadline = time.monotonic() + WAIT_SECONDS
+    while len(hints) < until and time.monotonic() < deadline:
+        watcher.wake.wait(0.1)
+        watcher.wake.clear()
+        hints.extend(watcher.drain())
+    time.sleep(0.2)
+    hints.extend(watcher.drain())
+    return hints
+
+
+def test_events_give_writing_then_closed_and_moves_count_as_closed(tmp_path: Path) -> None:
+    folder = WatchFolder(path=tmp_path)
+    watcher = watching.Watcher([folder], threading.Event())
+    watcher.start()
+    try:
+        with (tmp_path / "a.ogg").open("wb") as stream:
+            stream.write(b"x")
+        (tmp_path / "b.ogg.part").write_bytes(b"y")
+        os.rename(tmp_path / "b.ogg.part", tmp_path / "B.OGG")
+        (tmp_path / "notes.txt").write_text("not audio")
+        (tmp_path / ".hidden.ogg").write_bytes(b"z")
+        hints = collect(watcher, until=3)
+    finally:
+        watcher.stop()
+    by_path: dict[str, list[str]] = {}
+    for hint in hints:
+        by_path.setdefault(Path(hint.path).name, []).append(hint.kind)
+    assert set(by_path) == {"a.ogg", "B.OGG"}
+    assert by_path["a.ogg"][0] == watching.WRITING
+    assert by_path["a.ogg"][-1] == watching.CLOSED
+    assert by_path["B.OGG"] == [watching.CLOSED]
+    assert not watcher.observers
+
+
+def test_a_file_moved_in_from_outside_counts_as_closed(tmp_path: Path) -> None:
+    inbox, outside = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    outside.mkdir()
+    (outside / "call.ogg").write_bytes(b"data")
+    watcher = watching.Watcher([WatchFolder(path=inbox)], threading.Event())
+    watcher.start()
+    try:
+        os.rename(outside / "call.ogg", inbox / "call.ogg")
+        hints = collect(watcher, until=1)
+    finally:
+        watcher.stop()
+    assert [(Path(hint.path).name, hint.kind) for hint in hints] == [("call.ogg", watching.CLOSED)]
+
+
+def test_scan_finds_audio_recursively_but_not_outputs_or_escaping_links(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    (inbox / "sub").mkdir(parents=True)
+    (inbox / "out").mkdir()
+    (inbox / ".cache").mkdir()
+    for name in ("top.ogg", "sub/deep.OPUS", "out/result.ogg", ".cache/x.ogg", "top.txt"):
+        (inbox / name).write_bytes(b"x")
+    secret = tmp_path / "elsewhere.ogg"
+    secret.write_bytes(b"x")
+    (inbox / "escape.ogg").symlink_to(secret)
+    (inbox / "inside.ogg").symlink_to(inbox / "top.ogg")
+    folder = WatchFolder(path=inbox, recursive=True, output_dir=inbox / "out")
+    found = sorted(Path(path).relative_to(inbox).as_posix() for path in watching.scan(folder))
+    assert found == ["inside.ogg", "sub/deep.OPUS", "top.ogg"]
+    flat = sorted(Path(p).name for p in watching.scan(WatchFolder(path=inbox)))
+    assert flat == ["inside.ogg", "top.ogg"]
+    assert watching.stat_regular(str(inbox / "escape.ogg"), str(inbox)) is None
+    assert watching.stat_regular(str(inbox / "inside.ogg"), str(inbox)) is not None

@@ -1,0 +1,199 @@
+"""The config schema, loading, interpolation and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from daemon import config
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"YC_ACCESS_KEY_ID": "key-id", "YC_SECRET_ACCESS_KEY": "s3-secret", "YC_API_KEY": "api-secret"}
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "watch": [{"path": "/srv/inbox"}],
+        "storage": {
+            "bucket": "bucket",
+            "access_key_id": "${YC_ACCESS_KEY_ID}",
+            "secret_access_key": "${YC_SECRET_ACCESS_KEY}",
+        },
+        "speechkit": {"api_key": "${YC_API_KEY}"},
+    }
+    document.update(overrides)
+    return document
+
+
+def parse(document: Any, environ: dict[str, str] | None = None) -> config.Config:
+    return config.parse(document, source=Path("conf.yaml"), environ=ENV if environ is None else environ)
+
+
+def problems(document: Any, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(config.ConfigError) as caught:
+        parse(document, environ)
+    return caught.value.problems
+
+
+def test_minimal_config_gets_every_default() -> None:
+    settings = parse(minimal())
+    assert settings.watch[0].path == Path("/srv/inbox")
+    assert settings.watch[0].patterns == ("*.ogg", "*.opus")
+    assert settings.watch[0].recursive is False
+    assert settings.storage.endpoint_url == "https://storage.yandexcloud.net"
+    assert settings.storage.link == "presigned"
+    assert settings.storage.delete_after is True
+    assert settings.speechkit.recognize_url.endswith("/speech/stt/v2/longRunningRecognize")
+    assert settings.settle_seconds == 2.0
+    assert settings.outputs == ("txt", "json")
+    assert settings.state_file == Path("/var/lib/speechkit-watch/state.db")
+
+
+def test_environment_references_are_substituted_and_secrets_hidden() -> None:
+    settings = parse(minimal())
+    assert settings.storage.secret_access_key.reveal() == "s3-secret"
+    assert settings.speechkit.api_key.reveal() == "api-secret"
+    assert "api-secret" not in repr(settings)
+    assert "s3-secret" not in repr(settings)
+    assert sorted(settings.secrets()) == ["api-secret", "key-id", "s3-secret"]
+
+
+def test_dollar_dollar_is_a_literal_dollar() -> None:
+    settings = parse(minimal(storage={**minimal()["storage"], "prefix": "cost$$/"}))
+    assert settings.storage.prefix == "cost$/"
+
+
+def test_every_problem_is_reported_at_once_with_file_and_key_path() -> None:
+    document = minimal(settle_seconds="soon", log_level="loud", concurrency=0)
+    document["storage"] = {"bucket": 5, "colour": "red"}
+    document["watch"][0]["patterns"] = "*.ogg"
+    found = problems(document, environ={})
+    assert "conf.yaml: at 'settle_seconds': expected a number, got a string" in found
+    assert any(line.startswith("conf.yaml: at 'log_level': expected one of debug") for line in found)
+    assert "conf.yaml: at 'concurrency': must be at least 1, got 0" in found
+    assert "conf.yaml: at 'storage.bucket': expected a string, got an integer" in found
+    assert "conf.yaml: at 'storage.colour': unknown key" in found
+    assert "conf.yaml: at 'storage.access_key_id': required (or 'access_key_id_file')" in found
+    assert "conf.yaml: at 'watch[0].patterns': expected a list, got a string" in found
+    assert "conf.yaml: at 'speechkit.api_key': environment variable YC_API_KEY is not set" in found
+    assert len(found) == 9
+
+
+def test_unknown_key_suggests_the_close_one() -> None:
+    found = problems(minimal(setle_seconds=1))
+    assert found == ["conf.yaml: at 'setle_seconds': unknown key (did you mean 'settle_seconds'?)"]
+
+
+def test_secret_file_form(tmp_path: Path) -> None:
+    secret_file = tmp_path / "api_key"
+    secret_file.write_text("from-file\n")
+    settings = parse(minimal(speechkit={"api_key_file": str(secret_file)}))
+    assert settings.speechkit.api_key.reveal() == "from-file"
+
+
+def test_secret_and_secret_file_together_is_an_error(tmp_path: Path) -> None:
+    found = problems(minimal(speechkit={"api_key": "x", "api_key_file": str(tmp_path / "f")}))
+    assert found == ["conf.yaml: at 'speechkit.api_key': set either 'api_key' or 'api_key_file', not both"]
+
+
+def test_missing_secret_file_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    found = problems(minimal(speechkit={"api_key_file": str(missing)}))
+    assert found == [f"conf.yaml: at 'speechkit.api_key_file': cannot read {missing}: No such file or directory"]
+
+
+def test_per_folder_recognition_overrides_the_global_settings() -> None:
+    document = minimal(recognition={"language": "en-US", "literature_text": True})
+    document["watch"] = [
+        {"path": "/a"},
+        {"path": "/b", "recognition": {"language": "de-DE", "model": "deferred-general"}},
+    ]
+    settings = parse(document)
+    first, second = settings.watch
+    assert first.recognition.specification()["languageCode"] == "en-US"
+    assert second.recognition.specification() == {
+        "languageCode": "de-DE",
+        "model": "deferred-general",
+        "profanityFilter": False,
+        "literature_text": True,
+        "audioEncoding": "OGG_OPUS",
+        "rawResults": False,
+    }
+
+
+def test_specification_never_carries_a_channel_count() -> None:
+    assert "audioChannelCount" not in config.Recognition().specification()
+
+
+def test_bad_language_output_format_and_url() -> None:
+    document = minimal(recognition={"language": "xx-XX"}, outputs=["txt", "docx"])
+    document["speechkit"]["recognize_url"] = "ftp://example"
+    found = problems(document)
+    assert any("'recognition.language': expected one of ru-RU" in line for line in found)
+    assert any("'outputs[1]': expected one of txt, json; got 'docx'" in line for line in found)
+    assert any("'speechkit.recognize_url': expected an http:// or https:// URL" in line for line in found)
+
+
+def test_the_same_folder_twice_is_an_error() -> None:
+    found = problems(minimal(watch=[{"path": "/srv/x"}, {"path": "/srv/x/"}]))
+    assert found == ["conf.yaml: at 'watch[1].path': the same folder as watch[0]"]
+
+
+def test_empty_watch_list_is_an_error() -> None:
+    assert problems(minimal(watch=[])) == ["conf.yaml: at 'watch': list at least one folder to watch"]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("watch:\n  - path: [unclosed\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, environ=ENV)
+    assert caught.value.problems[0].startswith(f"{path}: not valid YAML at line")
+
+
+def test_missing_config_file_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(tmp_path / "none.yaml", environ=ENV)
+    assert caught.value.problems == [
+        f"{tmp_path / 'none.yaml'}: cannot read the config file: No such file or directory"
+    ]
+
+
+def test_config_path_resolution() -> None:
+    assert config.resolve_path("x.yaml", {}) == Path("x.yaml")
+    assert config.resolve_path(None, {"SPEECHKIT_WATCH_CONFIG": "/e.yaml"}) == Path("/e.yaml")
+    assert config.resolve_path(None, {}) == Path("/etc/speechkit-watch/config.yaml")
+
+
+def _yaml_key_paths(node: Any, prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    if isinstance(node, dict):
+        for name, value in node.items():
+            path = f"{prefix}.{name}" if prefix else str(name)
+            paths.add(path)
+            if isinstance(value, dict) and value:
+                paths |= _yaml_key_paths(value, path)
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                paths |= _yaml_key_paths(value[0], path + "[]")
+    return paths
+
+
+def test_example_config_documents_every_key_and_is_valid() -> None:
+    example = ROOT / "config.example.yaml"
+    document = yaml.safe_load(example.read_text())
+    documented = _yaml_key_paths(document)
+    # Per-folder recognition overrides are documented by reference to `recognition`.
+    schema = {path for path in config.schema_key_paths() if not path.startswith("watch[].recognition.")}
+    assert documented == schema
+    settings = config.load(example, environ=ENV)
+    assert settings.storage.bucket == "my-bucket"
+    defaults = parse(minimal())
+    assert settings.settle_seconds == defaults.settle_seconds
+    assert settings.polling == defaults.polling
+    assert settings.recognition == defaults.recognition
+    assert settings.rescan_seconds == defaults.rescan_seconds
+    assert settings.concurrency == defaults.concurrency
+    assert settings.storage.presign_seconds == defaults.storage.presign_seconds

@@ -1,0 +1,80 @@
+"""Which names count as audio and when a file counts as completely written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon import watching
+from daemon.config import WatchFolder
+
+FOLDER = WatchFolder(path=Path("/in"))
+PATTERNS = ("*.ogg", "*.opus")
+
+
+@pytest.mark.parametrize("name", ["call.ogg", "CALL.OGG", "Voice Note.Opus", "-dash.ogg", "звонок.ogg"])
+def test_audio_names_match_case_insensitively(name: str) -> None:
+    assert watching.matches(name, PATTERNS)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [".hidden.ogg", "call.ogg.part", "call.ogg.tmp", "x.ogg.crdownload", "~lock.ogg",
+     ".syncthing.call.ogg.tmp", ".call.txt.1a2b.skw-tmp", "call.txt", "call.json", "call.wav"],
+)  # fmt: skip
+def test_temporary_hidden_and_other_names_do_not(name: str) -> None:
+    assert not watching.matches(name, PATTERNS)
+
+
+def test_inside_does_not_confuse_sibling_prefixes() -> None:
+    assert watching.inside("/in/a.ogg", "/in")
+    assert not watching.inside("/inbox/a.ogg", "/in")
+
+
+def test_a_closed_file_settles_after_the_quiet_time() -> None:
+    settler = watching.Settler(settle_seconds=2.0)
+    settler.note("/in/a.ogg", watching.CLOSED, FOLDER, size=10, mtime_ns=1, now=100.0)
+    assert not settler.observe("/in/a.ogg", 10, 1, 101.0)
+    assert settler.observe("/in/a.ogg", 10, 1, 102.0)
+
+
+def test_any_change_restarts_the_quiet_time() -> None:
+    settler = watching.Settler(settle_seconds=2.0)
+    settler.note("/in/a.ogg", watching.SEEN, FOLDER, size=10, mtime_ns=1, now=100.0)
+    assert not settler.observe("/in/a.ogg", 20, 2, 101.5)  # grew
+    assert not settler.observe("/in/a.ogg", 20, 3, 103.0)  # touched
+    assert not settler.observe("/in/a.ogg", 20, 3, 104.9)
+    assert settler.observe("/in/a.ogg", 20, 3, 105.0)
+
+
+def test_a_file_still_open_for_writing_waits_for_its_close() -> None:
+    settler = watching.Settler(settle_seconds=1.0, grace_seconds=60.0)
+    settler.note("/in/a.ogg", watching.WRITING, FOLDER, size=10, mtime_ns=1, now=0.0)
+    # A slow writer pauses for 5 s: still open, so not complete although nothing changed.
+    assert not settler.observe("/in/a.ogg", 10, 1, 5.0)
+    settler.note("/in/a.ogg", watching.CLOSED, FOLDER, size=30, mtime_ns=2, now=6.0)
+    assert not settler.observe("/in/a.ogg", 30, 2, 6.5)
+    assert settler.observe("/in/a.ogg", 30, 2, 7.0)
+
+
+def test_a_lost_close_event_is_covered_by_the_grace_time() -> None:
+    settler = watching.Settler(settle_seconds=1.0, grace_seconds=60.0)
+    settler.note("/in/a.ogg", watching.WRITING, FOLDER, size=10, mtime_ns=1, now=0.0)
+    assert not settler.observe("/in/a.ogg", 10, 1, 59.0)
+    assert settler.observe("/in/a.ogg", 10, 1, 60.0)
+    assert settler.next_deadline() == 60.0
+
+
+def test_output_dir_keeps_the_subfolder_structure() -> None:
+    folder = WatchFolder(path=Path("/in"), recursive=True, output_dir=Path("/out"))
+    assert watching.relative_output_dir(Path("/in/a/b/c.ogg"), folder) == Path("/out/a/b")
+    assert watching.relative_output_dir(Path("/in/c.ogg"), WatchFolder(path=Path("/in"))) == Path("/in")
+
+
+def test_folder_for_picks_the_deepest_watched_folder() -> None:
+    outer, inner = WatchFolder(path=Path("/in")), WatchFolder(path=Path("/in/sub"))
+    assert watching.folder_for("/in/sub/a.ogg", [outer, inner]) is inner
+    assert watching.folder_for("/in/a.ogg", [outer, inner]) is outer
+    with pytest.raises(ValueError, match="not inside a watched folder"):
+        watching.folder_for("/elsewhere/a.ogg", [outer, inner])
