@@ -30,7 +30,7 @@ versions: $(STAMP)
 	@$(BIN)/ruff --version
 	@$(BIN)/mypy --version
 	@$(BIN)/pytest --version
-	@$(BIN)/weed version
+	@$(BIN)/weed version 2>&1 | head -n 1
 
 # Lint, format check, types, then tests: stop at the first failure.
 test: $(STAMP)

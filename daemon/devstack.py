@@ -40,22 +40,20 @@ DEFAULT_BUCKET = "speechkit-dev"  # S3 bucket names need at least 3 characters
 READY_TIMEOUT_SECONDS = 30.0  # `weed mini` is ready in ~2 s; 30 s absorbs a loaded CI machine
 READY_POLL_SECONDS = 0.1  # how often to probe a starting server
 READY_PROBE_TIMEOUT_SECONDS = 1.0  # a ready server answers head_bucket in milliseconds
-STOP_TIMEOUT_SECONDS = 15.0  # `weed mini` shuts its components down one by one in ~3-4 s
+STOP_TIMEOUT_SECONDS = 15.0  # `weed mini` stops its components one by one, ~1-2 s in all
 KILL_TIMEOUT_SECONDS = 5.0  # after SIGKILL the kernel reaps within milliseconds
 START_ATTEMPTS = 4  # a free-port race is rare; a few fresh port sets make it vanishingly so
 LOG_TAIL_LINES = 40  # enough of a log to show why a server did not start
-CLIENT_CONNECT_TIMEOUT_SECONDS = (
-    2.0  # loopback connects are instant; fail fast when storage is down
-)
+CLIENT_CONNECT_TIMEOUT_SECONDS = 2.0  # loopback connects are instant; fail fast if storage is down
 CLIENT_READ_TIMEOUT_SECONDS = 15.0  # small objects on loopback; generous for a loaded CI machine
 CLIENT_MAX_ATTEMPTS = 2  # one retry hides a blip without hiding an outage the test caused
 # weed derives some gRPC ports as "HTTP port + 10000" whatever the flags say (the admin worker
 # dials it), so every HTTP/gRPC pair is allocated with that offset.
 GRPC_PORT_OFFSET = 10000
-# Below the Linux ephemeral range (32768+), so the ports the kernel hands to outgoing
-# connections never collide with ours; the gRPC twins land at 25000-39999.
-PORT_RANGE_START = 15000
-PORT_RANGE_END = 30000
+# HTTP ports and their gRPC twins both stay below the Linux ephemeral range (32768+), so the
+# ports the kernel hands to outgoing connections never collide with ours, even on restart.
+PORT_RANGE_START = 10000
+PORT_RANGE_END = 32768 - GRPC_PORT_OFFSET
 PORT_PICK_ATTEMPTS = 1000  # random probes before giving up on finding free ports
 # Components that listen on an HTTP port and a gRPC twin, and those with a single port.
 PAIRED_PORT_FLAGS = ("master", "volume", "filer", "s3", "admin")
@@ -218,6 +216,7 @@ class SeaweedFS:
         self._rng = rng
         self._ports: dict[str, int] | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._default_client: S3Client | None = None
 
     @property
     def log_path(self) -> Path:
@@ -250,7 +249,20 @@ class SeaweedFS:
     def client(
         self, *, access_key_id: str | None = None, secret_access_key: str | None = None
     ) -> S3Client:
-        """A boto3 S3 client for this server; pass other keys to play a misconfigured client."""
+        """A boto3 S3 client for this server; pass other keys to play a misconfigured client.
+
+        The client with the server's own keys is made once and reused (a boto3 client is
+        thread-safe and slow to build); it stays valid across restarts, which keep the ports.
+        """
+        if access_key_id is None and secret_access_key is None:
+            if self._default_client is None:
+                self._default_client = self._client(
+                    access_key_id=self.access_key_id,
+                    secret_access_key=self.secret_access_key,
+                    read_timeout=CLIENT_READ_TIMEOUT_SECONDS,
+                    max_attempts=CLIENT_MAX_ATTEMPTS,
+                )
+            return self._default_client
         return self._client(
             access_key_id=access_key_id or self.access_key_id,
             secret_access_key=secret_access_key or self.secret_access_key,
@@ -314,6 +326,7 @@ class SeaweedFS:
         """Start `weed mini` and wait until the bucket answers; returns self."""
         if self.is_running():
             return self
+        self._terminate()  # reaps a weed that died on its own, so no zombie is left behind
         weed = find_weed()
         self.data_directory.mkdir(parents=True, exist_ok=True)
         if self._ports is not None:
@@ -327,11 +340,11 @@ class SeaweedFS:
                 self._launch(weed, ports)
             except _PortTakenError as error:
                 last_error = error
+                self._ports = None  # the next attempt, or a later start(), picks fresh ports
                 continue
             return self
-        raise RuntimeError(
-            f"SeaweedFS could not bind its ports in {START_ATTEMPTS} attempts"
-        ) from (last_error)
+        message = f"SeaweedFS could not bind its ports in {START_ATTEMPTS} attempts"
+        raise RuntimeError(message) from last_error
 
     def _launch(self, weed: str, ports: dict[str, int]) -> None:
         environ = _scrubbed_environ(
@@ -520,11 +533,12 @@ class LocalServerProcess:
     def start(self) -> Self:
         if self.pid is not None:
             return self
+        self.stop()  # reaps a server that died on its own, so no zombie is left behind
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port_file.unlink(missing_ok=True)
         project_root = Path(__file__).resolve().parent.parent
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - argv we built, no shell
+            self._process = process = subprocess.Popen(  # noqa: S603 - argv we built, no shell
                 self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -534,17 +548,16 @@ class LocalServerProcess:
                 start_new_session=True,
             )
         try:
-            self._port = self._wait_for_port()
+            self._port = self._wait_for_port(process)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_for_port(self) -> int:
-        assert self._process is not None  # noqa: S101 - start sets it
+    def _wait_for_port(self, process: subprocess.Popen[bytes]) -> int:
         deadline = time.monotonic() + LOCAL_SERVER_READY_TIMEOUT_SECONDS
         while True:
-            exit_code = self._process.poll()
+            exit_code = process.poll()
             if exit_code is not None:
                 raise RuntimeError(
                     f"the local SpeechKit server exited with code {exit_code}; log tail:\n"

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from daemon.crashpoints import crash_point
 from daemon.watching import OWN_TEMP_SUFFIX
 
 ERROR_SUFFIX = ".error.json"
@@ -63,6 +64,7 @@ def write_all(files: Mapping[Path, str]) -> None:
     for target, text in files.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, text, fsync_dir=False)
+        crash_point("output_written")
         folders.add(target.parent)
     for folder in folders:
         _fsync_dir(folder)

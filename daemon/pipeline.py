@@ -22,6 +22,7 @@ from typing import Any
 
 from daemon import oggopus, outputs, recognition, scheduling, state, transcripts, watching
 from daemon.config import Config, WatchFolder
+from daemon.crashpoints import crash_point
 from daemon.logs import shown
 from daemon.recognition import ApiError, RecognitionClient
 from daemon.storage import ObjectStore, StorageError
@@ -44,13 +45,6 @@ def sha256_file(path: Path) -> str:
         while block := stream.read(HASH_BLOCK_BYTES):
             digest.update(block)
     return digest.hexdigest()
-
-
-def crash_point(name: str) -> None:
-    """Tests only: SIGKILL ourselves at a named step when SPEECHKIT_WATCH_CRASH_AT names it."""
-    wanted = os.environ.get("SPEECHKIT_WATCH_CRASH_AT")
-    if wanted and wanted == name:
-        os.kill(os.getpid(), 9)
 
 
 class Pipeline:

@@ -86,7 +86,9 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"the daemon did not stop within {timeout} s:\n{self.log()}") from None
+            raise AssertionError(
+                f"the daemon did not stop within {timeout} s:\n{self.log()}"
+            ) from None
 
     def kill(self) -> None:
         assert self.process is not None

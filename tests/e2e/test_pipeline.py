@@ -162,7 +162,10 @@ def test_both_link_kinds_and_per_folder_recognition(
     daemon = make_daemon(
         watch_dirs=[inbox, second],
         storage={"link": link},
-        watch=[{"path": str(inbox)}, {"path": str(second), "recognition": {"literature_text": True}}],
+        watch=[
+            {"path": str(inbox)},
+            {"path": str(second), "recognition": {"literature_text": True}},
+        ],
     )
     with daemon.start():
         shutil.copy(fixture_path("mono.ogg"), inbox / "plain.ogg")
@@ -176,7 +179,9 @@ def test_output_dir_and_recursive_watch(
     make_daemon: Callable[..., Daemon], inbox: Path, tmp_path: Path
 ) -> None:
     outputs = inbox / "transcripts"  # inside the watched folder: must not loop
-    daemon = make_daemon(watch=[{"path": str(inbox), "recursive": True, "output_dir": str(outputs)}])
+    daemon = make_daemon(
+        watch=[{"path": str(inbox), "recursive": True, "output_dir": str(outputs)}]
+    )
     with daemon.start():
         (inbox / "team" / "monday").mkdir(parents=True)
         shutil.copy(fixture_path("mono.ogg"), inbox / "team" / "monday" / "standup.ogg")

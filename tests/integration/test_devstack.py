@@ -11,7 +11,9 @@ import socket
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import botocore.exceptions
 import pytest
@@ -19,6 +21,11 @@ import requests
 
 from daemon import config, devstack
 
+if TYPE_CHECKING:
+    from daemon.localserver import LocalSpeechKit
+
+OPERATION_POLLS = 200  # the echo engine at 0.5 s per audio minute finishes in well under 1 s
+OPERATION_POLL_SECONDS = 0.05
 STORAGE_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
 
@@ -231,6 +238,36 @@ def test_local_server_process_serves_the_api_and_stops(
         assert isinstance(server.stats(), dict)
     assert pid is not None
     assert not _process_exists(pid)
+
+
+def test_speechkit_fixture_reads_audio_from_the_test_bucket(
+    speechkit: LocalSpeechKit, seaweedfs: devstack.SeaweedFS, bucket: str, api_key: str
+) -> None:
+    audio = (Path(__file__).resolve().parents[1] / "data" / "mono.ogg").read_bytes()
+    seaweedfs.client().put_object(Bucket=bucket, Key="speechkit-watch/mono.ogg", Body=audio)
+    api = requests.Session()
+    api.headers["Authorization"] = f"Api-Key {api_key}"
+    with api:
+        submitted = api.post(
+            speechkit.recognize_url,
+            json={
+                "config": {"specification": {"languageCode": "en-US"}},
+                "audio": {"uri": f"{seaweedfs.endpoint_url}/{bucket}/speechkit-watch/mono.ogg"},
+            },
+            timeout=10,
+        )
+        assert submitted.status_code == 200, submitted.text
+        operation = submitted.json()
+        for _ in range(OPERATION_POLLS):
+            if operation["done"]:
+                break
+            time.sleep(OPERATION_POLL_SECONDS)
+            polled = api.get(f"{speechkit.operations_url}/{operation['id']}", timeout=10)
+            operation = polled.json()
+    assert operation["done"], operation
+    assert "error" not in operation, operation
+    texts = [chunk["alternatives"][0]["text"] for chunk in operation["response"]["chunks"]]
+    assert texts[0] == "hello from the watch folder"
 
 
 LEAKY_TESTS = """

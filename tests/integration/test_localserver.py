@@ -8,40 +8,33 @@ service's own storage credentials. Tests poll with short sleeps and assert outco
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import itertools
 import json
 import logging
 import os
-import random
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
-import botocore.config
-import botocore.exceptions
 import pytest
 import requests
 
-from daemon import oggopus
+from daemon import devstack, oggopus
 from daemon.localserver import LocalSpeechKit, ServerSettings
 from daemon.localserver.logic import NANOSECONDS_PER_SECOND, RESPONSE_TYPE, format_duration
 from tests.fixtures_audio import fixture_path
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    pass
 
 API_KEY = "AQVNlocal-test-key"
 FORBIDDEN_KEY = "AQVNkey-without-the-role"
@@ -55,180 +48,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MONO_SENTENCES = ["Hello from the watch folder.", "This is a test recording."]
 LEFT_TEXT = "The left channel says good morning."
 RIGHT_TEXT = "The right channel answers good evening."
-
-
-# ---------------------------------------------------------------------------- SeaweedFS fixture
-
-WEED_READY_TIMEOUT_SECONDS = 30.0  # `weed mini` is ready in ~2 s; 30 s absorbs a loaded machine
-WEED_STOP_TIMEOUT_SECONDS = 15.0  # it stops its components one by one in a few seconds
-WEED_START_ATTEMPTS = 3  # another process may take a port between picking and binding it
-# weed dials some gRPC ports as "HTTP port + 10000" whatever the flags say: allocate in pairs.
-WEED_GRPC_OFFSET = 10000
-WEED_PAIRED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
-WEED_SINGLE_PORT_FLAGS = ("s3.port.iceberg", "s3.port.lance")
-WEED_PORT_RANGE = (15000, 30000)  # below the ephemeral range: outgoing sockets never collide
-WEED_BIND_FAILURES = ("address already in use", "port allocation failed")
-
-
-@dataclass
-class SeaweedS3:
-    """A running `weed mini` on loopback with one bucket and SigV4 enforced."""
-
-    endpoint_url: str
-    bucket: str
-    access_key_id: str = field(repr=False)
-    secret_access_key: str = field(repr=False)
-    region: str = "ru-central1"
-    # One warm session: a new one reloads the S3 model (~0.1 s); not shared across threads.
-    _session: boto3.session.Session = field(default_factory=boto3.session.Session, repr=False)
-    _default_client: S3Client | None = field(default=None, repr=False)
-
-    def client(
-        self, *, access_key_id: str | None = None, secret_access_key: str | None = None
-    ) -> S3Client:
-        """A client with the server's keys (cached), or with other keys to play a wrong one."""
-        if access_key_id is None and secret_access_key is None:
-            if self._default_client is None:
-                self._default_client = self._new_client(self.access_key_id, self.secret_access_key)
-            return self._default_client
-        return self._new_client(
-            access_key_id or self.access_key_id, secret_access_key or self.secret_access_key
-        )
-
-    def _new_client(self, access_key_id: str, secret_access_key: str) -> S3Client:
-        return self._session.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            config=botocore.config.Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                connect_timeout=2,
-                read_timeout=15,
-                retries={"max_attempts": 1, "mode": "standard"},
-            ),
-        )
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _weed_ports(chooser: random.Random) -> dict[str, int]:
-    ports: dict[str, int] = {}
-
-    def pick(*offsets: int) -> int:
-        while True:
-            port = chooser.randrange(*WEED_PORT_RANGE)
-            wanted = [port + offset for offset in offsets]
-            if all(p not in ports.values() and _port_is_free(p) for p in wanted):
-                return port
-
-    for component in WEED_PAIRED_COMPONENTS:
-        port = pick(0, WEED_GRPC_OFFSET)
-        ports[f"{component}.port"] = port
-        ports[f"{component}.port.grpc"] = port + WEED_GRPC_OFFSET
-    for flag in WEED_SINGLE_PORT_FLAGS:
-        ports[flag] = pick(0)
-    return ports
-
-
-def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _start_weed(
-    storage: SeaweedS3, directory: Path, log_path: Path
-) -> tuple[subprocess.Popen[bytes] | None, dict[str, int]]:
-    """Start `weed mini` and wait for the bucket; (None, ports) when a port was taken."""
-    ports = _weed_ports(random.Random())
-    beside_python = Path(sys.executable).parent / "weed"
-    command = [
-        str(beside_python) if beside_python.exists() else "weed",
-        "-logtostderr",
-        "mini",
-        f"-dir={directory}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-bucket={storage.bucket}",
-        "-admin.ui=false",
-        "-webdav=false",
-        "-master.telemetry=false",
-        *(f"-{flag}={port}" for flag, port in ports.items()),
-    ]
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    environment["AWS_ACCESS_KEY_ID"] = storage.access_key_id  # makes weed enforce SigV4
-    environment["AWS_SECRET_ACCESS_KEY"] = storage.secret_access_key
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=directory
-        )
-    storage.endpoint_url = f"http://127.0.0.1:{ports['s3.port']}"
-    # Not the cached client: a retry after a port race moves the endpoint.
-    probe = storage.client(
-        access_key_id=storage.access_key_id, secret_access_key=storage.secret_access_key
-    )
-    deadline = time.monotonic() + WEED_READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        log_text = log_path.read_text(errors="replace").lower()
-        if process.poll() is not None or any(word in log_text for word in WEED_BIND_FAILURES):
-            _stop_process(process, WEED_STOP_TIMEOUT_SECONDS)
-            if any(word in log_text for word in WEED_BIND_FAILURES):
-                return None, ports
-            pytest.fail(f"weed mini exited while starting:\n{log_text[-3000:]}")
-        try:
-            probe.head_bucket(Bucket=storage.bucket)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-            time.sleep(0.1)
-        else:
-            return process, ports
-    _stop_process(process, WEED_STOP_TIMEOUT_SECONDS)
-    pytest.fail(f"weed mini was not ready in time:\n{log_path.read_text(errors='replace')[-3000:]}")
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    """A real S3 server (SeaweedFS `weed mini`) on free loopback ports, stopped at the end."""
-    directory = tmp_path_factory.mktemp("seaweedfs")
-    storage = SeaweedS3(
-        endpoint_url="",
-        bucket="audio-test",
-        access_key_id="AKID" + uuid.uuid4().hex[:16].upper(),  # random: a wrong signer fails
-        secret_access_key=uuid.uuid4().hex,
-    )
-    process: subprocess.Popen[bytes] | None = None
-    ports: dict[str, int] = {}
-    try:
-        for _ in range(WEED_START_ATTEMPTS):
-            process, ports = _start_weed(storage, directory, directory / "weed.log")
-            if process is not None:
-                break
-        else:
-            pytest.fail("weed mini could not bind its ports")
-        yield storage
-    finally:
-        if process is not None:
-            _stop_process(process, WEED_STOP_TIMEOUT_SECONDS)
-        # weed leaves /tmp/seaweedfs-<component>-<port>.sock behind; remove only ours.
-        for port in ports.values():
-            for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
 
 
 # ---------------------------------------------------------------------------- server fixtures
@@ -246,7 +65,7 @@ StartServer = Callable[..., LocalSpeechKit]
 
 
 @pytest.fixture
-def start_server(seaweedfs: SeaweedS3) -> Iterator[StartServer]:
+def start_server(seaweedfs: devstack.SeaweedFS) -> Iterator[StartServer]:
     """Start LocalSpeechKit servers (default: instant recognition, storage keys); stop them all."""
     started: list[LocalSpeechKit] = []
 
@@ -290,7 +109,7 @@ def api() -> Iterator[requests.Session]:
 # ---------------------------------------------------------------------------- helpers
 
 
-def upload(storage: SeaweedS3, name: str) -> str:
+def upload(storage: devstack.SeaweedFS, name: str) -> str:
     """Upload a committed fixture under a fresh key; returns the key."""
     key = f"{uuid.uuid4().hex[:12]}/{name}"
     storage.client().put_object(
@@ -299,11 +118,11 @@ def upload(storage: SeaweedS3, name: str) -> str:
     return key
 
 
-def plain_uri(storage: SeaweedS3, key: str) -> str:
+def plain_uri(storage: devstack.SeaweedFS, key: str) -> str:
     return f"{storage.endpoint_url}/{storage.bucket}/{key}"
 
 
-def presigned_uri(storage: SeaweedS3, key: str) -> str:
+def presigned_uri(storage: devstack.SeaweedFS, key: str) -> str:
     return storage.client().generate_presigned_url(
         "get_object", Params={"Bucket": storage.bucket, "Key": key}, ExpiresIn=3600
     )
@@ -374,7 +193,7 @@ def audio_duration(name: str) -> str:
     [None, "Api-Key wrong-key", f"Bearer {API_KEY}", API_KEY, "Api-Key", "Basic dXNlcjpwYXNz"],
 )
 def test_submit_without_valid_credentials_is_401_and_creates_nothing(
-    speechkit: LocalSpeechKit, seaweedfs: SeaweedS3, authorization: str | None
+    speechkit: LocalSpeechKit, seaweedfs: devstack.SeaweedFS, authorization: str | None
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     answer = requests.post(
@@ -389,7 +208,7 @@ def test_submit_without_valid_credentials_is_401_and_creates_nothing(
 
 
 def test_operations_need_credentials_too(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     operation = submit(api, speechkit, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
     answer = requests.get(f"{speechkit.operations_url}/{operation['id']}", timeout=10)
@@ -398,7 +217,7 @@ def test_operations_need_credentials_too(
 
 
 def test_key_without_the_role_is_403_permission_denied(
-    speechkit: LocalSpeechKit, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, seaweedfs: devstack.SeaweedFS
 ) -> None:
     answer = requests.post(
         speechkit.recognize_url,
@@ -411,7 +230,7 @@ def test_key_without_the_role_is_403_permission_denied(
 
 
 def test_bearer_tokens_static_and_issued_are_accepted_until_expiry(
-    speechkit: LocalSpeechKit, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, seaweedfs: devstack.SeaweedFS
 ) -> None:
     speechkit.accept_bearer_token("t1.fresh", expires_at=time.time() + 3600)
     speechkit.accept_bearer_token("t1.stale", expires_at=time.time() - 1)
@@ -510,7 +329,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(speechkit: LocalSp
 def test_invalid_request_is_400_invalid_argument_and_creates_nothing(
     speechkit: LocalSpeechKit,
     api: requests.Session,
-    seaweedfs: SeaweedS3,
+    seaweedfs: devstack.SeaweedFS,
     body: Any,
     message_part: str,
 ) -> None:
@@ -538,7 +357,7 @@ def test_body_that_is_not_json_is_400(speechkit: LocalSpeechKit, api: requests.S
 
 
 def test_every_documented_field_is_accepted_in_both_spellings(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     uri = plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg"))
     bodies = [
@@ -572,7 +391,7 @@ def test_every_documented_field_is_accepted_in_both_spellings(
 
 
 def test_submit_answers_a_pending_operation_shaped_like_the_service(
-    start_server: StartServer, api: requests.Session, seaweedfs: SeaweedS3
+    start_server: StartServer, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     server = start_server(seconds_per_minute=600.0)  # about 40 s for mono.ogg
     uri = plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg"))
@@ -593,7 +412,7 @@ def test_submit_answers_a_pending_operation_shaped_like_the_service(
 
 
 def test_mono_file_echoes_its_transcript_sentence_by_sentence(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     uri = plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg"))
     operation = recognize(api, speechkit, uri, literature_text=True)
@@ -619,7 +438,7 @@ def test_mono_file_echoes_its_transcript_sentence_by_sentence(
 
 
 def test_without_literature_text_the_text_is_normalised(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     mono = recognize(api, speechkit, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
     assert chunk_texts(mono) == [
@@ -637,7 +456,7 @@ def test_without_literature_text_the_text_is_normalised(
 
 
 def test_stereo_file_gives_one_channel_tag_per_channel_in_time_order(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     uri = plain_uri(seaweedfs, upload(seaweedfs, "stereo.ogg"))
     operation = recognize(api, speechkit, uri, literature_text=True)
@@ -652,7 +471,7 @@ def test_stereo_file_gives_one_channel_tag_per_channel_in_time_order(
 
 
 def test_file_without_transcript_comments_is_done_without_chunks(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     operation = recognize(api, speechkit, plain_uri(seaweedfs, upload(seaweedfs, "silence.ogg")))
     assert operation["done"] is True
@@ -660,7 +479,7 @@ def test_file_without_transcript_comments_is_done_without_chunks(
 
 
 def test_non_opus_audio_ends_with_invalid_audio_error(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     operation = recognize(api, speechkit, plain_uri(seaweedfs, upload(seaweedfs, "vorbis.ogg")))
     assert list(operation) == ["done", "error", "id", "createdAt", "createdBy", "modifiedAt"]
@@ -671,7 +490,7 @@ def test_non_opus_audio_ends_with_invalid_audio_error(
 
 
 def test_presigned_link_is_read_without_server_side_credentials(
-    start_server: StartServer, api: requests.Session, seaweedfs: SeaweedS3
+    start_server: StartServer, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     server = start_server(storage_access_key_id=None, storage_secret_access_key=None)
     uri = presigned_uri(seaweedfs, upload(seaweedfs, "mono.ogg"))
@@ -680,7 +499,7 @@ def test_presigned_link_is_read_without_server_side_credentials(
 
 
 def test_plain_link_is_read_with_the_service_accounts_own_rights(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     operation = recognize(
         api, speechkit, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")), literature_text=True
@@ -689,7 +508,7 @@ def test_plain_link_is_read_with_the_service_accounts_own_rights(
 
 
 def test_query_string_is_ignored_when_the_service_has_rights(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     # A presigned link whose signature no longer matches still works: the service reads the
     # object with its own rights, as the documentation says.
@@ -699,7 +518,7 @@ def test_query_string_is_ignored_when_the_service_has_rights(
 
 
 def test_plain_link_without_rights_ends_with_permission_denied(
-    start_server: StartServer, api: requests.Session, seaweedfs: SeaweedS3
+    start_server: StartServer, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     server = start_server(storage_access_key_id=None, storage_secret_access_key=None)
     operation = recognize(api, server, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
@@ -711,7 +530,7 @@ def test_plain_link_without_rights_ends_with_permission_denied(
 
 
 def test_wrong_service_storage_key_ends_with_permission_denied(
-    start_server: StartServer, api: requests.Session, seaweedfs: SeaweedS3
+    start_server: StartServer, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     server = start_server(storage_secret_access_key="not-the-secret")  # noqa: S106
     operation = recognize(api, server, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
@@ -720,7 +539,7 @@ def test_wrong_service_storage_key_ends_with_permission_denied(
 
 @pytest.mark.parametrize("link", ["plain", "presigned"])
 def test_missing_object_ends_with_not_found(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3, link: str
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS, link: str
 ) -> None:
     key = f"{uuid.uuid4().hex}/never-uploaded.ogg"
     uri = plain_uri(seaweedfs, key) if link == "plain" else presigned_uri(seaweedfs, key)
@@ -754,7 +573,7 @@ def test_unknown_operation_is_404_not_found(
 
 
 def test_expired_operation_is_forgotten(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     operation = recognize(api, speechkit, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
     expired = requests.post(f"{speechkit.control_url}/expire/{operation['id']}", timeout=10)
@@ -766,7 +585,7 @@ def test_expired_operation_is_forgotten(
 
 
 def test_results_are_forgotten_after_the_retention_time_but_pending_ones_are_not(
-    start_server: StartServer, api: requests.Session, seaweedfs: SeaweedS3
+    start_server: StartServer, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     server = start_server()
     finished = recognize(api, server, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
@@ -788,7 +607,7 @@ def test_results_are_forgotten_after_the_retention_time_but_pending_ones_are_not
 def test_injected_server_errors_are_not_billed(
     speechkit: LocalSpeechKit,
     api: requests.Session,
-    seaweedfs: SeaweedS3,
+    seaweedfs: devstack.SeaweedFS,
     status: int,
     code: int,
 ) -> None:
@@ -804,7 +623,7 @@ def test_injected_server_errors_are_not_billed(
 
 
 def test_faults_can_target_status_checks_only(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     speechkit.set_faults(error_rate=1.0, error_status=503, error_endpoints="operation")
     operation = submit(api, speechkit, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
@@ -815,7 +634,7 @@ def test_faults_can_target_status_checks_only(
 
 
 def test_rate_limit_is_429_with_retry_after(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     speechkit.set_faults(rate_limit_rate=1.0, retry_after_seconds=7)
     body = recognize_body(plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
@@ -828,7 +647,7 @@ def test_rate_limit_is_429_with_retry_after(
 
 
 def test_drop_before_create_loses_the_request_and_bills_nothing(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     speechkit.set_faults(drop_rate=1.0, drop_endpoints="submit")
     body = recognize_body(plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
@@ -842,7 +661,7 @@ def test_drop_before_create_loses_the_request_and_bills_nothing(
 
 
 def test_drop_after_create_loses_the_answer_but_the_operation_runs(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     key = upload(seaweedfs, "mono.ogg")
     speechkit.set_faults(drop_rate=1.0, drop_after_create=True)
@@ -870,7 +689,7 @@ def test_drop_on_status_check_closes_the_connection(
 
 
 def test_slow_answers_still_arrive(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     speechkit.set_faults(slow_rate=1.0, slow_seconds=0.2)
     operation = recognize(api, speechkit, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
@@ -881,7 +700,7 @@ def test_slow_answers_still_arrive(
 
 
 def test_operation_error_fault_fails_good_audio(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     speechkit.set_faults(operation_error_rate=1.0)
     operation = recognize(api, speechkit, plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
@@ -889,7 +708,7 @@ def test_operation_error_fault_fails_good_audio(
 
 
 def test_auth_fail_simulates_a_revoked_key_until_restored(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     body = recognize_body(plain_uri(seaweedfs, upload(seaweedfs, "mono.ogg")))
     speechkit.set_faults(auth_fail=True)
@@ -917,7 +736,7 @@ def test_seeded_faults_repeat_exactly(start_server: StartServer, api: requests.S
 
 
 def test_stats_count_submissions_by_content_and_by_object(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     keys = [upload(seaweedfs, "mono.ogg"), upload(seaweedfs, "mono.ogg")]
     keys.append(upload(seaweedfs, "stereo.ogg"))
@@ -940,7 +759,7 @@ def test_stats_count_submissions_by_content_and_by_object(
 
 
 def test_control_api_sets_faults_config_and_resets(
-    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: SeaweedS3
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
 ) -> None:
     control = speechkit.control_url
     faults = requests.post(
@@ -972,7 +791,7 @@ def test_control_api_sets_faults_config_and_resets(
 def test_logs_hold_neither_keys_nor_presigned_queries(
     speechkit: LocalSpeechKit,
     api: requests.Session,
-    seaweedfs: SeaweedS3,
+    seaweedfs: devstack.SeaweedFS,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="daemon.localserver")
@@ -988,7 +807,7 @@ def test_logs_hold_neither_keys_nor_presigned_queries(
     assert seaweedfs.secret_access_key not in text
 
 
-def test_stop_closes_idle_keep_alive_connections(seaweedfs: SeaweedS3) -> None:
+def test_stop_closes_idle_keep_alive_connections(seaweedfs: devstack.SeaweedFS) -> None:
     server = LocalSpeechKit(ServerSettings(api_keys=(API_KEY,)))
     with requests.Session() as session:
         server.start()
@@ -1010,7 +829,7 @@ def test_server_refuses_to_listen_beyond_loopback() -> None:
 # ---------------------------------------------------------------------------- command line
 
 
-def test_command_line_serves_until_sigterm(seaweedfs: SeaweedS3, tmp_path: Path) -> None:
+def test_command_line_serves_until_sigterm(seaweedfs: devstack.SeaweedFS, tmp_path: Path) -> None:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     environment["SPEECHKIT_LOCAL_API_KEYS"] = f"other-key,{API_KEY}"
     environment["SPEECHKIT_LOCAL_S3_ACCESS_KEY_ID"] = seaweedfs.access_key_id

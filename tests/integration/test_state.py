@@ -107,7 +107,7 @@ def test_a_corrupt_state_file_is_a_clear_error_naming_it(tmp_path: Path) -> None
 def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(state.StateFileError, match="state.db"):
+    with pytest.raises(state.StateFileError, match=r"state\.db"):
         state.Store(path)
 
 

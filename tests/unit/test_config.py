@@ -11,7 +11,11 @@ import yaml
 from daemon import config
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {"YC_ACCESS_KEY_ID": "key-id", "YC_SECRET_ACCESS_KEY": "s3-secret", "YC_API_KEY": "api-secret"}
+ENV = {
+    "YC_ACCESS_KEY_ID": "key-id",
+    "YC_SECRET_ACCESS_KEY": "s3-secret",
+    "YC_API_KEY": "api-secret",
+}
 
 
 def minimal(**overrides: Any) -> dict[str, Any]:
@@ -29,7 +33,9 @@ def minimal(**overrides: Any) -> dict[str, Any]:
 
 
 def parse(document: Any, environ: dict[str, str] | None = None) -> config.Config:
-    return config.parse(document, source=Path("conf.yaml"), environ=ENV if environ is None else environ)
+    return config.parse(
+        document, source=Path("conf.yaml"), environ=ENV if environ is None else environ
+    )
 
 
 def problems(document: Any, environ: dict[str, str] | None = None) -> list[str]:
@@ -72,7 +78,9 @@ def test_every_problem_is_reported_at_once_with_file_and_key_path() -> None:
     document["watch"][0]["patterns"] = "*.ogg"
     found = problems(document, environ={})
     assert "conf.yaml: at 'settle_seconds': expected a number, got a string" in found
-    assert any(line.startswith("conf.yaml: at 'log_level': expected one of debug") for line in found)
+    assert any(
+        line.startswith("conf.yaml: at 'log_level': expected one of debug") for line in found
+    )
     assert "conf.yaml: at 'concurrency': must be at least 1, got 0" in found
     assert "conf.yaml: at 'storage.bucket': expected a string, got an integer" in found
     assert "conf.yaml: at 'storage.colour': unknown key" in found
@@ -96,13 +104,17 @@ def test_secret_file_form(tmp_path: Path) -> None:
 
 def test_secret_and_secret_file_together_is_an_error(tmp_path: Path) -> None:
     found = problems(minimal(speechkit={"api_key": "x", "api_key_file": str(tmp_path / "f")}))
-    assert found == ["conf.yaml: at 'speechkit.api_key': set either 'api_key' or 'api_key_file', not both"]
+    assert found == [
+        "conf.yaml: at 'speechkit.api_key': set either 'api_key' or 'api_key_file', not both"
+    ]
 
 
 def test_missing_secret_file_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     found = problems(minimal(speechkit={"api_key_file": str(missing)}))
-    assert found == [f"conf.yaml: at 'speechkit.api_key_file': cannot read {missing}: No such file or directory"]
+    assert found == [
+        f"conf.yaml: at 'speechkit.api_key_file': cannot read {missing}: No such file or directory"
+    ]
 
 
 def test_per_folder_recognition_overrides_the_global_settings() -> None:
@@ -134,7 +146,9 @@ def test_bad_language_output_format_and_url() -> None:
     found = problems(document)
     assert any("'recognition.language': expected one of ru-RU" in line for line in found)
     assert any("'outputs[1]': expected one of txt, json; got 'docx'" in line for line in found)
-    assert any("'speechkit.recognize_url': expected an http:// or https:// URL" in line for line in found)
+    assert any(
+        "'speechkit.recognize_url': expected an http:// or https:// URL" in line for line in found
+    )
 
 
 def test_the_same_folder_twice_is_an_error() -> None:
@@ -143,7 +157,9 @@ def test_the_same_folder_twice_is_an_error() -> None:
 
 
 def test_empty_watch_list_is_an_error() -> None:
-    assert problems(minimal(watch=[])) == ["conf.yaml: at 'watch': list at least one folder to watch"]
+    assert problems(minimal(watch=[])) == [
+        "conf.yaml: at 'watch': list at least one folder to watch"
+    ]
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
@@ -186,7 +202,9 @@ def test_example_config_documents_every_key_and_is_valid() -> None:
     document = yaml.safe_load(example.read_text())
     documented = _yaml_key_paths(document)
     # Per-folder recognition overrides are documented by reference to `recognition`.
-    schema = {path for path in config.schema_key_paths() if not path.startswith("watch[].recognition.")}
+    schema = {
+        path for path in config.schema_key_paths() if not path.startswith("watch[].recognition.")
+    }
     assert documented == schema
     settings = config.load(example, environ=ENV)
     assert settings.storage.bucket == "my-bucket"

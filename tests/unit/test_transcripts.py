@@ -9,7 +9,11 @@ from daemon import transcripts
 
 
 def chunk(text: str, tag: str = "1", start: str | None = None) -> dict[str, Any]:
-    words = [] if start is None else [{"word": text.split()[0], "startTime": start, "endTime": start}]
+    words = (
+        []
+        if start is None
+        else [{"word": text.split(maxsplit=1)[0], "startTime": start, "endTime": start}]
+    )
     alternative: dict[str, Any] = {"text": text, "confidence": 1}
     if words:
         alternative["words"] = words
@@ -17,7 +21,9 @@ def chunk(text: str, tag: str = "1", start: str | None = None) -> dict[str, Any]
 
 
 def done(*chunks: dict[str, Any]) -> dict[str, Any]:
-    response: dict[str, Any] = {"@type": "type.googleapis.com/yandex.cloud.ai.stt.v2.LongRunningRecognitionResponse"}
+    response: dict[str, Any] = {
+        "@type": "type.googleapis.com/yandex.cloud.ai.stt.v2.LongRunningRecognitionResponse"
+    }
     if chunks:
         response["chunks"] = list(chunks)
     return {"done": True, "id": "e03abc", "response": response}
@@ -63,12 +69,18 @@ def test_json_is_the_operation_as_returned_with_unicode_kept() -> None:
 
 def test_error_document_has_the_contract_fields() -> None:
     text = transcripts.render_error(
-        file="/in/a.ogg", stage="check", message="not an Ogg file", at="2026-01-01T00:00:00Z",
+        file="/in/a.ogg",
+        stage="check",
+        message="not an Ogg file",
+        at="2026-01-01T00:00:00Z",
         extra={"code": "not_ogg", "operation_id": None},
     )
     assert json.loads(text) == {
-        "file": "/in/a.ogg", "stage": "check", "message": "not an Ogg file",
-        "at": "2026-01-01T00:00:00Z", "code": "not_ogg",
+        "file": "/in/a.ogg",
+        "stage": "check",
+        "message": "not an Ogg file",
+        "at": "2026-01-01T00:00:00Z",
+        "code": "not_ogg",
     }
 
 

@@ -13,7 +13,9 @@ FOLDER = WatchFolder(path=Path("/in"))
 PATTERNS = ("*.ogg", "*.opus")
 
 
-@pytest.mark.parametrize("name", ["call.ogg", "CALL.OGG", "Voice Note.Opus", "-dash.ogg", "звонок.ogg"])
+@pytest.mark.parametrize(
+    "name", ["call.ogg", "CALL.OGG", "Voice Note.Opus", "-dash.ogg", "звонок.ogg"]
+)
 def test_audio_names_match_case_insensitively(name: str) -> None:
     assert watching.matches(name, PATTERNS)
 
@@ -69,7 +71,9 @@ def test_a_lost_close_event_is_covered_by_the_grace_time() -> None:
 def test_output_dir_keeps_the_subfolder_structure() -> None:
     folder = WatchFolder(path=Path("/in"), recursive=True, output_dir=Path("/out"))
     assert watching.relative_output_dir(Path("/in/a/b/c.ogg"), folder) == Path("/out/a/b")
-    assert watching.relative_output_dir(Path("/in/c.ogg"), WatchFolder(path=Path("/in"))) == Path("/in")
+    assert watching.relative_output_dir(Path("/in/c.ogg"), WatchFolder(path=Path("/in"))) == Path(
+        "/in"
+    )
 
 
 def test_folder_for_picks_the_deepest_watched_folder() -> None:
