@@ -2,6 +2,8 @@
 # the project only when pyproject.toml changes.
 
 PYTHON ?= python3
+# End-to-end tests mostly wait on servers and settle timers, so 4 workers fit 2 cores.
+TEST_WORKERS ?= 4
 VENV := .venv
 BIN := $(VENV)/bin
 # Inside the venv, so `make clean` (or deleting .venv by hand) also forgets the install.
@@ -37,7 +39,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -p no:cacheprovider
+	$(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

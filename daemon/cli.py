@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__, config, logs, outputs, state, transcripts
+from daemon import __version__, config, logs, outputs, quota, state, transcripts
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -92,7 +92,24 @@ def _open_store(settings: config.Config) -> state.Store | None:
         return None
 
 
-def status_report(store: state.Store, now: float) -> dict[str, Any]:
+def quota_report(store: state.Store, limits: config.Quota, now: float) -> dict[str, Any]:
+    """Calls in the last hour and how long the submission backlog takes at the quota."""
+    since = now - quota.WINDOW_SECONDS
+    submissions = len(store.recent_calls("submit", since))
+    backlog = store.backlog()
+    return {
+        "submissions_last_hour": submissions,
+        "submissions_per_hour": limits.submissions_per_hour,
+        "status_checks_last_hour": len(store.recent_calls("check", since)),
+        "status_checks_per_hour": limits.status_checks_per_hour,
+        "waiting_for_submission": backlog,
+        "backlog_seconds": round(
+            quota.backlog_seconds(backlog, limits.submissions_per_hour, submissions)
+        ),
+    }
+
+
+def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[str, Any]:
     """What `status` shows, as data."""
     in_progress = [
         {
@@ -119,7 +136,7 @@ def status_report(store: state.Store, now: float) -> dict[str, Any]:
         for row in store.in_states([state.FAILED])
     ]
     return {"state_file": str(store.path), "counts": store.counts(), "in_progress": in_progress,
-            "failed": failed}  # fmt: skip
+            "failed": failed, "quota": quota_report(store, limits, now)}  # fmt: skip
 
 
 def _age(seconds: float) -> str:
@@ -134,9 +151,9 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
     store = _open_store(settings)
     if store is None:
         report: dict[str, Any] = {"state_file": str(settings.state_file), "counts": {},
-                                  "in_progress": [], "failed": []}  # fmt: skip
+                                  "in_progress": [], "failed": [], "quota": None}  # fmt: skip
     else:
-        report = status_report(store, time.time())
+        report = status_report(store, settings.quota, time.time())
         store.close()
     if arguments.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -144,6 +161,18 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
     print(f"state file: {report['state_file']}")
     counts = report["counts"]
     print("  ".join(f"{name} {counts.get(name, 0)}" for name in state.ALL_STATES))
+    usage = report["quota"]
+    if usage:
+        print(
+            f"quota: {usage['submissions_last_hour']}/{usage['submissions_per_hour']} submissions "
+            f"and {usage['status_checks_last_hour']}/{usage['status_checks_per_hour']} status "
+            "checks in the last hour"
+        )
+        if usage["backlog_seconds"]:
+            print(
+                f"backlog: {usage['waiting_for_submission']} file(s) wait for submission; at the "
+                f"quota that takes about {quota.describe_seconds(usage['backlog_seconds'])}"
+            )
     if report["in_progress"]:
         print("in progress:")
         for item in report["in_progress"]:

@@ -43,6 +43,9 @@ DEFAULT_POLL_MAX_INTERVAL = (
 DEFAULT_POLL_SECONDS_PER_MINUTE = (
     10.0  # documented processing speed: ~10 s per audio minute per channel
 )
+DEFAULT_SUBMISSIONS_PER_HOUR = 500  # the service's quota per cloud folder
+DEFAULT_STATUS_CHECKS_PER_HOUR = 2500  # the service's v2 quota per cloud folder
+DEFAULT_AUTH_RETRY_SECONDS = 60.0  # refused credentials: a slow, steady probe until fixed
 DEFAULT_OUTPUTS = ("txt", "json")  # SPEC: a .txt and the raw .json beside the audio
 DEFAULT_LOG_LEVEL = "info"
 
@@ -162,6 +165,16 @@ SCHEMA: tuple[Key, ...] = (
         Key("max_interval_seconds", "float", "cap of the backoff between later checks",
             DEFAULT_POLL_MAX_INTERVAL, minimum=1),
     )),
+    Key("quota", "section", "calls per hour the daemon allows itself (sliding window)", {},
+        children=(
+        Key("submissions_per_hour", "int", "longRunningRecognize calls per hour",
+            DEFAULT_SUBMISSIONS_PER_HOUR, minimum=1),
+        Key("status_checks_per_hour", "int", "operation status checks per hour",
+            DEFAULT_STATUS_CHECKS_PER_HOUR, minimum=1),
+    )),
+    Key("auth_retry_seconds", "float",
+        "while credentials are refused, work that needs them is retried this often",
+        DEFAULT_AUTH_RETRY_SECONDS, minimum=1),
     Key("state_file", "path", "SQLite state file", DEFAULT_STATE_FILE),
     Key("settle_seconds", "float", "quiet time before a file counts as completely written",
         DEFAULT_SETTLE_SECONDS, minimum=0),
@@ -238,6 +251,12 @@ class Polling:
 
 
 @dataclass(frozen=True)
+class Quota:
+    submissions_per_hour: int = DEFAULT_SUBMISSIONS_PER_HOUR
+    status_checks_per_hour: int = DEFAULT_STATUS_CHECKS_PER_HOUR
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     watch: tuple[WatchFolder, ...]
@@ -245,6 +264,8 @@ class Config:
     speechkit: SpeechKit
     recognition: Recognition = field(default_factory=Recognition)
     polling: Polling = field(default_factory=Polling)
+    quota: Quota = field(default_factory=Quota)
+    auth_retry_seconds: float = DEFAULT_AUTH_RETRY_SECONDS
     state_file: Path = Path(DEFAULT_STATE_FILE)
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     rescan_seconds: float = DEFAULT_RESCAN_SECONDS
@@ -586,6 +607,11 @@ def _build(values: dict[str, Any], source: Path) -> Config:
             seconds_per_minute=polling["seconds_per_minute"],
             max_interval_seconds=polling["max_interval_seconds"],
         ),
+        quota=Quota(
+            submissions_per_hour=values["quota"]["submissions_per_hour"],
+            status_checks_per_hour=values["quota"]["status_checks_per_hour"],
+        ),
+        auth_retry_seconds=values["auth_retry_seconds"],
         state_file=Path(values["state_file"]).absolute(),
         settle_seconds=values["settle_seconds"],
         rescan_seconds=values["rescan_seconds"],

@@ -16,6 +16,7 @@ from daemon.crashpoints import crash_point
 from daemon.watching import OWN_TEMP_SUFFIX
 
 ERROR_SUFFIX = ".error.json"
+NAME_MAX_BYTES = 255  # the file name limit of Linux file systems
 
 
 def stem(audio_path: Path) -> str:
@@ -23,12 +24,21 @@ def stem(audio_path: Path) -> str:
     return audio_path.stem if audio_path.suffix else audio_path.name
 
 
+def fit_name(name_stem: str, suffix: str) -> str:
+    """`stem + suffix`, with the stem shortened if the name would pass the 255-byte limit."""
+    room = NAME_MAX_BYTES - len(os.fsencode(suffix))
+    encoded = os.fsencode(name_stem)
+    if len(encoded) > room:
+        name_stem = encoded[:room].decode("utf-8", errors="ignore")
+    return name_stem + suffix
+
+
 def output_path(audio_path: Path, out_dir: Path, extension: str) -> Path:
-    return out_dir / f"{stem(audio_path)}.{extension}"
+    return out_dir / fit_name(stem(audio_path), f".{extension}")
 
 
 def error_path(audio_path: Path, out_dir: Path) -> Path:
-    return out_dir / f"{stem(audio_path)}{ERROR_SUFFIX}"
+    return out_dir / fit_name(stem(audio_path), ERROR_SUFFIX)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -41,7 +51,8 @@ def _fsync_dir(directory: Path) -> None:
 
 def write_atomic(target: Path, text: str, *, fsync_dir: bool = True) -> None:
     """Write `text` to `target` so that readers see the old file or the whole new one."""
-    temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
+    # Short and hidden whatever the target's name: it must fit in 255 bytes and match no pattern.
+    temporary = target.parent / f".{secrets.token_hex(8)}{OWN_TEMP_SUFFIX}"
     data = text.encode("utf-8")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:

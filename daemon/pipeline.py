@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon import oggopus, outputs, recognition, scheduling, state, transcripts, watching
+from daemon import oggopus, outputs, quota, recognition, scheduling, state, transcripts, watching
 from daemon.config import Config, WatchFolder
 from daemon.crashpoints import crash_point
 from daemon.logs import shown
@@ -32,9 +32,13 @@ log = logging.getLogger(__name__)
 HASH_BLOCK_BYTES = 1024 * 1024  # large reads keep hashing near disk speed
 RESULT_RETENTION_SECONDS = 3 * 86400  # the service forgets results 3 days after completion
 RETENTION_MARGIN_SECONDS = 3600  # resubmit a little before the service would answer 404
-AUTH_RETRY_SECONDS = 60.0  # refused credentials: try again at this slow pace
-OUTPUT_RETRY_SECONDS = 30.0  # unwritable output folder or full disk: try again this often
 DUPLICATE_WAIT_SECONDS = 2.0  # a twin being uploaded gets its operation id within seconds
+RECOGNITION, STORAGE = "recognition API", "storage"
+SUBMIT_CALL, CHECK_CALL = "submit", "check"
+_CREDENTIALS = {
+    RECOGNITION: "speechkit.api_key",
+    STORAGE: "storage.access_key_id / storage.secret_access_key",
+}
 _REUSABLE_SECONDS = RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
 _OUR_KEY = re.compile(r"^[0-9a-f]{64}\.ogg$")  # what storage.object_key makes, after the prefix
 
@@ -70,7 +74,17 @@ class Pipeline:
         self.rng = rng
         self.stopping = stopping
         self.on_changed = on_changed  # a file changed under us: look at it again
-        self._auth_warned: set[str] = set()
+        since = clock() - quota.WINDOW_SECONDS
+        self.windows = {
+            SUBMIT_CALL: quota.SlidingWindow(
+                config.quota.submissions_per_hour, history=store.recent_calls(SUBMIT_CALL, since)
+            ),
+            CHECK_CALL: quota.SlidingWindow(
+                config.quota.status_checks_per_hour, history=store.recent_calls(CHECK_CALL, since)
+            ),
+        }
+        self.pauses = {RECOGNITION: quota.Pause(), STORAGE: quota.Pause()}
+        self._pacing: set[str] = set()
         self._lock = threading.Lock()
 
     # -- entry point -------------------------------------------------------------------------
@@ -192,6 +206,8 @@ class Pipeline:
     def upload(self, row: state.FileRow) -> bool:
         assert row.object_key is not None  # noqa: S101 - set by prepare
         path = Path(row.path)
+        if not self._may_call(row, STORAGE):
+            return False
         try:
             uploaded = self.objects.upload(path, row.object_key, row.size)
         except StorageError as error:
@@ -201,6 +217,7 @@ class Pipeline:
         except OSError as error:
             return self._transient(row, state.UPLOADING, "upload", f"cannot read: {error.strerror}")
         crash_point("after_upload")
+        self._auth_ok(STORAGE)
         if not self._unchanged(row, object_written=True):
             return False
         if uploaded:
@@ -220,6 +237,8 @@ class Pipeline:
             uri = self.objects.audio_uri(row.object_key)
         except StorageError as error:
             return self._transient(row, state.SUBMITTING, "submit", str(error), auth=error.auth)
+        if not self._may_call(row, RECOGNITION, SUBMIT_CALL):
+            return False
         crash_point("before_submit")
         try:
             operation = self.api.submit(uri, specification)
@@ -236,7 +255,7 @@ class Pipeline:
             submissions=row.submissions + 1, due_at=now + delay,
         )  # fmt: skip
         crash_point("after_commit")
-        self._auth_ok("recognition")
+        self._auth_ok(RECOGNITION)
         log.info(
             "submitted %s: operation %s, first status check in %.1f s",
             shown(row.path), operation["id"], delay,
@@ -254,6 +273,8 @@ class Pipeline:
                 row.operation_id, shown(row.path),
             )  # fmt: skip
             return self._resubmit(row)
+        if not self._may_call(row, RECOGNITION, CHECK_CALL):
+            return False
         try:
             operation = self.api.get_operation(row.operation_id)
         except ApiError as error:
@@ -267,7 +288,7 @@ class Pipeline:
                 row, state.PENDING, "status check", str(error),
                 auth=error.kind == recognition.AUTH, retry_after=error.retry_after,
             )  # fmt: skip
-        self._auth_ok("recognition")
+        self._auth_ok(RECOGNITION)
         checks = row.checks + 1
         if not operation.get("done"):
             delay = scheduling.later_check_delay(
@@ -317,13 +338,18 @@ class Pipeline:
             outputs.write_all(files)
             outputs.remove(outputs.error_path(audio, out_dir))
         except OSError as error:
+            # Full disk, read-only or missing folder: the result stays with the service (3 days),
+            # so keep the file pending and fetch it again later. Nothing is marked done.
+            attempts = row.attempts + 1
+            delay = scheduling.retry_delay(attempts, self.rng)
             log.error(
                 "cannot write the transcript of %s into %s: %s; trying again in %.0f s",
-                shown(audio), shown(out_dir), error.strerror, OUTPUT_RETRY_SECONDS,
+                shown(audio), shown(out_dir), error.strerror or error, delay,
             )  # fmt: skip
             self.store.update(
-                row.id, now, expect=state.PENDING, checks=checks, due_at=now + OUTPUT_RETRY_SECONDS
-            )
+                row.id, now, expect=state.PENDING, checks=checks, attempts=attempts,
+                due_at=now + delay,
+            )  # fmt: skip
             return False
         crash_point("after_outputs")
         finished = self.store.update(
@@ -454,8 +480,8 @@ class Pipeline:
         now = self.clock()
         attempts = row.attempts + 1
         if auth:
-            delay = max(AUTH_RETRY_SECONDS, retry_after or 0.0)
-            self._auth_refused("storage" if stage == "upload" else "recognition", message, delay)
+            delay = max(self.config.auth_retry_seconds, retry_after or 0.0)
+            self._auth_refused(STORAGE if stage == "upload" else RECOGNITION, message, now + delay)
         else:
             delay = scheduling.retry_delay(attempts, self.rng, retry_after)
             log.warning(
@@ -465,27 +491,48 @@ class Pipeline:
         self.store.update(row.id, now, expect=expect, attempts=attempts, due_at=now + delay)
         return False
 
-    def _auth_refused(self, service: str, message: str, delay: float) -> None:
-        with self._lock:
-            first = service not in self._auth_warned
-            self._auth_warned.add(service)
-        if first:
-            credential = (
-                "storage.access_key_id/secret_access_key"
-                if service == "storage"
-                else "speechkit.api_key"
-            )
+    def _auth_refused(self, service: str, message: str, until: float) -> None:
+        """Pause every call to `service`; one loud line when the pause begins."""
+        if self.pauses[service].pause(until):
             log.error(
-                "%s refused our credentials (%s): check %s; paused, retrying every %.0f s",
-                service, message, credential, delay,
+                "the %s refused our credentials (%s): check %s; work that needs it is paused and "
+                "retried every %.0f s; no file is failed for this",
+                service, message, _CREDENTIALS[service], self.config.auth_retry_seconds,
             )  # fmt: skip
 
     def _auth_ok(self, service: str) -> None:
+        if self.pauses[service].resume():
+            log.info("the %s accepts our credentials again; work resumes", service)
+
+    def _may_call(self, row: state.FileRow, service: str, call: str | None = None) -> bool:
+        """Whether a step may call `service` now: not paused, and inside the hourly quota.
+
+        If not, the row is rescheduled for when it may, without a request being sent.
+        """
+        now = self.clock()
+        blocked = self.pauses[service].blocked_until(now)
+        if blocked is not None:
+            self.store.update(row.id, now, expect=row.state, due_at=blocked)
+            return False
+        if call is None:
+            return True
+        wait = self.windows[call].acquire(now)
+        if wait > 0:
+            with self._lock:
+                first = call not in self._pacing
+                self._pacing.add(call)
+            if first:
+                limit = self.windows[call].limit
+                log.warning(
+                    "hourly quota of %d %s calls reached; pacing them (next slot in %.0f s)",
+                    limit, call, wait,
+                )  # fmt: skip
+            self.store.update(row.id, now, expect=row.state, due_at=now + wait)
+            return False
         with self._lock:
-            was_refused = service in self._auth_warned
-            self._auth_warned.discard(service)
-        if was_refused:
-            log.info("%s accepts our credentials again; work resumes", service)
+            self._pacing.discard(call)
+        self.store.record_call(call, now)
+        return True
 
     def _vanished_or_retry(self, row: state.FileRow, expect: str, message: str) -> bool:
         if not Path(row.path).exists():

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from daemon import outputs, state, watching
+from daemon import outputs, quota, state, watching
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
 from daemon.pipeline import Pipeline
@@ -35,6 +35,7 @@ SETTLE_POLL_FRACTION = 0.25  # settling files are re-examined four times per set
 MIN_SETTLE_POLL_SECONDS = 0.05
 MAX_SETTLE_POLL_SECONDS = 0.5
 SWEEP_SECONDS = 3600.0  # objects whose deletion failed are retried hourly
+BACKLOG_LOG_SECONDS = 600.0  # a quota backlog is reported every ten minutes while it lasts
 
 
 class StartupError(Exception):
@@ -173,6 +174,7 @@ class Service:
     ) -> None:
         next_rescan = self.monotonic() + self.config.rescan_seconds
         next_sweep = self.monotonic()
+        next_backlog_report = self.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
             self._take_hints()
@@ -183,10 +185,24 @@ class Service:
             if self.monotonic() >= next_sweep:
                 self._dispatch_sweep(store, pipeline, executor)
                 next_sweep = self.monotonic() + SWEEP_SECONDS
+            if self.monotonic() >= next_backlog_report:
+                self._report_backlog(store, pipeline)
+                next_backlog_report = self.monotonic() + BACKLOG_LOG_SECONDS
             self._dispatch(store, pipeline, executor)
             if not self.watcher.alive():
                 raise RuntimeError("a folder observer thread died; exiting so systemd restarts us")
             self.wake.wait(self._sleep_seconds(store, next_rescan))
+
+    def _report_backlog(self, store: state.Store, pipeline: Pipeline) -> None:
+        backlog = store.backlog()
+        window = pipeline.windows["submit"]
+        seconds = quota.backlog_seconds(backlog, window.limit, window.used(self.clock()))
+        if seconds > 0:
+            log.warning(
+                "%d file(s) wait for submission, more than the quota of %d an hour allows at "
+                "once; submitting them all takes about %s",
+                backlog, window.limit, quota.describe_seconds(seconds),
+            )  # fmt: skip
 
     def _sleep_seconds(self, store: state.Store, next_rescan: float) -> float:
         delays = [IDLE_WAKE_SECONDS, next_rescan - self.monotonic()]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000  # `status`/`retry` may wait this long for the daemon's short write
 
 # States. Active ones have a next step; terminal ones do not.
@@ -105,7 +105,13 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX files_state_due ON files (state, due_at);
     CREATE INDEX files_sha256 ON files (sha256);
     """,
+    # v2: API calls of the last hour, so quota pacing survives a restart.
+    2: """
+    CREATE TABLE api_calls (kind TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX api_calls_kind_at ON api_calls (kind, at);
+    """,
 }
+CALL_HISTORY_SECONDS = 3600.0  # the quota window; older calls are pruned
 
 
 def _encode(value: str) -> bytes:
@@ -289,16 +295,35 @@ class Store:
             TERMINAL_STATES,
         )
 
+    def backlog(self) -> int:
+        """File versions that still need a submission."""
+        counts = self.counts()
+        return counts[QUEUED] + counts[UPLOADING] + counts[SUBMITTING]
+
+    def recent_calls(self, kind: str, since: float) -> list[float]:
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT at FROM api_calls WHERE kind = ? AND at > ? ORDER BY at", (kind, since)
+            )
+            return [at for (at,) in cursor.fetchall()]
+
     # -- writing -------------------------------------------------------------------------------
 
-    def add_version(self, *, path: str, folder: str, size: int, mtime_ns: int, now: float) -> int:
-        """Record a newly settled file version; unfinished older versions are superseded."""
+    def record_call(self, kind: str, at: float) -> None:
+        """Remember one API call for quota pacing; calls older than the window are pruned."""
         with self._transaction() as db:
-            active = ",".join("?" * len(ACTIVE_STATES))
+            db.execute("INSERT INTO api_calls (kind, at) VALUES (?, ?)", (kind, at))
+            db.execute("DELETE FROM api_calls WHERE at <= ?", (at - CALL_HISTORY_SECONDS,))
+
+    def add_version(self, *, path: str, folder: str, size: int, mtime_ns: int, now: float) -> int:
+        """Record a newly settled file version; unfinished or failed older ones are superseded."""
+        replaced = (*ACTIVE_STATES, FAILED)
+        with self._transaction() as db:
+            marks = ",".join("?" * len(replaced))
             db.execute(
                 "UPDATE files SET state = ?, due_at = NULL, updated_at = ? "  # noqa: S608
-                f"WHERE path = ? AND state IN ({active})",
-                (SUPERSEDED, now, _encode(path), *ACTIVE_STATES),
+                f"WHERE path = ? AND state IN ({marks})",
+                (SUPERSEDED, now, _encode(path), *replaced),
             )
             cursor = db.execute(
                 "INSERT INTO files (path, folder, size, mtime_ns, state, due_at, created_at, "

@@ -44,7 +44,8 @@ TEMPORARY_PREFIXES = (".", "~", "#")
 OWN_TEMP_SUFFIX = ".skw-tmp"  # our own atomic-write temp files (hidden too)
 
 # Event kinds put on the queue.
-WRITING = "writing"  # created or modified: someone may still be writing
+WRITING = "writing"  # modified: someone is writing
+CREATED = "created"  # a new name: being written if empty, else a link or a finished copy
 CLOSED = "closed"  # closed after writing, or renamed into place: the writer is done
 SEEN = "seen"  # found by a scan: judged by stillness alone
 
@@ -103,13 +104,16 @@ class Settler:
         now: float,
     ) -> None:
         """Record a hint about `path` with its current size and mtime."""
+        # An empty new file is about to be written; a new name with content is a link, a
+        # hard link or a copy already written (no close event will come for those).
+        writing = kind == WRITING or (kind == CREATED and size == 0)
         current = self.candidates.get(path)
         if current is None:
-            self.candidates[path] = Observation(folder, size, mtime_ns, now, kind == WRITING)
+            self.candidates[path] = Observation(folder, size, mtime_ns, now, writing)
             return
         if (size, mtime_ns) != (current.size, current.mtime_ns):
             current.size, current.mtime_ns, current.changed_at = size, mtime_ns, now
-        if kind == WRITING:
+        if writing:
             current.awaiting_close = True
         elif kind == CLOSED:
             current.awaiting_close = False
@@ -209,7 +213,9 @@ class _Handler(FileSystemEventHandler):
                 self._hint(CLOSED, os.fsdecode(event.dest_path))
             elif isinstance(event, FileClosedEvent):
                 self._hint(CLOSED, os.fsdecode(event.src_path))
-            elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
+            elif isinstance(event, FileCreatedEvent):
+                self._hint(CREATED, os.fsdecode(event.src_path))
+            elif isinstance(event, FileModifiedEvent):
                 self._hint(WRITING, os.fsdecode(event.src_path))
         except Exception:
             log.exception("ignoring a filesystem event that could not be handled")

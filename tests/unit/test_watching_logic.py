@@ -60,6 +60,14 @@ def test_a_file_still_open_for_writing_waits_for_its_close() -> None:
     assert settler.observe("/in/a.ogg", 30, 2, 7.0)
 
 
+def test_a_new_empty_file_waits_for_its_writer_but_a_new_link_does_not() -> None:
+    settler = watching.Settler(settle_seconds=1.0, grace_seconds=60.0)
+    settler.note("/in/new.ogg", watching.CREATED, FOLDER, size=0, mtime_ns=1, now=0.0)
+    assert not settler.observe("/in/new.ogg", 0, 1, 5.0)
+    settler.note("/in/link.ogg", watching.CREATED, FOLDER, size=900, mtime_ns=1, now=0.0)
+    assert settler.observe("/in/link.ogg", 900, 1, 1.0)
+
+
 def test_a_lost_close_event_is_covered_by_the_grace_time() -> None:
     settler = watching.Settler(settle_seconds=1.0, grace_seconds=60.0)
     settler.note("/in/a.ogg", watching.WRITING, FOLDER, size=10, mtime_ns=1, now=0.0)

@@ -1,0 +1,89 @@
+"""Staying inside the service's hourly quotas, and pausing while credentials are refused.
+
+`SlidingWindow` is a pure sliding-window counter over an injected clock: a burst up to the
+hourly allowance goes out at once, then calls are paced so that no 3,600 s window ever holds
+more than the limit. `Pause` is the shared switch that stops every call to one service while
+its credentials are refused, so a revoked key costs one request a minute, not one per file.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterable
+
+WINDOW_SECONDS = 3600.0  # the quotas are per hour
+
+
+class SlidingWindow:
+    """At most `limit` events in any `window` seconds. Thread-safe."""
+
+    def __init__(
+        self, limit: int, window: float = WINDOW_SECONDS, history: Iterable[float] = ()
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: collections.deque[float] = collections.deque(sorted(history))
+        self._lock = threading.Lock()
+
+    def _forget(self, now: float) -> None:
+        while self._events and self._events[0] <= now - self.window:
+            self._events.popleft()
+
+    def acquire(self, now: float) -> float:
+        """Take one slot if there is one (returns 0), else the seconds until one frees up."""
+        with self._lock:
+            self._forget(now)
+            if len(self._events) < self.limit:
+                self._events.append(now)
+                return 0.0
+            return self._events[len(self._events) - self.limit] + self.window - now
+
+    def used(self, now: float) -> int:
+        with self._lock:
+            self._forget(now)
+            return len(self._events)
+
+
+def backlog_seconds(backlog: int, limit_per_hour: int, used_in_last_hour: int) -> float:
+    """Rough time to submit `backlog` files at `limit_per_hour` with some of this hour used."""
+    free = max(0, limit_per_hour - used_in_last_hour)
+    if backlog <= free:
+        return 0.0
+    return (backlog - free) / limit_per_hour * WINDOW_SECONDS
+
+
+def describe_seconds(seconds: float) -> str:
+    """A duration for people: "45 min", "3 h 20 min"."""
+    minutes = max(1, round(seconds / 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+class Pause:
+    """A service-wide pause after refused credentials; steps wait for it instead of calling."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def pause(self, until: float) -> bool:
+        """Pause until `until`; True if this starts a pause (the caller logs it once)."""
+        with self._lock:
+            starting = self._until == 0.0
+            self._until = max(self._until, until)
+            return starting
+
+    def resume(self) -> bool:
+        """End the pause; True if there was one (the caller logs the recovery)."""
+        with self._lock:
+            was_paused = self._until != 0.0
+            self._until = 0.0
+            return was_paused
+
+    def blocked_until(self, now: float) -> float | None:
+        """The time to wait for, or None when calls may go ahead (one probe after a pause)."""
+        with self._lock:
+            if self._until == 0.0 or now >= self._until:
+                return None
+            return self._until
