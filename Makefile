@@ -2,7 +2,8 @@
 # the project only when pyproject.toml changes.
 
 PYTHON ?= python3
-# End-to-end tests mostly wait on servers and settle timers, so 4 workers fit 2 cores.
+# End-to-end tests mostly wait on servers and settle timers, so 4 workers fit 2 cores;
+# worksteal keeps a long test from leaving the other workers idle at the end.
 TEST_WORKERS ?= 4
 VENV := .venv
 BIN := $(VENV)/bin
@@ -39,7 +40,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS)
+	$(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

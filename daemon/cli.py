@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("run", "run the daemon in the foreground (what systemd runs); exit 0 after SIGTERM, "
             "2 on a config error")  # fmt: skip
+    command("check", "validate the config, then check the folders, the state file, the bucket "
+            "(write, link, delete a test object) and the API credentials, one line each; exit 0 "
+            "only if all pass")  # fmt: skip
     status = command("status", "counts per state, files in progress with age and operation id, "
                      "failed files with the reason; safe while the daemon runs")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -48,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--failed", action="store_true", help="every failed file")
     which.add_argument("paths", nargs="*", default=[], metavar="PATH", help="these files")
+    transcribe = command("transcribe", "transcribe these files now (same checks, upload, "
+                         "recognition and outputs as the daemon), print each transcript, exit 0 "
+                         "only if all succeeded; safe while the daemon runs")  # fmt: skip
+    transcribe.add_argument("files", nargs="+", metavar="FILE", help="Ogg Opus files")
     render = command("render", "rewrite the configured outputs from saved NAME.json results "
                      "(no network)")  # fmt: skip
     render.add_argument("results", nargs="+", metavar="JSON", help="saved NAME.json files")
@@ -64,9 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     handler = {
         "run": run_command,
+        "check": check_command,
         "status": status_command,
         "retry": retry_command,
         "render": render_command,
+        "transcribe": transcribe_command,
     }[arguments.command]
     return handler(settings, arguments)
 
@@ -75,6 +84,8 @@ def run_command(settings: config.Config, arguments: argparse.Namespace) -> int:
     from daemon import service  # noqa: PLC0415 - keeps `status` light to start
 
     logs.configure(settings.log_level, settings.secrets())
+    for warning in settings.warnings:
+        logging.getLogger("daemon").warning("%s", warning)
     daemon = service.Service(settings)
     daemon.install_signal_handlers()
     try:
@@ -82,6 +93,21 @@ def run_command(settings: config.Config, arguments: argparse.Namespace) -> int:
     except service.StartupError as error:
         logging.getLogger("daemon").error("cannot start: %s", error)
         return EXIT_CONFIG
+
+
+def check_command(settings: config.Config, arguments: argparse.Namespace) -> int:
+    from daemon import checks  # noqa: PLC0415 - boto3 only for the commands that need it
+
+    # Lines on stdout are the report; library warnings go to stderr, secrets masked in both.
+    logs.configure("debug" if settings.log_level == "debug" else "warning", settings.secrets())
+    hidden = settings.secrets()
+    for warning in settings.warnings:
+        print(checks.format_line(checks.Result(checks.WARNING, warning), hidden), flush=True)
+    passed = True
+    for result in checks.run_checks(settings):
+        print(checks.format_line(result, hidden), flush=True)
+        passed = passed and result.passed
+    return EXIT_OK if passed else EXIT_FAILED
 
 
 def _open_store(settings: config.Config) -> state.Store | None:
@@ -208,6 +234,21 @@ def retry_command(settings: config.Config, arguments: argparse.Namespace) -> int
     return EXIT_OK
 
 
+def transcribe_command(settings: config.Config, arguments: argparse.Namespace) -> int:
+    from daemon import oneshot  # noqa: PLC0415 - boto3 only for the commands that need it
+
+    quiet = "debug" if settings.log_level == "debug" else "warning"  # stdout is for transcripts
+    logs.configure(quiet, settings.secrets())
+    for warning in settings.warnings:
+        logging.getLogger("daemon").warning("%s", warning)
+    transcriber = oneshot.Transcriber(settings, out=sys.stdout, err=sys.stderr)
+    try:
+        return transcriber.run([Path(name) for name in arguments.files])
+    except state.StateFileError as error:
+        print(f"speechkit-watch: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 def render_command(settings: config.Config, arguments: argparse.Namespace) -> int:
     status = EXIT_OK
     for name in arguments.results:
@@ -229,7 +270,7 @@ def render_command(settings: config.Config, arguments: argparse.Namespace) -> in
             status = EXIT_FAILED
             continue
         files = {
-            outputs.output_path(result, result.parent, extension): transcripts.RENDERERS[extension](
+            outputs.output_path(result, result.parent, extension): outputs.RENDERERS[extension](
                 operation
             )
             for extension in settings.outputs

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from daemon.credentials import ServiceAccountKey
 
 DEFAULT_CONFIG_PATH = Path("/etc/speechkit-watch/config.yaml")
 CONFIG_PATH_ENV = "SPEECHKIT_WATCH_CONFIG"
@@ -28,6 +32,11 @@ DEFAULT_REGION = "ru-central1"  # the only Yandex Object Storage region
 DEFAULT_PREFIX = "speechkit-watch/"  # keeps our objects apart from anything else in the bucket
 DEFAULT_RECOGNIZE_URL = "https://transcribe.api.cloud.yandex.net/speech/stt/v2/longRunningRecognize"
 DEFAULT_OPERATIONS_URL = "https://operation.api.cloud.yandex.net/operations"
+DEFAULT_IAM_URL = "https://iam.api.cloud.yandex.net/iam/v1/tokens"  # Yandex IAM token exchange
+# The VM metadata service (Google-compatible path) hands out the attached service account's token.
+DEFAULT_METADATA_URL = (
+    "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token"
+)
 DEFAULT_STATE_FILE = "/var/lib/speechkit-watch/state.db"  # systemd StateDirectory=speechkit-watch
 DEFAULT_SETTLE_SECONDS = 2.0  # long enough for cp/rsync pauses, short enough to feel prompt
 DEFAULT_RESCAN_SECONDS = 60.0  # safety net for dropped inotify events; a scan is a cheap listdir
@@ -49,9 +58,13 @@ DEFAULT_AUTH_RETRY_SECONDS = 60.0  # refused credentials: a slow, steady probe u
 DEFAULT_OUTPUTS = ("txt", "json")  # SPEC: a .txt and the raw .json beside the audio
 DEFAULT_LOG_LEVEL = "info"
 
-OUTPUT_FORMATS = ("txt", "json")
+OUTPUT_FORMATS = ("txt", "json", "srt", "vtt")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LINK_KINDS = ("presigned", "plain")
+# The ways to authenticate to the recognition API; a config sets exactly one.
+CREDENTIAL_KEYS = ("api_key", "iam_token", "service_account_key_file", "metadata_service")
+AFTER_DONE_ACTIONS = ("keep", "move", "delete")
+DEFAULT_HOOK_TIMEOUT = 60.0  # a notification hook that takes a minute is stuck
 LANGUAGES = (
     "ru-RU", "en-US", "de-DE", "es-ES", "fi-FI", "fr-FR", "he-HE", "it-IT", "kk-KZ", "nl-NL",
     "pl-PL", "pt-PT", "pt-BR", "sv-SE", "tr-TR", "uz-UZ", "auto",
@@ -133,6 +146,10 @@ SCHEMA: tuple[Key, ...] = (
             list(DEFAULT_PATTERNS)),
         Key("output_dir", "path", "where outputs go; null: beside the audio", None, nullable=True),
         Key("polling", "bool", "poll instead of inotify (network mounts send no events)", False),
+        Key("after_done", "enum", "what happens to the audio once transcribed", "keep",
+            choices=AFTER_DONE_ACTIONS),
+        Key("move_to", "path", "folder for after_done: move (subfolders kept)", None,
+            nullable=True),
         Key("recognition", "section", "per-folder overrides of `recognition`", {},
             children=_recognition_keys(with_defaults=False)),
     )),
@@ -152,7 +169,19 @@ SCHEMA: tuple[Key, ...] = (
         Key("delete_after", "bool", "delete the object once the result is saved", True),
     )),
     Key("speechkit", "section", "the recognition API", children=(
-        Key("api_key", "str", "service account API key (Authorization: Api-Key)", secret=True),
+        Key("api_key", "str", "service account API key (Authorization: Api-Key)", None,
+            secret=True, nullable=True),
+        Key("iam_token", "str", "a static IAM token (expires within 12 h: for trials only)", None,
+            secret=True, nullable=True),
+        Key("service_account_key_file", "path",
+            "authorized key JSON of a service account (`yc iam key create`); tokens are renewed",
+            None, nullable=True),
+        Key("metadata_service", "bool",
+            "take tokens from the VM metadata service (the VM's service account)", False),
+        Key("iam_url", "url", "IAM token exchange endpoint (service_account_key_file)",
+            DEFAULT_IAM_URL),
+        Key("metadata_url", "url", "metadata service token endpoint (metadata_service)",
+            DEFAULT_METADATA_URL),
         Key("recognize_url", "url", "longRunningRecognize endpoint", DEFAULT_RECOGNIZE_URL),
         Key("operations_url", "url", "operations endpoint", DEFAULT_OPERATIONS_URL),
         Key("request_timeout_seconds", "float", "timeout of every API request",
@@ -182,6 +211,12 @@ SCHEMA: tuple[Key, ...] = (
         DEFAULT_RESCAN_SECONDS, minimum=1),
     Key("concurrency", "int", "files uploaded/submitted/checked in parallel",
         DEFAULT_CONCURRENCY, minimum=1),
+    Key("on_complete", "section", "a program run after each file ends (done or failed)", None,
+        nullable=True, children=(
+        Key("command", "list", "argv of the program, no shell"),
+        Key("timeout_seconds", "float", "the program is killed after this long",
+            DEFAULT_HOOK_TIMEOUT, minimum=1),
+    )),
     Key("outputs", "list", "outputs written beside the audio", list(DEFAULT_OUTPUTS),
         item_choices=OUTPUT_FORMATS),
     Key("log_level", "enum", "debug, info, warning or error", DEFAULT_LOG_LEVEL,
@@ -221,6 +256,8 @@ class WatchFolder:
     output_dir: Path | None = None
     polling: bool = False
     recognition: Recognition = field(default_factory=Recognition)
+    after_done: str = "keep"
+    move_to: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -238,7 +275,15 @@ class Storage:
 
 @dataclass(frozen=True)
 class SpeechKit:
-    api_key: Secret
+    """One credential is set: api_key, iam_token, service_account_key or metadata_service."""
+
+    api_key: Secret | None = None
+    iam_token: Secret | None = None
+    service_account_key_file: Path | None = None
+    service_account_key: ServiceAccountKey | None = None  # the parsed content of that file
+    metadata_service: bool = False
+    iam_url: str = DEFAULT_IAM_URL
+    metadata_url: str = DEFAULT_METADATA_URL
     recognize_url: str = DEFAULT_RECOGNIZE_URL
     operations_url: str = DEFAULT_OPERATIONS_URL
     request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT
@@ -248,6 +293,12 @@ class SpeechKit:
 class Polling:
     seconds_per_minute: float = DEFAULT_POLL_SECONDS_PER_MINUTE
     max_interval_seconds: float = DEFAULT_POLL_MAX_INTERVAL
+
+
+@dataclass(frozen=True)
+class Hook:
+    command: tuple[str, ...]
+    timeout_seconds: float = DEFAULT_HOOK_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -265,6 +316,7 @@ class Config:
     recognition: Recognition = field(default_factory=Recognition)
     polling: Polling = field(default_factory=Polling)
     quota: Quota = field(default_factory=Quota)
+    on_complete: Hook | None = None
     auth_retry_seconds: float = DEFAULT_AUTH_RETRY_SECONDS
     state_file: Path = Path(DEFAULT_STATE_FILE)
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
@@ -272,14 +324,20 @@ class Config:
     concurrency: int = DEFAULT_CONCURRENCY
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS
     log_level: str = DEFAULT_LOG_LEVEL
+    # Not errors: worth a line at start (`run` logs them, `check` prints them).
+    warnings: tuple[str, ...] = ()
 
     def secrets(self) -> list[str]:
         """Every secret value in this config (for redaction and the tests that look for leaks)."""
+        speechkit = self.speechkit
         values = [
             self.storage.access_key_id.reveal(),
             self.storage.secret_access_key.reveal(),
-            self.speechkit.api_key.reveal(),
+            speechkit.api_key.reveal() if speechkit.api_key else "",
+            speechkit.iam_token.reveal() if speechkit.iam_token else "",
         ]
+        if speechkit.service_account_key is not None:
+            values.extend(speechkit.service_account_key.secret_texts())
         return [value for value in values if value]
 
 
@@ -332,7 +390,7 @@ def parse(document: Any, *, source: Path, environ: Mapping[str, str]) -> Config:
         validator.cross_checks(values)
     if validator.problems:
         raise ConfigError(validator.problems)
-    return _build(values, source)
+    return _build(values, source, tuple(validator.warnings))
 
 
 class _Validator:
@@ -340,6 +398,7 @@ class _Validator:
         self.source = source
         self.environ = environ
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def problem(self, key_path: str, message: str) -> None:
         self.problems.append(f"{self.source}: at '{key_path}': {message}")
@@ -370,7 +429,7 @@ class _Validator:
                     self.problem(key_path, f"required{hint}")
                     continue
                 value = key.default
-                if key.kind == "section":
+                if key.kind == "section" and value is not None:
                     value = self.section(value, key.children, key_path)
                 result[key.name] = value
                 continue
@@ -382,12 +441,28 @@ class _Validator:
         if file_name is None:
             return None
         try:
-            return Path(file_name).read_text(encoding="utf-8").strip()
+            text = Path(file_name).read_text(encoding="utf-8").strip()
         except OSError as error:
             self.problem(key_path, f"cannot read {file_name}: {error.strerror}")
         except UnicodeDecodeError:
             self.problem(key_path, f"{file_name} is not UTF-8 text")
+        else:
+            self.warn_if_readable_by_others(Path(file_name), key_path)
+            return text
         return None
+
+    def warn_if_readable_by_others(self, path: Path, key_path: str) -> None:
+        """A secret in a file every local user can read is not much of a secret."""
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return
+        if mode & stat.S_IROTH:
+            self.warnings.append(
+                f"{self.source}: at '{key_path}': {path} holds a secret and every user of this "
+                f"machine can read it (mode {stat.S_IMODE(mode):04o}): run chmod o-r on it, or "
+                "hand it over with systemd LoadCredential="
+            )
 
     def string(self, raw: Any, key_path: str) -> str | None:
         if not isinstance(raw, str):
@@ -421,11 +496,62 @@ class _Validator:
         handler = _KIND_HANDLERS[key.kind]
         return handler(self, raw, key, key_path)
 
+    def credential_checks(self, speechkit: dict[str, Any]) -> None:
+        """Exactly one way to authenticate; a key file is read and parsed here (fail fast)."""
+        for name in ("api_key", "iam_token"):
+            if speechkit.get(name) == "":
+                self.problem(
+                    f"speechkit.{name}",
+                    "must not be empty (leave the key out, or write null, to use another one)",
+                )
+                return
+        chosen = [name for name in CREDENTIAL_KEYS if speechkit.get(name)]
+        if len(chosen) != 1:
+            found = f"found {' and '.join(chosen)}" if chosen else "none is set"
+            self.problem(
+                "speechkit",
+                "set exactly one of api_key, iam_token, service_account_key_file, "
+                f"metadata_service: true ({found})",
+            )
+            return
+        if speechkit.get("iam_token"):
+            self.warnings.append(
+                f"{self.source}: at 'speechkit.iam_token': a static IAM token expires within "
+                "12 hours, and then every request is refused; for a service that keeps running "
+                "use service_account_key_file, metadata_service or api_key"
+            )
+        key_file = speechkit.get("service_account_key_file")
+        if key_file is None:
+            return
+        from daemon import credentials  # noqa: PLC0415 - loads cryptography only when needed
+
+        key_path = "speechkit.service_account_key_file"
+        try:
+            text = Path(key_file).read_text(encoding="utf-8")
+        except OSError as error:
+            self.problem(key_path, f"cannot read {key_file}: {error.strerror}")
+            return
+        except UnicodeDecodeError:
+            self.problem(key_path, f"{key_file} is not UTF-8 text")
+            return
+        try:
+            speechkit["service_account_key"] = credentials.parse_key_file(text)
+        except ValueError as error:
+            self.problem(key_path, f"{key_file}: {error}")
+            return
+        self.warn_if_readable_by_others(Path(key_file), key_path)
+
     def cross_checks(self, values: dict[str, Any]) -> None:
+        self.credential_checks(values["speechkit"])
         if not values["watch"]:
             self.problem("watch", "list at least one folder to watch")
+        hook = values["on_complete"]
+        if hook is not None and not hook["command"]:
+            self.problem("on_complete.command", "give the program to run")
         seen: dict[str, int] = {}
         for index, folder in enumerate(values["watch"]):
+            if folder["after_done"] == "move" and not folder["move_to"]:
+                self.problem(f"watch[{index}].move_to", "required when after_done is move")
             resolved = str(Path(folder["path"]).resolve())
             if resolved in seen:
                 self.problem(f"watch[{index}].path", f"the same folder as watch[{seen[resolved]}]")
@@ -566,7 +692,7 @@ def _recognition(values: Mapping[str, Any], base: Recognition | None = None) -> 
     return Recognition(**{**base.__dict__, **overrides})
 
 
-def _build(values: dict[str, Any], source: Path) -> Config:
+def _build(values: dict[str, Any], source: Path, warnings: tuple[str, ...] = ()) -> Config:
     recognition = _recognition(values["recognition"])
     folders = tuple(
         WatchFolder(
@@ -576,6 +702,8 @@ def _build(values: dict[str, Any], source: Path) -> Config:
             output_dir=Path(folder["output_dir"]).absolute() if folder["output_dir"] else None,
             polling=folder["polling"],
             recognition=_recognition(folder["recognition"], recognition),
+            after_done=folder["after_done"],
+            move_to=Path(folder["move_to"]).absolute() if folder["move_to"] else None,
         )
         for folder in values["watch"]
     )
@@ -598,7 +726,13 @@ def _build(values: dict[str, Any], source: Path) -> Config:
             delete_after=storage["delete_after"],
         ),
         speechkit=SpeechKit(
-            api_key=Secret(speechkit["api_key"]),
+            api_key=Secret(speechkit["api_key"]) if speechkit["api_key"] else None,
+            iam_token=Secret(speechkit["iam_token"]) if speechkit["iam_token"] else None,
+            service_account_key_file=speechkit["service_account_key_file"],
+            service_account_key=speechkit.get("service_account_key"),
+            metadata_service=speechkit["metadata_service"],
+            iam_url=speechkit["iam_url"],
+            metadata_url=speechkit["metadata_url"],
             recognize_url=speechkit["recognize_url"],
             operations_url=speechkit["operations_url"].rstrip("/"),
             request_timeout_seconds=speechkit["request_timeout_seconds"],
@@ -612,12 +746,19 @@ def _build(values: dict[str, Any], source: Path) -> Config:
             status_checks_per_hour=values["quota"]["status_checks_per_hour"],
         ),
         auth_retry_seconds=values["auth_retry_seconds"],
+        on_complete=None
+        if values["on_complete"] is None
+        else Hook(
+            command=tuple(values["on_complete"]["command"]),
+            timeout_seconds=values["on_complete"]["timeout_seconds"],
+        ),
         state_file=Path(values["state_file"]).absolute(),
         settle_seconds=values["settle_seconds"],
         rescan_seconds=values["rescan_seconds"],
         concurrency=values["concurrency"],
         outputs=tuple(dict.fromkeys(values["outputs"])),
         log_level=values["log_level"],
+        warnings=warnings,
     )
 
 

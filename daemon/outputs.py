@@ -12,9 +12,16 @@ import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from daemon import subtitles, transcripts
 from daemon.crashpoints import crash_point
 from daemon.watching import OWN_TEMP_SUFFIX
 
+RENDERERS = {
+    "txt": transcripts.render_txt,
+    "json": transcripts.render_json,
+    "srt": subtitles.render_srt,
+    "vtt": subtitles.render_vtt,
+}
 ERROR_SUFFIX = ".error.json"
 NAME_MAX_BYTES = 255  # the file name limit of Linux file systems
 
@@ -79,6 +86,20 @@ def write_all(files: Mapping[Path, str]) -> None:
         folders.add(target.parent)
     for folder in folders:
         _fsync_dir(folder)
+
+
+def unused_name(folder: Path, name: str) -> Path:
+    """`folder/name`, or `folder/stem (2).ext` and so on when that is taken."""
+    candidate = folder / name
+    stem_part, dot, extension = name.rpartition(".")
+    if not dot:
+        stem_part, extension = name, ""
+    number = 2
+    while candidate.exists():
+        suffix = f" ({number})" + (f".{extension}" if extension else "")
+        candidate = folder / fit_name(stem_part, suffix)
+        number += 1
+    return candidate
 
 
 def remove(path: Path) -> bool:

@@ -15,12 +15,25 @@ import logging
 import os
 import random
 import re
+import shutil
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from daemon import oggopus, outputs, quota, recognition, scheduling, state, transcripts, watching
+from daemon import (
+    credentials,
+    hooks,
+    oggopus,
+    outputs,
+    quota,
+    recognition,
+    scheduling,
+    state,
+    transcripts,
+    watching,
+)
 from daemon.config import Config, WatchFolder
 from daemon.crashpoints import crash_point
 from daemon.logs import shown
@@ -35,10 +48,8 @@ RETENTION_MARGIN_SECONDS = 3600  # resubmit a little before the service would an
 DUPLICATE_WAIT_SECONDS = 2.0  # a twin being uploaded gets its operation id within seconds
 RECOGNITION, STORAGE = "recognition API", "storage"
 SUBMIT_CALL, CHECK_CALL = "submit", "check"
-_CREDENTIALS = {
-    RECOGNITION: "speechkit.api_key",
-    STORAGE: "storage.access_key_id / storage.secret_access_key",
-}
+STORAGE_CREDENTIALS = "storage.access_key_id / storage.secret_access_key"
+HOOK_MAX_ATTEMPTS = 2  # a hook cut short by a crash runs once more, never in a loop
 _REUSABLE_SECONDS = RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
 _OUR_KEY = re.compile(r"^[0-9a-f]{64}\.ogg$")  # what storage.object_key makes, after the prefix
 
@@ -86,6 +97,21 @@ class Pipeline:
         self.pauses = {RECOGNITION: quota.Pause(), STORAGE: quota.Pause()}
         self._pacing: set[str] = set()
         self._lock = threading.Lock()
+        # Learned from finished operations: how much slower than documented the service is now.
+        self.speed_factor = 1.0
+
+    def seconds_per_minute(self) -> float:
+        """Expected processing time per audio minute and channel: configured x learned."""
+        with self._lock:
+            return self.config.polling.seconds_per_minute * self.speed_factor
+
+    def _learn(self, row: state.FileRow, operation: dict[str, Any]) -> None:
+        observation = scheduling.observed_speed_factor(
+            operation, row.duration_seconds or 0.0, row.channels or 1,
+            self.config.polling.seconds_per_minute,
+        )  # fmt: skip
+        with self._lock:
+            self.speed_factor = scheduling.learn(self.speed_factor, observation)
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -186,10 +212,8 @@ class Pipeline:
 
     def _saved_result(self, row: state.FileRow) -> dict[str, Any] | None:
         """The finished operation saved beside an earlier file, if it is still there intact."""
-        audio = Path(row.path)
-        saved = outputs.output_path(
-            audio, watching.relative_output_dir(audio, self._folder(row)), "json"
-        )
+        audio = Path(row.moved_to or row.path)
+        saved = outputs.output_path(audio, self.output_dir(row), "json")
         try:
             operation = json.loads(saved.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -247,7 +271,7 @@ class Pipeline:
         crash_point("after_submit")
         now = self.clock()
         delay = scheduling.first_check_delay(
-            row.duration_seconds or 0.0, row.channels or 1, self.config.polling.seconds_per_minute
+            row.duration_seconds or 0.0, row.channels or 1, self.seconds_per_minute()
         )
         self.store.update(
             row.id, now, expect=state.SUBMITTING, state=state.PENDING,
@@ -293,13 +317,15 @@ class Pipeline:
         if not operation.get("done"):
             delay = scheduling.later_check_delay(
                 checks, row.duration_seconds or 0.0, row.channels or 1,
-                self.config.polling.seconds_per_minute, self.config.polling.max_interval_seconds,
+                self.seconds_per_minute(), self.config.polling.max_interval_seconds,
             )  # fmt: skip
             self.store.update(
                 row.id, now, expect=state.PENDING, checks=checks, attempts=0, due_at=now + delay
             )
             log.debug("operation %s not done yet; next check in %.1f s", row.operation_id, delay)
             return False
+        if row.duplicate_of is None:
+            self._learn(row, operation)
         failure = operation.get("error")
         if isinstance(failure, dict):
             code = failure.get("code")
@@ -325,11 +351,9 @@ class Pipeline:
     def finish(self, row: state.FileRow, operation: dict[str, Any], checks: int) -> bool:
         """Write the outputs, then record DONE, then delete the object."""
         audio = Path(row.path)
-        out_dir = watching.relative_output_dir(audio, self._folder(row))
+        out_dir = self.output_dir(row)
         files = {
-            outputs.output_path(audio, out_dir, extension): transcripts.RENDERERS[extension](
-                operation
-            )
+            outputs.output_path(audio, out_dir, extension): outputs.RENDERERS[extension](operation)
             for extension in self.config.outputs
         }
         now = self.clock()
@@ -355,6 +379,7 @@ class Pipeline:
         finished = self.store.update(
             row.id, now, expect=state.PENDING, state=state.DONE, checks=checks, due_at=None,
             finished_at=now, stage=None, message=None, error_code=None,
+            hook_pending=int(self.config.on_complete is not None),
         )  # fmt: skip
         if finished:
             lines = transcripts.render_txt(operation).count("\n")
@@ -364,6 +389,8 @@ class Pipeline:
             )  # fmt: skip
             crash_point("before_delete")
             self.delete_object(row)
+            self._after_done(self.store.get(row.id))
+            self.run_hook(self.store.get(row.id))
         return False
 
     # -- outcomes ------------------------------------------------------------------------------
@@ -381,7 +408,7 @@ class Pipeline:
         """A permanent problem with this file: NAME.error.json and the FAILED state."""
         audio = Path(row.path)
         now = self.clock()
-        out_dir = watching.relative_output_dir(audio, self._folder(row))
+        out_dir = self.output_dir(row)
         document = transcripts.render_error(
             file=str(audio), stage=stage, message=message, at=transcripts.iso_time(now),
             extra={"code": code, "operation_id": operation_id},
@@ -393,11 +420,103 @@ class Pipeline:
         failed = self.store.update(
             row.id, now, expect=expect, state=state.FAILED, stage=stage, message=message,
             error_code=code if isinstance(code, int) else None, due_at=None, finished_at=now,
+            hook_pending=int(self.config.on_complete is not None),
         )  # fmt: skip
         if failed:
             log.error("failed %s at %s: %s", shown(audio), stage, message)
             if row.object_key is not None:
                 self.delete_object(self.store.get(row.id))
+            self.run_hook(self.store.get(row.id))
+
+    # -- after a file ends ---------------------------------------------------------------------
+
+    def _after_done(self, row: state.FileRow) -> None:
+        """`after_done: move | delete` for a transcribed file (still the version transcribed)."""
+        folder = self._folder(row)
+        if folder.after_done == "keep" or not self._still_this_version(row):
+            return
+        audio = Path(row.path)
+        try:
+            if folder.after_done == "delete":
+                audio.unlink()
+                log.info("deleted %s after transcription (after_done: delete)", shown(audio))
+                return
+            assert folder.move_to is not None  # noqa: S101 - the config requires it
+            target_dir = watching.relative_output_dir(
+                audio, replace(folder, output_dir=folder.move_to)
+            )
+            target_dir.mkdir(parents=True, exist_ok=True)
+            target = outputs.unused_name(target_dir, audio.name)
+            companions = []
+            if folder.output_dir is None:  # outputs beside the audio move along with it
+                for extension in self.config.outputs:
+                    source = outputs.output_path(audio, audio.parent, extension)
+                    companions.append((source, outputs.output_path(target, target_dir, extension)))
+            shutil.move(audio, target)
+            for source, destination in companions:
+                if source.exists():
+                    shutil.move(source, destination)
+        except OSError as error:
+            log.error(
+                "after_done: could not %s %s: %s", folder.after_done, shown(audio), error.strerror
+            )
+            return
+        self.store.update(row.id, self.clock(), moved_to=str(target))
+        log.info("moved %s to %s (after_done: move)", shown(audio), shown(target))
+
+    def _still_this_version(self, row: state.FileRow) -> bool:
+        try:
+            found = os.stat(row.path)
+        except OSError:
+            return False
+        return (found.st_size, found.st_mtime_ns) == (row.size, row.mtime_ns)
+
+    def output_dir(self, row: state.FileRow) -> Path:
+        """Where the outputs of a row are now (they follow the audio when it was moved)."""
+        folder = self._folder(row)
+        if row.moved_to is not None and folder.output_dir is None:
+            return Path(row.moved_to).parent
+        return watching.relative_output_dir(Path(row.path), folder)
+
+    def ending(self, row: state.FileRow) -> hooks.Ending:
+        """The facts of a finished row, as the hook and `transcribe` see them."""
+        audio = Path(row.moved_to or row.path)
+        out_dir = self.output_dir(row)
+
+        def existing(path: Path) -> str:
+            return str(path) if path.exists() else ""
+
+        if row.state == state.DONE:
+            return hooks.Ending(
+                audio=str(audio), result="done",
+                txt=existing(outputs.output_path(audio, out_dir, "txt")),
+                json=existing(outputs.output_path(audio, out_dir, "json")),
+            )  # fmt: skip
+        return hooks.Ending(
+            audio=str(audio), result="failed", error=existing(outputs.error_path(audio, out_dir))
+        )
+
+    def run_hook(self, row: state.FileRow) -> None:
+        """Run `on_complete` for a finished row once (again only if a crash cut it short)."""
+        hook = self.config.on_complete
+        if hook is None or not row.hook_pending:
+            return
+        now = self.clock()
+        if row.hook_attempts >= HOOK_MAX_ATTEMPTS:
+            log.warning("on_complete for %s not run again: it was cut short %d times",
+                        shown(row.path), row.hook_attempts)  # fmt: skip
+            self.store.update(row.id, now, hook_pending=0)
+            return
+        self.store.update(row.id, now, hook_attempts=row.hook_attempts + 1)
+        hooks.run(hook, self.ending(row), self.config.secrets())
+        self.store.update(row.id, self.clock(), hook_pending=0)
+
+    def sweep_hooks(self) -> None:
+        """Hooks that a crash or stop kept from running."""
+        for row in self.store.hooks_pending():
+            if self.stopping.is_set():
+                return
+            self.run_hook(row)
 
     def delete_object(self, row: state.FileRow) -> None:
         if row.object_key is None or not self.config.storage.delete_after or row.object_deleted:
@@ -497,8 +616,13 @@ class Pipeline:
             log.error(
                 "the %s refused our credentials (%s): check %s; work that needs it is paused and "
                 "retried every %.0f s; no file is failed for this",
-                service, message, _CREDENTIALS[service], self.config.auth_retry_seconds,
+                service, message, self._credential_key(service), self.config.auth_retry_seconds,
             )  # fmt: skip
+
+    def _credential_key(self, service: str) -> str:
+        if service == STORAGE:
+            return STORAGE_CREDENTIALS
+        return credentials.config_key(self.config.speechkit)
 
     def _auth_ok(self, service: str) -> None:
         if self.pauses[service].resume():

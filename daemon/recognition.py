@@ -15,6 +15,7 @@ import requests
 import urllib3.exceptions
 
 from daemon import __version__
+from daemon import credentials as credentials_module
 from daemon.config import SpeechKit
 
 log = logging.getLogger(__name__)
@@ -120,21 +121,41 @@ _NOT_SENT = (
 
 
 class RecognitionClient:
-    """Talks to the recognition and operations endpoints with one credential."""
+    """Talks to the recognition and operations endpoints with one credential.
 
-    def __init__(self, settings: SpeechKit, session: requests.Session | None = None):
+    The Authorization header comes from a credentials provider (built from `settings` unless
+    given), asked afresh for every request so that renewed IAM tokens are picked up.
+    """
+
+    def __init__(
+        self,
+        settings: SpeechKit,
+        session: requests.Session | None = None,
+        credentials: credentials_module.Credentials | None = None,
+    ):
         self.settings = settings
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
+        self.credentials = (
+            credentials if credentials is not None else credentials_module.from_settings(settings)
+        )
 
     def close(self) -> None:
         self.session.close()
+        self.credentials.close()
 
     def _headers(self) -> dict[str, str]:
-        return {
-            "Authorization": f"Api-Key {self.settings.api_key.reveal()}",
-            "x-client-request-id": str(uuid.uuid4()),
-        }
+        """Headers of one request; ApiError (nothing was sent) when there is no token."""
+        try:
+            authorization = self.credentials.authorization_header()
+        except credentials_module.CredentialsError as error:
+            raise ApiError(AUTH if error.auth else TRANSIENT, str(error)) from None
+        return {"Authorization": authorization, "x-client-request-id": str(uuid.uuid4())}
+
+    def _check_refused(self, response: requests.Response, headers: dict[str, str]) -> None:
+        """A 401 means the token is no good (revoked, expired early): the next call renews it."""
+        if response.status_code == 401:
+            self.credentials.refused(headers["Authorization"])
 
     def submit(self, audio_uri: str, specification: dict[str, Any]) -> dict[str, Any]:
         """POST longRunningRecognize; the operation object on success, else ApiError.
@@ -143,27 +164,31 @@ class RecognitionClient:
         bill) an operation we never heard of. The caller decides; it is never retried here.
         """
         body = {"config": {"specification": specification}, "audio": {"uri": audio_uri}}
+        headers = self._headers()
         try:
             response = self.session.post(
                 self.settings.recognize_url,
                 json=body,
-                headers=self._headers(),
+                headers=headers,
                 timeout=self.settings.request_timeout_seconds,
             )
         except requests.RequestException as error:
             kind = AMBIGUOUS if request_was_sent(error) else TRANSIENT
             raise ApiError(kind, f"recognition API unreachable: {_describe(error)}") from None
+        self._check_refused(response, headers)
         return self._operation(response)
 
     def get_operation(self, operation_id: str) -> dict[str, Any]:
         """GET the operation; ApiError with kind NOT_FOUND when the service does not know it."""
         url = f"{self.settings.operations_url}/{operation_id}"
+        headers = self._headers()
         try:
             response = self.session.get(
-                url, headers=self._headers(), timeout=self.settings.request_timeout_seconds
+                url, headers=headers, timeout=self.settings.request_timeout_seconds
             )
         except requests.RequestException as error:
             raise ApiError(TRANSIENT, f"operations API unreachable: {_describe(error)}") from None
+        self._check_refused(response, headers)
         return self._operation(response)
 
     def _operation(self, response: requests.Response) -> dict[str, Any]:

@@ -5,7 +5,9 @@ Pure functions of their arguments (the clock and randomness are passed in), unit
 
 from __future__ import annotations
 
+import datetime
 import random
+from collections.abc import Mapping
 
 MIN_FIRST_CHECK_SECONDS = 1.0  # even a one-second file needs a moment on the service side
 FIRST_CHECK_MARGIN = 1.1  # check a little after the expected time, not a little before it
@@ -55,3 +57,49 @@ def retry_delay(attempts: int, rng: random.Random, retry_after: float | None = N
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP_SECONDS))
     return delay
+
+
+LEARNING_WEIGHT = 0.2  # each finished operation moves the estimate a fifth of the way
+MIN_SPEED_FACTOR = 0.2  # never expect the service more than 5x faster than documented
+MAX_SPEED_FACTOR = 50.0  # deferred-general may take hours; beyond that, backoff takes over
+MIN_LEARNING_SECONDS = 10.0  # shorter operations say little: the service's times are whole seconds
+
+
+def parse_time(value: object) -> float | None:
+    """Seconds since the epoch from an RFC 3339 time such as "2026-11-25T10:00:03Z"."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
+
+
+def observed_speed_factor(
+    operation: Mapping[str, object],
+    duration_seconds: float,
+    channels: int,
+    seconds_per_minute: float,
+) -> float | None:
+    """How much slower (>1) or faster (<1) than expected the service took for this operation.
+
+    From the operation's own `createdAt` and `modifiedAt` (its completion); None when the
+    operation is too short to tell or the times are missing.
+    """
+    expected = expected_processing_seconds(duration_seconds, channels, seconds_per_minute)
+    created = parse_time(operation.get("createdAt"))
+    finished = parse_time(operation.get("modifiedAt"))
+    if expected < MIN_LEARNING_SECONDS or created is None or finished is None:
+        return None
+    return max(MIN_SPEED_FACTOR, min(MAX_SPEED_FACTOR, (finished - created) / expected))
+
+
+def learn(current: float, observation: float | None) -> float:
+    """The updated speed factor: an exponentially weighted average of observations."""
+    if observation is None:
+        return current
+    updated = current + LEARNING_WEIGHT * (observation - current)
+    return max(MIN_SPEED_FACTOR, min(MAX_SPEED_FACTOR, updated))

@@ -4,11 +4,16 @@ One thread (this loop) owns the settling candidates and decides what runs; a bou
 worker threads runs the steps (`Pipeline.advance`); watchdog's observer threads only enqueue
 hints. The loop sleeps until the next thing is due or a hint arrives, so an idle daemon costs
 nothing. Signal handlers only set a flag.
+
+Under systemd (`Type=notify`) the loop reports READY once the observers run, a STATUS line with
+the queue, WATCHDOG pings while every thread is healthy (a hung step stops them, so systemd
+restarts us), and STOPPING. SIGHUP re-reads the config; a broken one is logged and ignored.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import random
@@ -20,10 +25,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from daemon import outputs, quota, state, watching
+from daemon import config as config_module
+from daemon import logs, notify, oneshot, outputs, quota, state, watching
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
-from daemon.pipeline import Pipeline
+from daemon.pipeline import CHECK_CALL, SUBMIT_CALL, Pipeline
 from daemon.recognition import RecognitionClient
 from daemon.storage import ObjectStore
 
@@ -36,6 +42,13 @@ MIN_SETTLE_POLL_SECONDS = 0.05
 MAX_SETTLE_POLL_SECONDS = 0.5
 SWEEP_SECONDS = 3600.0  # objects whose deletion failed are retried hourly
 BACKLOG_LOG_SECONDS = 600.0  # a quota backlog is reported every ten minutes while it lasts
+STATUS_SECONDS = 2.0  # systemd's status line follows the queue without a query per loop pass
+HEALTH_CHECK_SECONDS = 30.0  # without a systemd watchdog, hung steps are still looked for (logged)
+# Test hook like the crash points: SPEECHKIT_WATCH_HANG_AT=step makes every step block forever.
+HANG_VARIABLE = "SPEECHKIT_WATCH_HANG_AT"
+# Sections a reload cannot change: in-flight steps hold the adapters built from them (and
+# credentials from LoadCredential= are only refreshed by a restart anyway).
+RESTART_ONLY = ("storage", "speechkit", "state_file")
 
 
 class StartupError(Exception):
@@ -66,14 +79,28 @@ class Service:
         self._changed_lock = threading.Lock()
         self.store: state.Store | None = None
         self.background: list[concurrent.futures.Future[Any]] = []
+        self.executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # systemd: set from the environment in run(); inert until then.
+        self.notifier = notify.Notifier(None)
+        self.watchdog_seconds: float | None = None
+        self.next_ping = 0.0
+        self.next_status = 0.0
+        self.last_status = ""
+        self.step_limit_base = notify.STEP_LIMIT_SECONDS
+        self.step_started: dict[int, float] = {}  # row id -> monotonic start, while a step runs
+        self._steps_lock = threading.Lock()
+        self.hung_reported: set[int] = set()
+        self.reload_requested = False
+        self.reload_failed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def check_folders(self) -> None:
-        for index, folder in enumerate(self.config.watch):
+    def check_folders(self, settings: Config | None = None) -> None:
+        settings = settings or self.config
+        for index, folder in enumerate(settings.watch):
             if not folder.path.is_dir():
                 raise StartupError(
-                    f"{self.config.source}: at 'watch[{index}].path': folder {folder.path} "
+                    f"{settings.source}: at 'watch[{index}].path': folder {folder.path} "
                     "does not exist or is not a folder"
                 )
             if folder.output_dir is not None:
@@ -81,13 +108,18 @@ class Service:
                     folder.output_dir.mkdir(parents=True, exist_ok=True)
                 except OSError as error:
                     raise StartupError(
-                        f"{self.config.source}: at 'watch[{index}].output_dir': cannot create "
+                        f"{settings.source}: at 'watch[{index}].output_dir': cannot create "
                         f"{folder.output_dir}: {error.strerror}"
                     ) from None
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_reload_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested = True  # the loop re-reads the config; nothing else here
+        self.wake.set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals_received += 1
@@ -100,12 +132,16 @@ class Service:
 
     def run(self) -> int:
         """Run until a signal; 0 after a clean stop."""
+        self.notifier = notify.Notifier.from_environment()
+        self.watchdog_seconds = notify.take_watchdog_interval(os.environ, os.getpid())
+        self.step_limit_base = notify.step_limit_base(os.environ)
         self.check_folders()
         try:
             self.store = state.Store(self.config.state_file)
         except state.StateFileError as error:
             raise StartupError(str(error)) from None
         store = self.store
+        self._alive_while_starting()
         objects = ObjectStore(self.config.storage)
         api = RecognitionClient(self.config.speechkit)
         pipeline = Pipeline(
@@ -118,6 +154,7 @@ class Service:
         if removed:
             log.info("removed %d temp file(s) left by an earlier crash", len(removed))
         self.known = store.known_versions()
+        self._alive_while_starting()
         self.watcher.start()
         counts = store.counts()
         log.info(
@@ -125,16 +162,19 @@ class Service:
             ", ".join(shown(folder.path) for folder in self.config.watch),
             sum(counts[name] for name in state.ACTIVE_STATES), counts[state.DONE],
         )  # fmt: skip
-        executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.config.concurrency, thread_name_prefix="step"
-        )
+        executor = self._new_executor()
+        # The start-up scan is the loop's first job: READY must not wait for a large backlog.
+        self.notifier.ready(self._status_text(store))
+        self.next_ping = self.monotonic()
         try:
-            self._scan_all()
             self._loop(store, pipeline, executor)
         finally:
+            in_flight = sum(not future.done() for future in self.in_flight.values())
+            self.notifier.stopping(f"stopping: {in_flight} step(s) in flight")
             self.watcher.stop()
-            clean = self._drain(executor)
+            clean = self._drain(self.executor or executor)
             api.close()
+            self.notifier.close()
             if clean:
                 store.close()
         if not clean:
@@ -172,14 +212,20 @@ class Service:
         pipeline: Pipeline,
         executor: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
-        next_rescan = self.monotonic() + self.config.rescan_seconds
+        next_rescan = self.monotonic()  # the start-up scan, right after READY
         next_sweep = self.monotonic()
         next_backlog_report = self.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
+            if self.reload_requested:
+                self.reload_requested = False
+                if self._reload(store, pipeline):
+                    executor = self.executor or executor
+                    next_rescan = self.monotonic()  # new folders: their files are found now
             self._take_hints()
             self._settle(store)
             if self.monotonic() >= next_rescan:
+                self._release_dead_owners(store)
                 self._scan_all()
                 next_rescan = self.monotonic() + self.config.rescan_seconds
             if self.monotonic() >= next_sweep:
@@ -191,6 +237,7 @@ class Service:
             self._dispatch(store, pipeline, executor)
             if not self.watcher.alive():
                 raise RuntimeError("a folder observer thread died; exiting so systemd restarts us")
+            self._tell_systemd(store)
             self.wake.wait(self._sleep_seconds(store, next_rescan))
 
     def _report_backlog(self, store: state.Store, pipeline: Pipeline) -> None:
@@ -206,6 +253,8 @@ class Service:
 
     def _sleep_seconds(self, store: state.Store, next_rescan: float) -> float:
         delays = [IDLE_WAKE_SECONDS, next_rescan - self.monotonic()]
+        if self.watchdog_seconds is not None:
+            delays.append(self.next_ping - self.monotonic())
         if len(self.settler):
             poll = self.config.settle_seconds * SETTLE_POLL_FRACTION
             delays.append(min(MAX_SETTLE_POLL_SECONDS, max(MIN_SETTLE_POLL_SECONDS, poll)))
@@ -266,6 +315,10 @@ class Service:
             version = (found.st_size, found.st_mtime_ns)
             if self.known.get(path) == version:
                 continue
+            latest = store.latest_for_path(path)  # `transcribe` may have recorded it meanwhile
+            if latest is not None and (latest.size, latest.mtime_ns) == version:
+                self.known[path] = version
+                continue
             store.add_version(
                 path=path, folder=str(observation.folder.path), size=found.st_size,
                 mtime_ns=found.st_mtime_ns, now=self.clock(),
@@ -294,13 +347,20 @@ class Service:
             future.add_done_callback(lambda _: self.wake.set())
 
     def _advance_safely(self, pipeline: Pipeline, row_id: int) -> None:
+        with self._steps_lock:
+            self.step_started[row_id] = self.monotonic()
         try:
+            if os.environ.get(HANG_VARIABLE) == "step":
+                threading.Event().wait()  # a step that never returns, for the watchdog tests
             pipeline.advance(row_id)
         except Exception:
             log.exception("unexpected error while processing file #%d; retrying later", row_id)
             assert self.store is not None  # noqa: S101
             now = self.clock()
             self.store.update(row_id, now, due_at=now + 60.0)
+        finally:
+            with self._steps_lock:
+                self.step_started.pop(row_id, None)
 
     def _dispatch_sweep(
         self,
@@ -308,8 +368,166 @@ class Service:
         pipeline: Pipeline,
         executor: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
-        """Delete objects whose deletion failed or was cut short by a crash (in a worker)."""
-        if not self.config.storage.delete_after:
-            return
+        """Work a crash cut short, in workers: object deletions and hooks."""
+        if self.config.storage.delete_after:
+            self.background.append(executor.submit(pipeline.sweep_objects))
+        if self.config.on_complete is not None:
+            self.background.append(executor.submit(pipeline.sweep_hooks))
 
-        self.background.append(executor.submit(pipeline.sweep_objects))
+    @staticmethod
+    def _release_dead_owners(store: state.Store) -> None:
+        """Rows of a `transcribe` process that died go back to the daemon."""
+        for owner in store.owners():
+            if not oneshot.owner_alive(owner):
+                released = store.release(owner)
+                log.info("took over %d file(s) from %s, which is gone", released, owner)
+
+    # -- systemd: status, watchdog ------------------------------------------------------------
+
+    def _new_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.config.concurrency, thread_name_prefix="step"
+        )
+        return self.executor
+
+    def _alive_while_starting(self) -> None:
+        """Start-up steps (the state file check, temp file cleanup) can be slow on big trees."""
+        if self.watchdog_seconds is not None:
+            self.notifier.watchdog()
+
+    def _status_text(self, store: state.Store) -> str:
+        counts = store.counts()
+        text = notify.status_text(
+            folders=len(self.config.watch), settling=len(self.settler),
+            in_progress=sum(counts[name] for name in state.ACTIVE_STATES),
+            done=counts[state.DONE], failed=counts[state.FAILED],
+        )  # fmt: skip
+        if self.reload_failed:
+            text += "; the last reload failed (see the log), running on the previous config"
+        return text
+
+    def _tell_systemd(self, store: state.Store) -> None:
+        """STATUS when the queue changed; WATCHDOG=1 while healthy. Without systemd only the
+        health check runs (a hung step is still logged)."""
+        now = self.monotonic()
+        if self.notifier.enabled and now >= self.next_status:
+            self.next_status = now + STATUS_SECONDS
+            text = self._status_text(store)
+            if text != self.last_status:
+                self.notifier.status(text)
+                self.last_status = text
+        if now >= self.next_ping:
+            self.next_ping = now + (self.watchdog_seconds or HEALTH_CHECK_SECONDS)
+            # The observers were checked just before; a hung step withholds the ping.
+            if not self._hung_step(store) and self.watchdog_seconds is not None:
+                self.notifier.watchdog()
+
+    def _hung_step(self, store: state.Store) -> bool:
+        """True if a step has run past its limit without committing progress (logged once).
+
+        Progress is the row's last committed change: each step commits before the next one
+        starts, so a long chain of quick steps never adds up to a hang.
+        """
+        with self._steps_lock:
+            running = dict(self.step_started)
+        hook = self.config.on_complete
+        hung = False
+        for row_id, started in running.items():
+            row = store.get(row_id)
+            seconds = min(self.monotonic() - started, self.clock() - row.updated_at)
+            limit = notify.step_limit_seconds(
+                size_bytes=row.size, moves_bytes=row.state in (state.QUEUED, state.UPLOADING),
+                hook_seconds=0.0 if hook is None else hook.timeout_seconds,
+                base_seconds=self.step_limit_base,
+            )  # fmt: skip
+            if seconds <= limit:
+                continue
+            hung = True
+            if row_id not in self.hung_reported:
+                self.hung_reported.add(row_id)
+                consequence = (
+                    "no longer telling systemd we are alive, so its watchdog restarts the daemon"
+                    if self.watchdog_seconds is not None
+                    else "restart the daemon if it does not finish"
+                )
+                log.error(
+                    "the %s step of %s has run for %.0f s without progress (limit %.0f s) and "
+                    "looks hung; %s",
+                    row.state, shown(row.path), seconds, limit, consequence,
+                )  # fmt: skip
+        self.hung_reported &= set(running)
+        return hung
+
+    # -- SIGHUP: reload the config ------------------------------------------------------------
+
+    def _reload(self, store: state.Store, pipeline: Pipeline) -> bool:
+        """Re-read the config file; apply it if valid, else keep the running one (False)."""
+        self.notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        source = self.config.source
+        log.info("reloading the config from %s", shown(source))
+        try:
+            settings = config_module.load(source)
+            self.check_folders(settings)
+        except (config_module.ConfigError, StartupError) as error:
+            problems = error.problems if isinstance(error, config_module.ConfigError) else [error]
+            for problem in problems:
+                log.error("reload refused: %s", problem)
+            log.error("reload refused: still running on the previous config")
+            self.reload_failed = True
+            self.notifier.ready(self._status_text(store))
+            return False
+        settings = self._keep_restart_only(settings)
+        try:
+            added, removed = self.watcher.reschedule(settings.watch)
+        except OSError as error:
+            log.error("reload refused: cannot watch the new folders: %s", error.strerror or error)
+            self.reload_failed = True
+            self.notifier.ready(self._status_text(store))
+            return False
+        old = self.config
+        self.config = settings
+        pipeline.config = settings
+        pipeline.windows[SUBMIT_CALL].limit = settings.quota.submissions_per_hour
+        pipeline.windows[CHECK_CALL].limit = settings.quota.status_checks_per_hour
+        logs.configure(settings.log_level, settings.secrets())
+        self._refit_candidates(settings)
+        if settings.concurrency != old.concurrency and self.executor is not None:
+            # Steps running in the old pool finish there; new steps go to the new one.
+            self.executor.shutdown(wait=False)
+            self._new_executor()
+        self.reload_failed = False
+        log.info(
+            "reloaded the config: watching %s (%d added, %d removed)",
+            ", ".join(shown(folder.path) for folder in settings.watch), len(added), len(removed),
+        )  # fmt: skip
+        self.notifier.ready(self._status_text(store))
+        return True
+
+    def _keep_restart_only(self, settings: Config) -> Config:
+        """The new config with the running values of what only a restart can change."""
+        kept = {name: getattr(self.config, name) for name in RESTART_ONLY}
+        for name, value in kept.items():
+            if getattr(settings, name) != value:
+                log.warning(
+                    "reload: '%s' changed; it takes effect at the next restart "
+                    "(systemctl restart speechkit-watch)",
+                    name,
+                )
+        return dataclasses.replace(settings, **kept)
+
+    def _refit_candidates(self, settings: Config) -> None:
+        """Settling files and queued hints follow the new folders; others are let go."""
+        settler = watching.Settler(settings.settle_seconds)
+        settler.candidates = self.settler.candidates
+        self.settler = settler
+        for path, observation in list(settler.candidates.items()):
+            try:
+                observation.folder = watching.folder_for(path, settings.watch)
+            except ValueError:
+                settler.forget(path)
+        for hint in self.watcher.drain():
+            try:
+                folder = watching.folder_for(hint.path, settings.watch)
+            except ValueError:
+                continue
+            self._note(hint.path, hint.kind, folder)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000  # `status`/`retry` may wait this long for the daemon's short write
 
 # States. Active ones have a next step; terminal ones do not.
@@ -67,10 +67,18 @@ class FileRow:
     finished_at: float | None = None
     duplicate_of: int | None = None  # the row whose result this one reuses (same content)
     specification: str | None = None  # canonical JSON of the request's specification
+    hook_pending: int = 0  # on_complete still has to run for this row
+    hook_attempts: int = 0
+    moved_to: str | None = None  # where after_done moved the audio
+    owner: str | None = None  # "transcribe:PID" while a one-shot command drives the row
 
 
 _COLUMNS = tuple(field.name for field in fields(FileRow))
-_PATH_COLUMNS = ("path", "folder")  # stored as bytes: file names need not be valid UTF-8
+_PATH_COLUMNS = (
+    "path",
+    "folder",
+    "moved_to",
+)  # stored as bytes: file names need not be valid UTF-8
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -110,6 +118,14 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TABLE api_calls (kind TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX api_calls_kind_at ON api_calls (kind, at);
     """,
+    # v3: the on_complete hook, after_done moves, and rows owned by a `transcribe` process.
+    3: """
+    ALTER TABLE files ADD COLUMN hook_pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN hook_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN moved_to BLOB;
+    ALTER TABLE files ADD COLUMN owner TEXT;
+    CREATE INDEX files_hook_pending ON files (hook_pending) WHERE hook_pending = 1;
+    """,
 }
 CALL_HISTORY_SECONDS = 3600.0  # the quota window; older calls are pruned
 
@@ -121,7 +137,8 @@ def _encode(value: str) -> bytes:
 def _row(record: sqlite3.Row) -> FileRow:
     values: dict[str, Any] = dict(zip(record.keys(), record, strict=True))
     for column in _PATH_COLUMNS:
-        values[column] = os.fsdecode(values[column])
+        if values[column] is not None:
+            values[column] = os.fsdecode(values[column])
     return FileRow(**values)
 
 
@@ -231,7 +248,8 @@ class Store:
         exclusion = f"AND id NOT IN ({marks})" if excluded else ""
         states = ",".join("?" * len(ACTIVE_STATES))
         return self._select(
-            f"WHERE state IN ({states}) AND due_at <= ? {exclusion} ORDER BY due_at, id LIMIT ?",
+            f"WHERE state IN ({states}) AND due_at <= ? AND owner IS NULL {exclusion} "
+            "ORDER BY due_at, id LIMIT ?",
             (*ACTIVE_STATES, now, *excluded, limit),
         )
 
@@ -242,7 +260,8 @@ class Store:
         states = ",".join("?" * len(ACTIVE_STATES))
         with self._lock:
             value = self._db.execute(
-                f"SELECT MIN(due_at) FROM files WHERE state IN ({states}) {exclusion}",  # noqa: S608
+                f"SELECT MIN(due_at) FROM files WHERE state IN ({states}) AND owner IS NULL "  # noqa: S608
+                f"{exclusion}",
                 (*ACTIVE_STATES, *excluded),
             ).fetchone()[0]
         return None if value is None else float(value)
@@ -295,6 +314,19 @@ class Store:
             TERMINAL_STATES,
         )
 
+    def hooks_pending(self) -> list[FileRow]:
+        return self._select("WHERE hook_pending = 1 AND owner IS NULL ORDER BY id")
+
+    def owners(self) -> set[str]:
+        with self._lock:
+            cursor = self._db.execute("SELECT DISTINCT owner FROM files WHERE owner IS NOT NULL")
+            return {owner for (owner,) in cursor.fetchall()}
+
+    def release(self, owner: str) -> int:
+        """Hand the rows of a one-shot process that went away back to the daemon."""
+        with self._transaction() as db:
+            return db.execute("UPDATE files SET owner = NULL WHERE owner = ?", (owner,)).rowcount
+
     def backlog(self) -> int:
         """File versions that still need a submission."""
         counts = self.counts()
@@ -344,7 +376,7 @@ class Store:
         if unknown:
             raise ValueError(f"unknown columns {sorted(unknown)}")
         for column in _PATH_COLUMNS:
-            if column in changes:
+            if changes.get(column) is not None:
                 changes[column] = _encode(changes[column])
         changes["updated_at"] = now
         assignments = ", ".join(f"{column} = ?" for column in changes)

@@ -110,6 +110,3 @@ def render_error(
     if extra:
         document.update({key: value for key, value in extra.items() if value is not None})
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-
-
-RENDERERS = {"txt": render_txt, "json": render_json}

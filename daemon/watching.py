@@ -156,13 +156,18 @@ def stat_regular(path: str, folder_root: str) -> os.stat_result | None:
     return result if stat.S_ISREG(result.st_mode) else None
 
 
+def excluded(path: str, folder: config_module.WatchFolder) -> bool:
+    """True inside the folder's own output or move_to folder: our files never trigger work."""
+    real = os.path.realpath(path)
+    return any(
+        own is not None and inside(real, os.path.realpath(own))
+        for own in (folder.output_dir, folder.move_to)
+    )
+
+
 def _descend(entry: os.DirEntry[str], folder: config_module.WatchFolder) -> bool:
-    """Subfolders are scanned unless hidden or the folder's own output folder (no loops)."""
-    if is_ignored_name(entry.name):
-        return False
-    if folder.output_dir is None:
-        return True
-    return not inside(os.path.realpath(entry.path), os.path.realpath(folder.output_dir))
+    """Subfolders are scanned unless hidden or our own output/move_to folder (no loops)."""
+    return not is_ignored_name(entry.name) and not excluded(entry.path, folder)
 
 
 def scan(folder: config_module.WatchFolder) -> Iterator[str]:
@@ -221,7 +226,11 @@ class _Handler(FileSystemEventHandler):
             log.exception("ignoring a filesystem event that could not be handled")
 
     def _hint(self, kind: str, path: str) -> None:
-        if path and matches(os.path.basename(path), self.folder.patterns):
+        if (
+            path
+            and matches(os.path.basename(path), self.folder.patterns)
+            and not excluded(path, self.folder)
+        ):
             self.hints.put(Hint(kind, path, self.folder))
             self.wake.set()
 
@@ -255,30 +264,60 @@ class Watcher:
         self.folders = tuple(folders)
 
     def start(self) -> None:
-        event_filter = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent]
         for folder in self.folders:
-            if folder.polling:
-                observer: BaseObserver = PollingObserver(timeout=POLLING_INTERVAL_SECONDS)
-            else:
-                observer = _inotify_observer()
-            observer.schedule(
-                _Handler(folder, self.hints, self.wake),
-                str(folder.path),
-                recursive=folder.recursive,
-                event_filter=event_filter,
-            )
-            observer.daemon = True
-            observer.start()
-            self.observers.append(observer)
+            self.observers.append(self._observe(folder))
+
+    def _observe(self, folder: config_module.WatchFolder) -> BaseObserver:
+        event_filter = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent]
+        if folder.polling:
+            observer: BaseObserver = PollingObserver(timeout=POLLING_INTERVAL_SECONDS)
+        else:
+            observer = _inotify_observer()
+        observer.schedule(
+            _Handler(folder, self.hints, self.wake),
+            str(folder.path),
+            recursive=folder.recursive,
+            event_filter=event_filter,
+        )
+        observer.daemon = True
+        observer.start()
+        return observer
+
+    def reschedule(
+        self, folders: Sequence[config_module.WatchFolder]
+    ) -> tuple[list[config_module.WatchFolder], list[config_module.WatchFolder]]:
+        """Watch exactly `folders` from now on (a config reload); returns (added, removed).
+
+        A folder whose settings changed is removed and added again: its handler carries them.
+        New observers start before old ones stop, so if one cannot start (OSError, e.g. the
+        inotify watch limit) nothing has changed and the error propagates.
+        """
+        wanted = tuple(folders)
+        added = [folder for folder in wanted if folder not in self.folders]
+        started: list[BaseObserver] = []
+        try:
+            for folder in added:
+                started.append(self._observe(folder))
+        except BaseException:
+            _stop_all(started)
+            raise
+        # Folders are compared by value (all their settings), not hashed: a pair list suffices.
+        current = list(zip(self.folders, self.observers, strict=True))
+        removed = [folder for folder, _ in current if folder not in wanted]
+        _stop_all([observer for folder, observer in current if folder not in wanted])
+        pairs = [pair for pair in current if pair[0] in wanted]
+        pairs += zip(added, started, strict=True)
+        self.folders = wanted
+        self.observers = [
+            next(observer for known, observer in pairs if known == folder) for folder in wanted
+        ]
+        return added, removed
 
     def alive(self) -> bool:
         return all(observer.is_alive() for observer in self.observers)
 
     def stop(self) -> None:
-        for observer in self.observers:
-            observer.stop()
-        for observer in self.observers:
-            observer.join(timeout=5)
+        _stop_all(self.observers)
         self.observers.clear()
 
     def drain(self, limit: int = 10_000) -> list[Hint]:
@@ -289,6 +328,13 @@ class Watcher:
             except queue.Empty:
                 break
         return hints
+
+
+def _stop_all(observers: Sequence[BaseObserver]) -> None:
+    for observer in observers:
+        observer.stop()
+    for observer in observers:
+        observer.join(timeout=5)
 
 
 def folder_for(

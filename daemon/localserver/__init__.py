@@ -17,9 +17,15 @@ Unreadable or non-Opus audio fails after base_delay_seconds; the fault `operatio
 fails good audio at its normal completion time. Results are forgotten (404) retention_seconds
 after completion.
 
-Modules: `logic` (pure decisions), `faults` (fault injection settings and draws), `fetch`
-(reading the audio like the service does), `service` (operations and counters), `server` (HTTP
-and the in-process `LocalSpeechKit`), `cli` (`python -m daemon.localserver`).
+Credentials: API keys and static IAM tokens from the settings; an IAM token exchange
+(`POST /iam/v1/tokens`) that verifies PS256 JWTs against registered public keys and issues
+tokens with a configurable lifetime (tests shorten it to watch renewals); and a VM metadata
+service endpoint. Issued tokens expire on the server's clock.
+
+Modules: `logic` (pure decisions), `iam` (pure JWT verification and token answers), `faults`
+(fault injection settings and draws), `fetch` (reading the audio like the service does),
+`service` (operations and counters), `server` (HTTP and the in-process `LocalSpeechKit`), `cli`
+(`python -m daemon.localserver`).
 """
 
 from __future__ import annotations

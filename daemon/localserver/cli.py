@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from daemon.localserver import faults as faults_module
-from daemon.localserver import fetch, service
+from daemon.localserver import fetch, iam, service
 from daemon.localserver.server import LocalSpeechKit
 
 ENV_API_KEYS = "SPEECHKIT_LOCAL_API_KEYS"
@@ -42,8 +42,12 @@ Timing: an operation is done at creation + --base-delay + --seconds-per-minute x
 x channels (or when the audio has been read, if later). Audio that cannot be read or is not
 Ogg Opus fails after --base-delay. Results are forgotten (404) --retention-seconds after done.
 
-Endpoints: POST /speech/stt/v2/longRunningRecognize, GET /operations/{id}, and a test-only
-control API under /_control/ (stats, faults, reset, config, expire/{id}; loopback, no auth).
+Endpoints: POST /speech/stt/v2/longRunningRecognize, GET /operations/{id}, the IAM token
+exchange POST /iam/v1/tokens (a PS256 JWT signed by the key of --iam-public-key buys a token
+living --iam-token-lifetime seconds), the metadata service GET
+/computeMetadata/v1/instance/service-accounts/default/token (with --metadata-service), and a
+test-only control API under /_control/ (stats, faults, reset, config, expire/{id}, iam;
+loopback, no auth).
 
 Secrets come from the environment only, never from arguments:
   SPEECHKIT_LOCAL_API_KEYS              comma-separated accepted API keys
@@ -58,6 +62,13 @@ def _rate(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
     return value
 
 
@@ -117,6 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=fetch.DEFAULT_FETCH_TIMEOUT_SECONDS,
         help="seconds to wait for the audio download (default %(default)s)",
     )
+    add(
+        "--iam-public-key",
+        type=Path,
+        metavar="PEM",
+        help="public key of the service account's authorized key; enables the IAM exchange",
+    )
+    add("--iam-key-id", default="", help="the key's id (the JWT's kid)")
+    add(
+        "--iam-token-lifetime",
+        type=_positive,
+        default=iam.DEFAULT_TOKEN_LIFETIME_SECONDS,
+        help="seconds an issued IAM token lives (default: 12 h, like the real ones)",
+    )
+    add(
+        "--metadata-service",
+        action="store_true",
+        help="the metadata endpoint hands out tokens (a VM with a service account attached)",
+    )
     add("--seed", type=int, help="seed for fault injection draws (reproducible runs)")
     add(
         "--error-rate",
@@ -170,6 +199,18 @@ def _env_list(name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
 
 
+def _iam_keys(arguments: argparse.Namespace) -> tuple[iam.AuthorizedKey, ...]:
+    if arguments.iam_public_key is None:
+        return ()
+    if not arguments.iam_key_id:
+        raise ValueError("--iam-public-key needs --iam-key-id")
+    try:
+        pem = arguments.iam_public_key.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {arguments.iam_public_key}: {error}") from None
+    return (iam.AuthorizedKey(arguments.iam_key_id, arguments.service_account_id, pem),)
+
+
 def settings_from_arguments(arguments: argparse.Namespace) -> service.ServerSettings:
     endpoints = faults_module.merge_fault_settings(
         faults_module.FaultSettings(),
@@ -212,6 +253,9 @@ def settings_from_arguments(arguments: argparse.Namespace) -> service.ServerSett
         fetch_timeout_seconds=arguments.fetch_timeout,
         seed=arguments.seed,
         faults=faults,
+        iam_keys=_iam_keys(arguments),
+        iam_token_lifetime_seconds=arguments.iam_token_lifetime,
+        metadata_service=arguments.metadata_service,
     )
 
 
@@ -236,7 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         sys.stderr.write(f"localserver: {error}\n")
         return 2
-    if not settings.api_keys and not settings.bearer_tokens:
+    if (
+        not settings.api_keys
+        and not settings.bearer_tokens
+        and not settings.iam_keys
+        and not settings.metadata_service
+    ):
         logger.warning("no API keys or IAM tokens configured: every API request will get 401")
     if settings.storage_endpoint and not settings.storage_access_key_id:
         logger.warning("--storage-endpoint without storage keys: audio is fetched by plain GET")

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from daemon.localserver import logic
+from daemon.localserver import iam, logic
 from daemon.localserver import service as service_module
 from daemon.localserver.faults import FaultSettings
 
@@ -125,6 +125,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not operation_id or "/" in operation_id:
                 return service_module.error_reply(logic.CODE_NOT_FOUND, "Operation not found")
             return service.get_operation(authorization, urllib.parse.unquote(operation_id))
+        if path == iam.IAM_PATH:
+            if method != "POST":
+                return _method_not_allowed()
+            return service.exchange_jwt(body)
+        if path == iam.METADATA_PATH:
+            if method != "GET":
+                return _method_not_allowed()
+            return service.metadata_token(self.headers.get("Metadata-Flavor"))
         if path.startswith(CONTROL_PREFIX):
             if not is_loopback(self.client_address[0]):
                 return service_module.error_reply(logic.CODE_PERMISSION_DENIED, "Loopback only")
@@ -191,10 +199,20 @@ def _bearer_token(document: dict[str, Any]) -> tuple[str, float | None]:
     return token, None if expires_at is None else float(expires_at)
 
 
+def _outage_status(document: dict[str, Any]) -> int | None:
+    status = document.get("outage_status")
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
+        raise ValueError("'outage_status' must be an HTTP status or null")
+    return status
+
+
 def control(
     service: service_module.SpeechKitService, method: str, command: str, body: bytes
 ) -> service_module.Reply:
-    """The test-only control API: stats, faults, reset, config, expire/{id}, bearer-tokens."""
+    """The test-only control API: stats, faults, reset, config, expire/{id}, bearer-tokens, iam.
+
+    `iam` takes `{"outage_status": 503}` (every token exchange fails so) or `null` (healthy).
+    """
     bad_request = logic.CODE_INVALID_ARGUMENT
     if command == "stats" and method == "GET":
         return service_module.Reply(200, service.stats())
@@ -210,6 +228,9 @@ def control(
         if command == "bearer-tokens":
             service.accept_bearer_token(*_bearer_token(document))
             return service_module.Reply(200, {})
+        if command == "iam":
+            service.set_iam_outage(_outage_status(document))
+            return service_module.Reply(200, service.stats()["iam"])
     except (ValueError, TypeError) as error:
         return service_module.error_reply(bad_request, str(error))
     if command == "reset":
@@ -397,3 +418,21 @@ class LocalSpeechKit:
     def expire_operation(self, operation_id: str) -> bool:
         """Forget an operation now (its GET answers 404); False if it is unknown."""
         return self._service.expire_operation(operation_id)
+
+    @property
+    def iam_url(self) -> str:
+        """The IAM token exchange endpoint (`speechkit.iam_url`)."""
+        return self.url + iam.IAM_PATH
+
+    @property
+    def metadata_url(self) -> str:
+        """The metadata service token endpoint (`speechkit.metadata_url`)."""
+        return self.url + iam.METADATA_PATH
+
+    def set_iam_outage(self, status: int | None) -> None:
+        """Every token exchange answers `status` (500, 503, 504) until set back to None."""
+        self._service.set_iam_outage(status)
+
+    def issued_tokens(self) -> list[str]:
+        """Every IAM token issued so far (tests check that none leaked)."""
+        return self._service.issued_tokens()

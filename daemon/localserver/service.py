@@ -25,7 +25,7 @@ from typing import Any
 
 from daemon import oggopus
 from daemon.localserver import faults as faults_module
-from daemon.localserver import fetch, logic
+from daemon.localserver import fetch, iam, logic
 
 LOGGER = logging.getLogger("daemon.localserver")
 
@@ -62,6 +62,15 @@ class ServerSettings:
     worker_count: int = DEFAULT_WORKER_COUNT
     seed: int | None = None  # seeds fault draws; None: different every run
     faults: faults_module.FaultSettings = field(default_factory=faults_module.FaultSettings)
+    # The IAM token exchange accepts JWTs signed by these keys (public halves only).
+    iam_keys: tuple[iam.AuthorizedKey, ...] = ()
+    iam_audience: str = iam.IAM_AUDIENCE
+    # Lifetime of the IAM tokens it issues (and of metadata service tokens); tests shorten it
+    # to watch tokens expire and be renewed.
+    iam_token_lifetime_seconds: float = iam.DEFAULT_TOKEN_LIFETIME_SECONDS
+    # True: the metadata endpoint hands out tokens, as on a VM with a service account attached;
+    # False: it answers 404, as on a VM without one.
+    metadata_service: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,10 @@ class _Counters:
     submissions: int = 0  # operations created: what the real service would bill
     operation_requests: int = 0
     forgotten: int = 0
+    iam_exchanges: int = 0  # IAM tokens issued for a good JWT
+    iam_refused: int = 0  # exchange requests refused (bad JWT, unknown key, ...)
+    iam_outage_answers: int = 0  # exchange requests answered with the injected outage status
+    metadata_tokens: int = 0  # tokens handed out by the metadata endpoint
     by_sha256: collections.Counter[str] = field(default_factory=collections.Counter)
     by_uri_key: collections.Counter[str] = field(default_factory=collections.Counter)
     injected: dict[str, collections.Counter[str]] = field(
@@ -181,6 +194,13 @@ class SpeechKitService:
             },
         )
         self._bearer_tokens: dict[str, float | None] = dict.fromkeys(settings.bearer_tokens)
+        self._issued_tokens: list[str] = []
+        self._iam_outage_status: int | None = None
+        for key in settings.iam_keys:  # a broken key fails at start, not at the first exchange
+            try:
+                key.public_key()
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"IAM key {key.key_id}: {error}") from None
         self._operations: dict[str, _Operation] = {}
         self._counters = _Counters()
         storage = None
@@ -226,12 +246,26 @@ class SpeechKitService:
         """No faults, zero counters, fault draws restarted from the seed; operations stay."""
         with self._lock:
             self._faults = faults_module.FaultSettings()
+            self._iam_outage_status = None
             self._counters = _Counters()
             self._random = random.Random(self._settings.seed)  # noqa: S311 - fault draws
 
     def accept_bearer_token(self, token: str, expires_at: float | None) -> None:
         with self._lock:
             self._bearer_tokens[token] = expires_at
+
+    def set_iam_outage(self, status: int | None) -> None:
+        """Answer every token exchange with `status` (500, 503, 504), or again normally (None)."""
+        if status is not None and status not in logic.INJECTABLE_ERRORS:
+            choices = ", ".join(str(code) for code in logic.INJECTABLE_ERRORS)
+            raise ValueError(f"outage status must be one of {choices} or null, got {status!r}")
+        with self._lock:
+            self._iam_outage_status = status
+
+    def issued_tokens(self) -> list[str]:
+        """Every IAM token issued so far (in-process only: tests look for leaks of them)."""
+        with self._lock:
+            return list(self._issued_tokens)
 
     def expire_operation(self, operation_id: str) -> bool:
         """Forget one operation now, as if its retention had run out; False if unknown."""
@@ -267,12 +301,75 @@ class SpeechKitService:
                     "error": failed,
                     "forgotten": counters.forgotten,
                 },
+                "iam": {
+                    "exchanges": counters.iam_exchanges,
+                    "refused": counters.iam_refused,
+                    "outage_answers": counters.iam_outage_answers,
+                    "metadata_tokens": counters.metadata_tokens,
+                    "outage_status": self._iam_outage_status,
+                    "token_lifetime_seconds": self._settings.iam_token_lifetime_seconds,
+                },
                 "faults": self._faults.to_json(),
                 "faults_injected": {
                     endpoint: dict(counter) for endpoint, counter in counters.injected.items()
                 },
                 "config": dataclasses.asdict(self._timing),
             }
+
+    # ------------------------------------------------------------------ IAM and metadata
+
+    def _issue_token(self, now: float) -> tuple[str, float]:
+        """A new IAM token the API accepts until it expires (caller holds the lock)."""
+        expired = [
+            token
+            for token, expires_at in self._bearer_tokens.items()
+            if expires_at is not None and expires_at <= now
+        ]
+        for token in expired:  # a long run must not grow the table without end
+            del self._bearer_tokens[token]
+        token = iam.TOKEN_PREFIX + secrets.token_urlsafe(48)
+        expires_at = now + self._settings.iam_token_lifetime_seconds
+        self._bearer_tokens[token] = expires_at
+        self._issued_tokens.append(token)
+        return token, expires_at
+
+    def exchange_jwt(self, body: bytes) -> Reply:
+        """POST /iam/v1/tokens: a verified JWT buys an IAM token."""
+        with self._lock:
+            outage = self._iam_outage_status
+            if outage is not None:
+                self._counters.iam_outage_answers += 1
+                code, message = logic.INJECTABLE_ERRORS[outage]
+                return error_reply(code, message)
+            now = self._clock()
+            try:
+                service_account = iam.verify_jwt(
+                    iam.jwt_from_request(body),
+                    self._settings.iam_keys,
+                    audience=self._settings.iam_audience,
+                    now=now,
+                )
+            except logic.RequestRejectedError as rejected:
+                self._counters.iam_refused += 1
+                LOGGER.info("IAM token exchange refused: %s", rejected.message)
+                return rejected_reply(rejected)
+            token, expires_at = self._issue_token(now)
+            self._counters.iam_exchanges += 1
+        LOGGER.info("IAM token issued to service account %s", service_account)
+        return Reply(200, iam.iam_answer(token, expires_at))
+
+    def metadata_token(self, flavor: str | None) -> Reply:
+        """GET the metadata service's token of the VM's service account."""
+        if flavor != "Google":
+            return error_reply(
+                logic.CODE_PERMISSION_DENIED, "Missing required header: Metadata-Flavor: Google"
+            )
+        if not self._settings.metadata_service:
+            return error_reply(logic.CODE_NOT_FOUND, "No service account is attached")
+        with self._lock:
+            token, _ = self._issue_token(self._clock())
+            self._counters.metadata_tokens += 1
+        return Reply(200, iam.metadata_answer(token, self._settings.iam_token_lifetime_seconds))
 
     # ------------------------------------------------------------------ API endpoints
 

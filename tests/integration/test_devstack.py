@@ -189,7 +189,7 @@ def test_daemon_config_loads_with_secrets_only_in_the_environment(
     assert loaded.storage.bucket == bucket
     assert loaded.storage.link == "plain"
     assert loaded.storage.secret_access_key.reveal() == seaweedfs.secret_access_key
-    assert loaded.speechkit.api_key.reveal() == "test-api-key-abc"
+    assert loaded.speechkit.api_key == config.Secret("test-api-key-abc")
     assert loaded.speechkit.recognize_url == "http://127.0.0.1:9/speech/stt/v2/longRunningRecognize"
     assert loaded.speechkit.operations_url == "http://127.0.0.1:9/operations"
     assert [folder.path for folder in loaded.watch] == [inbox]

@@ -138,3 +138,28 @@ def test_committed_rows_survive_a_killed_writer(tmp_path: Path) -> None:
     store = state.Store(path)
     assert [row.operation_id for row in store.in_states([state.PENDING])] == ["e03kill"]
     store.close()
+
+
+def test_an_old_state_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.executescript(state._MIGRATIONS[1])  # what the first release created
+    db.execute(
+        "INSERT INTO files (path, folder, size, mtime_ns, state, operation_id, created_at, "
+        "updated_at) VALUES (?, ?, 1, 2, 'pending', 'e03old', 0, 0)",
+        (b"/in/old.ogg", b"/in"),
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = state.Store(path)
+    rows = store.in_states([state.PENDING])
+    assert [(row.path, row.operation_id, row.owner, row.hook_pending) for row in rows] == [
+        ("/in/old.ogg", "e03old", None, 0)
+    ]
+    store.record_call("submit", 100.0)  # the v2 table exists
+    assert store.recent_calls("submit", 0.0) == [100.0]
+    store.close()
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == 3
+    check.close()

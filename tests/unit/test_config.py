@@ -61,7 +61,7 @@ def test_minimal_config_gets_every_default() -> None:
 def test_environment_references_are_substituted_and_secrets_hidden() -> None:
     settings = parse(minimal())
     assert settings.storage.secret_access_key.reveal() == "s3-secret"
-    assert settings.speechkit.api_key.reveal() == "api-secret"
+    assert settings.speechkit.api_key == config.Secret("api-secret")
     assert "api-secret" not in repr(settings)
     assert "s3-secret" not in repr(settings)
     assert sorted(settings.secrets()) == ["api-secret", "key-id", "s3-secret"]
@@ -99,7 +99,7 @@ def test_secret_file_form(tmp_path: Path) -> None:
     secret_file = tmp_path / "api_key"
     secret_file.write_text("from-file\n")
     settings = parse(minimal(speechkit={"api_key_file": str(secret_file)}))
-    assert settings.speechkit.api_key.reveal() == "from-file"
+    assert settings.speechkit.api_key == config.Secret("from-file")
 
 
 def test_secret_and_secret_file_together_is_an_error(tmp_path: Path) -> None:
@@ -145,7 +145,9 @@ def test_bad_language_output_format_and_url() -> None:
     document["speechkit"]["recognize_url"] = "ftp://example"
     found = problems(document)
     assert any("'recognition.language': expected one of ru-RU" in line for line in found)
-    assert any("'outputs[1]': expected one of txt, json; got 'docx'" in line for line in found)
+    assert any(
+        "'outputs[1]': expected one of txt, json, srt, vtt; got 'docx'" in line for line in found
+    )
     assert any(
         "'speechkit.recognize_url': expected an http:// or https:// URL" in line for line in found
     )

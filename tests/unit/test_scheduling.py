@@ -48,3 +48,24 @@ def test_retry_delay_grows_with_jitter_and_honours_retry_after() -> None:
     assert capped <= scheduling.RETRY_CAP_SECONDS
     assert scheduling.retry_delay(1, rng, retry_after=42.0) == 42.0
     assert scheduling.retry_delay(1, rng, retry_after=10**9) == scheduling.RETRY_AFTER_CAP_SECONDS
+
+
+def test_the_observed_speed_is_read_from_the_operation_times() -> None:
+    operation = {"createdAt": "2026-11-25T10:00:00Z", "modifiedAt": "2026-11-25T10:00:30Z"}
+    # 3 minutes mono at 10 s/min: 30 s expected, 30 s taken.
+    assert scheduling.observed_speed_factor(operation, 180.0, 1, 10.0) == 1.0
+    slow = {"createdAt": "2026-11-25T10:00:00Z", "modifiedAt": "2026-11-25T10:02:00Z"}
+    assert scheduling.observed_speed_factor(slow, 180.0, 1, 10.0) == 4.0
+    assert scheduling.observed_speed_factor(operation, 3.0, 1, 10.0) is None  # too short to tell
+    assert scheduling.observed_speed_factor({"createdAt": "soon"}, 180.0, 1, 10.0) is None
+
+
+def test_learning_moves_towards_what_is_observed_within_bounds() -> None:
+    factor = 1.0
+    for _ in range(30):
+        factor = scheduling.learn(factor, 3.0)
+    assert 2.9 < factor <= 3.0
+    assert scheduling.learn(factor, None) == factor
+    assert scheduling.learn(1.0, 1000.0) <= scheduling.MAX_SPEED_FACTOR
+    # A service that slowed down four-fold: after learning, the first check waits for it.
+    assert scheduling.first_check_delay(180.0, 1, 10.0 * factor) > 3 * 30.0

@@ -1,0 +1,427 @@
+"""`make bench`: the daemon against the documentation's own loop, on the local stack, same run.
+
+Starts SeaweedFS and the local SpeechKit-compatible server (processing time 10 s per audio minute
+per channel, like the real service), then measures:
+
+- the documentation-style loop (sequential: upload, submit, check every second, write) on a sample;
+- the daemon on a burst of distinct small files dropped at once: files/s, and the ratio;
+- drop-to-transcript latency beyond settle time and the server's processing time (median, p95),
+  on files dropped one by one;
+- status checks per operation (median, p95) and submissions per file;
+- start-up with 20,000 finished files in the folder and the state file: time to READY and to the
+  end of the first scan, peak RSS, and idle CPU afterwards.
+
+Prints a table and writes bench/results.json. The machine is shared and noisy: throughput figures
+are medians of several runs, and the ratio is taken within the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import secrets
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import requests
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from daemon import devstack, oggopus, state  # noqa: E402
+from tests.fixtures_audio import opus_tags_packet, read_fixture, replace_tags  # noqa: E402
+
+SECONDS_PER_MINUTE = 10.0  # the real service's documented speed
+SETTLE_SECONDS = 1.0
+BURST_FILES = 300
+BASELINE_FILES = 8  # the sequential loop takes ~1 s per file; a few suffice for its rate
+TRICKLE_FILES = 20
+TRICKLE_PAUSE_SECONDS = 0.5
+STARTUP_FILES = 20_000
+IDLE_SECONDS = 10.0
+WAIT_SECONDS = 600.0
+SCAN_POLL_SECONDS = 0.02  # how often the bench looks for new transcripts
+SOURCE_FIXTURE = "mono.ogg"
+RESULTS = PROJECT_ROOT / "bench" / "results.json"
+
+
+def variant(index: int, base: bytes) -> bytes:
+    """The sample with a unique comment: distinct bytes, same audio, same transcript."""
+    fields = [b"TRANSCRIPT=Hello from the watch folder. This is a test recording.",
+              f"BENCH_ID={index}".encode()]  # fmt: skip
+    return replace_tags(base, opus_tags_packet("speechkit-watch bench", fields))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[position]
+
+
+def processing_seconds(data: bytes) -> float:
+    info = oggopus.inspect_bytes(data)
+    return info.duration_seconds / 60.0 * SECONDS_PER_MINUTE * info.channels
+
+
+@dataclass
+class Stack:
+    storage: devstack.SeaweedFS
+    server: devstack.LocalServerProcess
+    api_key: str
+    work: Path
+    runs: int = 0
+    samples: list[bytes] = field(default_factory=list)
+
+    def client(self) -> Any:
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.storage.endpoint_url,
+            aws_access_key_id=self.storage.access_key_id,
+            aws_secret_access_key=self.storage.secret_access_key,
+            region_name=self.storage.region,
+            config=botocore.config.Config(
+                s3={"addressing_style": "path"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+
+@contextlib.contextmanager
+def local_stack(work: Path) -> Iterator[Stack]:
+    api_key = "bench-" + secrets.token_hex(8)
+    with devstack.SeaweedFS(work / "weed") as storage:
+        server = devstack.LocalServerProcess(
+            api_keys=[api_key], storage=storage, seconds_per_minute=SECONDS_PER_MINUTE,
+            directory=work / "server",
+        )  # fmt: skip
+        with server:
+            yield Stack(storage, server, api_key, work)
+
+
+# -- the documentation's loop ---------------------------------------------------------------------
+
+
+def documentation_loop(stack: Stack, files: list[Path]) -> float:
+    """Files/s of: upload, submit, check once a second until done, write; one file at a time."""
+    client = stack.client()
+    session = requests.Session()
+    headers = {"Authorization": f"Api-Key {stack.api_key}"}
+    started = time.monotonic()
+    for path in files:
+        key = f"docs-loop/{path.name}"
+        client.upload_file(str(path), stack.storage.bucket, key)
+        link = client.generate_presigned_url(
+            "get_object", Params={"Bucket": stack.storage.bucket, "Key": key}, ExpiresIn=3600
+        )
+        body = {"config": {"specification": {"languageCode": "ru-RU"}}, "audio": {"uri": link}}
+        operation = session.post(stack.server.recognize_url, json=body, headers=headers,
+                                 timeout=30).json()  # fmt: skip
+        while not operation.get("done"):
+            time.sleep(1.0)
+            operation = session.get(f"{stack.server.operations_url}/{operation['id']}",
+                                    headers=headers, timeout=30).json()  # fmt: skip
+        chunks = operation.get("response", {}).get("chunks", [])
+        path.with_suffix(".txt").write_text(
+            "".join(chunk["alternatives"][0]["text"] + "\n" for chunk in chunks)
+        )
+        path.with_suffix(".json").write_text(json.dumps(operation, ensure_ascii=False))
+    return len(files) / (time.monotonic() - started)
+
+
+# -- the daemon -----------------------------------------------------------------------------------
+
+
+class Watcher(threading.Thread):
+    """Notes the moment each NAME.txt appears (the bench's view of a user's view)."""
+
+    def __init__(self, folder: Path, expected: int) -> None:
+        super().__init__(daemon=True)
+        self.folder = folder
+        self.expected = expected
+        self.seen: dict[str, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while len(self.seen) < self.expected and time.monotonic() < deadline:
+            now = time.monotonic()
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".txt") and entry.name not in self.seen:
+                        self.seen[entry.name] = now
+            time.sleep(SCAN_POLL_SECONDS)
+        self.done.set()
+
+
+class DaemonRun:
+    def __init__(self, stack: Stack, name: str, extra: dict[str, Any] | None = None) -> None:
+        self.folder = stack.work / name / "inbox"
+        self.folder.mkdir(parents=True)
+        self.staging = stack.work / name / "staging"
+        self.staging.mkdir()
+        self.state_file = stack.work / name / "state.db"
+        self.log_path = stack.work / name / "daemon.log"
+        bucket = stack.storage.create_bucket(f"bench-{name}-{secrets.token_hex(3)}")
+        self.config = devstack.write_daemon_config(
+            stack.work / name / "config.yaml", watch_dirs=[self.folder], storage=stack.storage,
+            speechkit_url=stack.server.url, api_key=stack.api_key, state_file=self.state_file,
+            settle_seconds=SETTLE_SECONDS, bucket=bucket,
+            extra={"polling": {"seconds_per_minute": SECONDS_PER_MINUTE}, "log_level": "info",
+                   **(extra or {})},
+        )  # fmt: skip
+        self.env = {**os.environ, **devstack.daemon_env(stack.storage, stack.api_key)}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, notify: str | None = None) -> float:
+        env = dict(self.env)
+        if notify:
+            env["NOTIFY_SOCKET"] = notify
+        started = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daemon", "run", "-c", str(self.config)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=PROJECT_ROOT,
+            )  # fmt: skip
+        return started
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def rows(self) -> list[tuple[int, int]]:
+        db = sqlite3.connect(self.state_file)
+        try:
+            return list(db.execute("SELECT checks, submissions FROM files WHERE state = 'done'"))
+        finally:
+            db.close()
+
+
+def wait_for_ready(run: DaemonRun, notify_socket: socket.socket | None) -> None:
+    """READY=1 on the notify socket when the daemon sends it; else its first log line."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if notify_socket is not None:
+            try:
+                if b"READY=1" in notify_socket.recv(4096):
+                    return
+            except TimeoutError:
+                pass
+        elif "started:" in run.log_path.read_text(errors="replace"):
+            return
+        assert run.process is not None
+        if run.process.poll() is not None:
+            raise RuntimeError(f"daemon exited:\n{run.log_path.read_text(errors='replace')}")
+        if notify_socket is None:
+            time.sleep(0.01)
+    raise RuntimeError("the daemon did not become ready")
+
+
+def burst(stack: Stack, index: int, concurrency: int) -> dict[str, float]:
+    run = DaemonRun(stack, f"burst{index}-c{concurrency}", {"concurrency": concurrency})
+    for number in range(BURST_FILES):
+        (run.staging / f"call{number:04d}.ogg").write_bytes(
+            stack.samples[index * BURST_FILES + number]
+        )
+    run.start()
+    wait_for_ready(run, None)
+    watcher = Watcher(run.folder, BURST_FILES)
+    watcher.start()
+    dropped = time.monotonic()
+    for path in sorted(run.staging.iterdir()):
+        os.rename(path, run.folder / path.name)  # renamed in: complete at once
+    watcher.done.wait(WAIT_SECONDS)
+    run.stop()
+    if len(watcher.seen) < BURST_FILES:
+        raise RuntimeError(f"only {len(watcher.seen)} of {BURST_FILES} transcripts appeared")
+    elapsed = max(watcher.seen.values()) - dropped
+    checks = [float(checks) for checks, _ in run.rows()]
+    submissions = stack.server.stats()["submissions"]
+    return {"files_per_second": BURST_FILES / elapsed, "seconds": elapsed,
+            "checks_median": statistics.median(checks), "checks_p95": percentile(checks, 0.95),
+            "submissions_total": float(submissions)}  # fmt: skip
+
+
+def trickle(stack: Stack) -> list[float]:
+    """Latency beyond settle and processing time, for files dropped one by one."""
+    run = DaemonRun(stack, "trickle")
+    run.start()
+    wait_for_ready(run, None)
+    watcher = Watcher(run.folder, TRICKLE_FILES)
+    watcher.start()
+    dropped: dict[str, tuple[float, float]] = {}
+    for number in range(TRICKLE_FILES):
+        data = stack.samples[-(number + 1)]
+        staged = run.staging / f"note{number:02d}.ogg"
+        staged.write_bytes(data)
+        dropped[f"note{number:02d}.txt"] = (time.monotonic(), processing_seconds(data))
+        os.rename(staged, run.folder / staged.name)
+        time.sleep(TRICKLE_PAUSE_SECONDS)
+    watcher.done.wait(WAIT_SECONDS)
+    run.stop()
+    return [
+        watcher.seen[name] - at - SETTLE_SECONDS - processing
+        for name, (at, processing) in dropped.items()
+        if name in watcher.seen
+    ]
+
+
+def startup(stack: Stack) -> dict[str, float]:
+    """A folder and state file with 20,000 finished files: time to ready, RSS, idle CPU."""
+    run = DaemonRun(stack, "startup")
+    source = run.staging / "source.ogg"
+    source.write_bytes(read_fixture(SOURCE_FIXTURE))
+    found = source.stat()
+    store = state.Store(run.state_file)
+    store.close()
+    db = sqlite3.connect(run.state_file)
+    rows = []
+    for number in range(STARTUP_FILES):
+        path = run.folder / f"done{number:05d}.ogg"
+        os.link(source, path)  # same size and mtime; hard links keep the disk use small
+        rows.append((os.fsencode(path), os.fsencode(run.folder), found.st_size,
+                     found.st_mtime_ns, "done", 0.0, 0.0))  # fmt: skip
+    db.executemany(
+        "INSERT INTO files (path, folder, size, mtime_ns, state, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.commit()
+    db.close()
+    notify_path = str(stack.work / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(notify_path)
+    listener.settimeout(0.05)
+    try:
+        started = run.start(notify=notify_path)
+        wait_for_ready(run, listener)
+        ready = time.monotonic() - started
+        assert run.process is not None
+        pid = run.process.pid
+        time.sleep(2.0)  # let the first scan and sweeps finish
+        cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        idle = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before) * 100
+        rss = peak_rss_mb(pid)
+    finally:
+        run.stop()
+        listener.close()
+    return {"ready_seconds": ready, "peak_rss_mb": rss, "idle_cpu_percent": idle}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of the throughput runs")
+    parser.add_argument("--concurrency", type=int, default=4, help="the daemon's concurrency")
+    arguments = parser.parse_args()
+    base = read_fixture(SOURCE_FIXTURE)
+    with tempfile.TemporaryDirectory(prefix="skw-bench-") as temporary:
+        work = Path(temporary)
+        with local_stack(work) as stack:
+            stack.samples = [
+                variant(n, base) for n in range(BURST_FILES * arguments.runs + TRICKLE_FILES)
+            ]
+            baseline_rates, burst_results = [], []
+            for index in range(arguments.runs):
+                loop_dir = work / f"docs-loop{index}"
+                loop_dir.mkdir()
+                files = []
+                for number in range(BASELINE_FILES):
+                    path = loop_dir / f"doc{number}.ogg"
+                    path.write_bytes(stack.samples[index * BURST_FILES + BURST_FILES - 1 - number])
+                    files.append(path)
+                baseline_rates.append(documentation_loop(stack, files))
+                before = stack.server.stats()["submissions"]
+                result = burst(stack, index, arguments.concurrency)
+                result["submissions_per_file"] = (
+                    result.pop("submissions_total") - before
+                ) / BURST_FILES
+                burst_results.append(result)
+                print(f"run {index + 1}: docs loop {baseline_rates[-1]:.2f} files/s, "
+                      f"daemon {result['files_per_second']:.1f} files/s", flush=True)  # fmt: skip
+            latencies = trickle(stack)
+            boot = startup(stack)
+    baseline = statistics.median(baseline_rates)
+    daemon_rate = statistics.median(r["files_per_second"] for r in burst_results)
+    ratios = [r["files_per_second"] / b for r, b in zip(burst_results, baseline_rates, strict=True)]
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "when": time.strftime("%Y-%m-%d")},
+        "docs_loop_files_per_second": round(baseline, 3),
+        "daemon_files_per_second": round(daemon_rate, 2),
+        "ratio_median": round(statistics.median(ratios), 1),
+        "burst_files": BURST_FILES,
+        "concurrency": arguments.concurrency,
+        "latency_beyond_settle_and_processing_median_s": round(statistics.median(latencies), 3),
+        "latency_beyond_settle_and_processing_p95_s": round(percentile(latencies, 0.95), 3),
+        "status_checks_per_operation_median": statistics.median(r["checks_median"] for r in burst_results),
+        "status_checks_per_operation_p95": max(r["checks_p95"] for r in burst_results),
+        "submissions_per_file": round(statistics.median(r["submissions_per_file"] for r in burst_results), 3),
+        "startup_files": STARTUP_FILES,
+        "startup_ready_seconds": round(boot["ready_seconds"], 2),
+        "peak_rss_mb_with_20000_tracked": round(boot["peak_rss_mb"], 1),
+        "idle_cpu_percent": round(boot["idle_cpu_percent"], 2),
+        "runs": arguments.runs,
+    }  # fmt: skip
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    return 0
+
+
+def print_table(results: dict[str, Any]) -> None:
+    rows = [
+        ("documentation-style loop", f"{results['docs_loop_files_per_second']} files/s"),
+        (f"daemon, {results['burst_files']} files at once", f"{results['daemon_files_per_second']} files/s"),
+        ("ratio (median of runs)", f"{results['ratio_median']}x"),
+        ("latency beyond settle + processing, median / p95",
+         f"{results['latency_beyond_settle_and_processing_median_s']} s / "
+         f"{results['latency_beyond_settle_and_processing_p95_s']} s"),
+        ("status checks per operation, median / p95",
+         f"{results['status_checks_per_operation_median']} / {results['status_checks_per_operation_p95']}"),
+        ("submissions per file", f"{results['submissions_per_file']}"),
+        (f"start-up with {results['startup_files']} finished files", f"{results['startup_ready_seconds']} s"),
+        ("peak RSS with 20,000 files tracked", f"{results['peak_rss_mb_with_20000_tracked']} MB"),
+        ("idle CPU", f"{results['idle_cpu_percent']} %"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    print(f"\n| {'measure'.ljust(width)} | value |\n|{'-' * (width + 2)}|-------|")
+    for name, value in rows:
+        print(f"| {name.ljust(width)} | {value} |")
+    machine = results["machine"]
+    print(f"\n{machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}, "
+          f"{machine['when']}, {results['runs']} runs")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The probes of `speechkit-watch check`: does this config work, before the service starts?
+
+Each probe returns `Result` rows (ok / PROBLEM and what to do / skip); `cli` prints them one
+line each as they come. The probes use the daemon's own adapters (`storage.ObjectStore`,
+`recognition.RecognitionClient`, `credentials`) so that what passes here works in the daemon.
+They leave nothing behind: test files and the test object are removed again. The daemon need
+not run, and may: nothing here touches its state file or its objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from daemon import credentials as credentials_module
+from daemon import recognition, storage
+from daemon.config import Config, SpeechKit, Storage
+from daemon.watching import OWN_TEMP_SUFFIX
+
+OK, PROBLEM, SKIP, WARNING = "ok", "PROBLEM", "skip", "warning"
+STATUS_WIDTH = 9  # "PROBLEM" and two spaces: the messages line up
+PROBE_BYTES = b"speechkit-watch check: this object is deleted at once\n"
+PROBE_KEY_NAME = "speechkit-watch-check-"  # never matches the daemon's own sha256 keys
+OPERATION_ID_ALPHABET = "abcdefghijklmnopqrstuv0123456789"  # what real operation ids are made of
+OPERATION_ID_LENGTH = 20  # "e03" + 17, shaped like a real id so only "not found" can answer
+
+# What to check when storage refuses a request with this error code.
+STORAGE_ADVICE = {
+    "InvalidAccessKeyId": "the bucket refused our keys ({code}): check storage.access_key_id",
+    "SignatureDoesNotMatch": "the bucket refused our keys ({code}): check "
+    "storage.secret_access_key",
+    "AccessDenied": "the keys were refused access ({code}): check both storage keys, and give "
+    "their service account the role storage.uploader on the bucket",
+    "Forbidden": "the keys were refused access ({code}): check storage.access_key_id and "
+    "storage.secret_access_key",
+    "NoSuchBucket": "there is no such bucket ({code}): check storage.bucket, or create it",
+}
+_STORAGE_CODE = re.compile(r"refused the request: (\S+) \(HTTP")
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # OK, PROBLEM, SKIP or WARNING
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status != PROBLEM
+
+
+def format_line(result: Result, hidden: Iterable[str] = ()) -> str:
+    """`ok       watch folder ...`; any secret that slipped into a message is masked."""
+    message = result.message
+    for secret in sorted(hidden, key=len, reverse=True):
+        if secret:
+            message = message.replace(secret, "***")
+    return f"{result.status:<{STATUS_WIDTH}}{message}".rstrip()
+
+
+def storage_problem(error: storage.StorageError, settings: Storage) -> str:
+    """What a storage error means for the operator, naming the key to check."""
+    text = str(error)
+    match = _STORAGE_CODE.search(text)
+    if match is not None and match.group(1) in STORAGE_ADVICE:
+        return "storage: " + STORAGE_ADVICE[match.group(1)].format(code=match.group(1))
+    if "unreachable" in text:
+        return f"storage: {text}: check storage.endpoint_url ({settings.endpoint_url})"
+    return f"storage: {text}: check the storage section"
+
+
+def api_problem(error: recognition.ApiError, key: str, url: str) -> Result:
+    """The verdict on the credential probe's answer (a GET of an operation that cannot exist)."""
+    if error.kind == recognition.NOT_FOUND or error.status == 400:
+        # Past authentication: the service looked for the operation (or its id) itself.
+        return Result(OK, f"credentials: the recognition API at {url} accepts {key}")
+    if error.status == 403:
+        return Result(
+            PROBLEM,
+            f"credentials: the recognition API knows {key} but refused it ({error}): give the "
+            "service account the role ai.speechkit-stt.user",
+        )
+    if error.kind == recognition.AUTH:
+        return Result(
+            PROBLEM,
+            f"credentials: the recognition API refused {key} ({error}): check {key}; it must "
+            "belong to a service account",
+        )
+    return Result(
+        PROBLEM,
+        f"credentials: the recognition API at {url} did not answer usefully ({error}): check "
+        "speechkit.operations_url and the network",
+    )
+
+
+def nearest_existing(path: Path) -> Path:
+    """The path itself or the closest ancestor that exists (where `mkdir -p` would start)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def try_write(folder: Path) -> str | None:
+    """Create and remove a hidden temp file in `folder`; None if that worked, else the reason.
+
+    The name is the daemon's own temp name: no watch pattern matches it, and a leftover is
+    removed at the daemon's next start.
+    """
+    try:
+        descriptor, name = tempfile.mkstemp(prefix=".", suffix=OWN_TEMP_SUFFIX, dir=folder)
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    os.close(descriptor)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders and the state file
+
+
+def check_folder(path: Path, what: str, key_path: str, *, writable: bool) -> Result:
+    if not path.exists():
+        return Result(PROBLEM, f"{what} {path} does not exist: create it, or fix {key_path}")
+    if not path.is_dir():
+        return Result(PROBLEM, f"{what} {path} is not a folder: fix {key_path}")
+    try:
+        os.listdir(path)
+    except OSError as error:
+        return Result(PROBLEM, f"{what} {path} cannot be read ({error.strerror}): fix its "
+                      "permissions for the user the service runs as")  # fmt: skip
+    if not writable:
+        return Result(OK, f"{what} {path} exists and is readable")
+    reason = try_write(path)
+    if reason is not None:
+        return Result(PROBLEM, f"{what} {path} is not writable ({reason}): the daemon writes "
+                      "there; fix its permissions for the user the service runs as")  # fmt: skip
+    return Result(OK, f"{what} {path} exists and is writable")
+
+
+def check_output_dir(path: Path, key_path: str) -> Result:
+    """An output folder may be missing (the daemon creates it) if it can be created."""
+    if path.exists():
+        return check_folder(path, "output folder", key_path, writable=True)
+    start = nearest_existing(path.parent)
+    reason = try_write(start) if start.is_dir() else "not a folder"
+    if reason is not None:
+        return Result(PROBLEM, f"output folder {path} does not exist and cannot be created in "
+                      f"{start} ({reason}): create it, or fix {key_path}")  # fmt: skip
+    return Result(OK, f"output folder {path} does not exist yet; the daemon will create it")
+
+
+def check_folders(config: Config) -> list[Result]:
+    results = []
+    for index, folder in enumerate(config.watch):
+        # Outputs go beside the audio unless output_dir says otherwise; moving or deleting
+        # finished audio also needs write access to the watch folder.
+        writable = folder.output_dir is None or folder.after_done != "keep"
+        results.append(
+            check_folder(folder.path, "watch folder", f"watch[{index}].path", writable=writable)
+        )
+        if folder.output_dir is not None:
+            results.append(check_output_dir(folder.output_dir, f"watch[{index}].output_dir"))
+    return results
+
+
+def check_state_file(path: Path) -> Result:
+    """The state file (or the folder it will be created in) can be written; nothing changes."""
+    if path.exists():
+        if not path.is_file():
+            return Result(PROBLEM, f"state file {path} is not a file: fix state_file")
+        try:
+            with path.open("r+b"):
+                pass
+        except OSError as error:
+            return Result(PROBLEM, f"state file {path} cannot be written ({error.strerror}): "
+                          "fix its owner or permissions")  # fmt: skip
+        reason = try_write(path.parent)  # SQLite writes its -wal and -shm files beside it
+        if reason is not None:
+            return Result(PROBLEM, f"state file folder {path.parent} is not writable ({reason}): "
+                          "SQLite keeps its journal there; fix its permissions")  # fmt: skip
+        return Result(OK, f"state file {path} is writable")
+    start = nearest_existing(path.parent)
+    reason = try_write(start) if start.is_dir() else "not a folder"
+    if reason is not None:
+        return Result(PROBLEM, f"state file {path} cannot be created ({start}: {reason}): fix "
+                      "state_file, or create its folder for the service's user (systemd "
+                      "StateDirectory=)")  # fmt: skip
+    return Result(OK, f"state file {path} does not exist yet and can be created")
+
+
+# ---------------------------------------------------------------------------------------------
+# The bucket
+
+
+def check_storage(settings: Storage, *, timeout_seconds: float) -> Iterator[Result]:
+    """List, put a tiny object, fetch it by its link like SpeechKit, delete it."""
+    where = f"bucket {settings.bucket} at {settings.endpoint_url}"
+    objects = storage.ObjectStore(settings)
+    try:
+        objects.list_keys()
+    except storage.StorageError as error:
+        yield Result(PROBLEM, storage_problem(error, settings))
+        yield Result(SKIP, "storage: test object write, link and delete (need a reachable bucket)")
+        return
+    yield Result(OK, f"storage: {where} is reachable with our keys")
+    key = f"{settings.prefix}{PROBE_KEY_NAME}{secrets.token_hex(8)}.txt"
+    with tempfile.TemporaryDirectory(prefix="speechkit-watch-check-") as folder:
+        probe = Path(folder) / "probe.txt"
+        probe.write_bytes(PROBE_BYTES)
+        try:
+            objects.upload(probe, key, len(PROBE_BYTES))
+        except storage.StorageError as error:
+            yield Result(PROBLEM, storage_problem(error, settings))
+            return
+    yield Result(OK, f"storage: wrote the test object {key}")
+    try:
+        link = check_link(objects, settings, key, timeout_seconds=timeout_seconds)
+    finally:
+        deleted = delete_probe(objects, settings, key)
+    yield link
+    yield deleted
+
+
+def delete_probe(objects: storage.ObjectStore, settings: Storage, key: str) -> Result:
+    try:
+        objects.delete(key)
+    except storage.StorageError as error:
+        return Result(PROBLEM, storage_problem(error, settings))
+    return Result(OK, "storage: deleted the test object")
+
+
+def check_link(
+    objects: storage.ObjectStore, settings: Storage, key: str, *, timeout_seconds: float
+) -> Result:
+    """Fetch the object by the link the daemon would send in `audio.uri`."""
+    if settings.link == "plain":
+        return Result(SKIP, "storage: link is plain, so SpeechKit reads objects with its "
+                      "service account's own rights (role storage.viewer); that cannot be "
+                      "checked from here")  # fmt: skip
+    try:
+        url = objects.audio_uri(key)
+    except storage.StorageError as error:
+        return Result(PROBLEM, storage_problem(error, settings))
+    shown = storage.without_query(url)  # the signature lives in the query string
+    try:
+        response = requests.get(url, timeout=timeout_seconds, allow_redirects=False)
+    except requests.RequestException as error:
+        return Result(PROBLEM, f"storage: the presigned link {shown} cannot be fetched "
+                      f"({type(error).__name__}): check storage.endpoint_url")  # fmt: skip
+    if response.status_code != 200 or response.content != PROBE_BYTES:
+        return Result(PROBLEM, f"storage: the presigned link {shown} answered HTTP "
+                      f"{response.status_code}: check storage.endpoint_url and storage.region, "
+                      "or use link: plain")  # fmt: skip
+    return Result(OK, "storage: a presigned link to the test object can be fetched")
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials
+
+
+def check_credentials(
+    settings: SpeechKit, provider: credentials_module.Credentials | None = None
+) -> Iterator[Result]:
+    """For a key file or the metadata service, get a token; then one authenticated GET."""
+    key = credentials_module.config_key(settings)
+    provider = provider if provider is not None else credentials_module.from_settings(settings)
+    client = recognition.RecognitionClient(settings, credentials=provider)
+    try:
+        if isinstance(provider, credentials_module.RefreshingCredentials):
+            try:
+                provider.authorization_header()
+            except credentials_module.CredentialsError as error:
+                yield Result(PROBLEM, f"credentials: no IAM token ({error}): check {key}")
+                yield Result(SKIP, "credentials: the recognition API (no token to try)")
+                return
+            yield Result(OK, token_message(settings))
+        operation_id = "e03" + "".join(
+            secrets.choice(OPERATION_ID_ALPHABET) for _ in range(OPERATION_ID_LENGTH - 3)
+        )
+        try:
+            client.get_operation(operation_id)
+        except recognition.ApiError as error:
+            yield api_problem(error, key, settings.operations_url)
+        else:
+            yield Result(OK, f"credentials: the recognition API accepts {key}")
+    finally:
+        client.close()
+
+
+def token_message(settings: SpeechKit) -> str:
+    account = settings.service_account_key
+    if account is not None:
+        return (
+            f"credentials: the IAM token exchange at {settings.iam_url} works for service "
+            f"account {account.service_account_id} (key {account.key_id})"
+        )
+    return f"credentials: the metadata service at {settings.metadata_url} gave an IAM token"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run_checks(config: Config) -> Iterator[Result]:
+    """Every probe, in the order an operator fixes things; rows come as probes finish."""
+    yield Result(OK, f"config {config.source} is valid")
+    yield from check_folders(config)
+    yield check_state_file(config.state_file)
+    yield from check_storage(
+        config.storage, timeout_seconds=config.speechkit.request_timeout_seconds
+    )
+    yield from check_credentials(config.speechkit)

@@ -1,0 +1,153 @@
+"""`speechkit-watch transcribe FILE...`: the daemon's pipeline for named files, without watching.
+
+Same local check, upload, submission, status checks and outputs as the daemon, on the same state
+file, so it works while the daemon runs: the rows it creates carry `owner = transcribe:PID` and
+the daemon leaves them alone (and takes them over if this process dies). A file the daemon is
+already working on is waited for, not submitted a second time; a file already transcribed is
+answered from its saved result.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from daemon import outputs, state, watching
+from daemon.config import Config, WatchFolder
+from daemon.logs import shown
+from daemon.pipeline import Pipeline
+from daemon.recognition import RecognitionClient
+from daemon.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+OWNER_PREFIX = "transcribe:"
+POLL_SECONDS = 0.2  # how often we look at our rows (local SQLite reads, no API calls)
+
+
+def owner_name(pid: int | None = None) -> str:
+    return f"{OWNER_PREFIX}{os.getpid() if pid is None else pid}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the one-shot process named by an owner string still runs on this machine."""
+    if not owner.startswith(OWNER_PREFIX):
+        return True  # not ours to judge
+    try:
+        os.kill(int(owner[len(OWNER_PREFIX) :]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def with_folder(config: Config, path: Path) -> Config:
+    """A file outside every watched folder is treated as if its own folder were watched."""
+    if any(path.is_relative_to(folder.path) for folder in config.watch):
+        return config
+    extra = WatchFolder(path=path.parent, recognition=config.recognition)
+    return dataclasses.replace(config, watch=(*config.watch, extra))
+
+
+class Transcriber:
+    """Drives the rows of the named files to an end and reports each as it finishes."""
+
+    def __init__(self, config: Config, *, out: TextIO, err: TextIO) -> None:
+        self.config = config
+        self.out = out
+        self.err = err
+        self.stopping = threading.Event()
+        self.owner = owner_name()
+
+    def run(self, files: list[Path]) -> int:
+        """Exit status: 0 only if every file was transcribed."""
+        config, paths, failures = self.config, [], 0
+        for name in files:
+            path = name.absolute()
+            if not path.is_file():
+                print(f"speechkit-watch: {shown(path)}: no such file", file=self.err)
+                failures += 1
+                continue
+            config = with_folder(config, path)
+            paths.append(path)
+        store = state.Store(config.state_file)
+        try:
+            pipeline = self._pipeline(config, store)
+            rows = {path: self._claim(store, config, path) for path in paths}
+            failures += self._drive(store, pipeline, rows)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                store.release(self.owner)
+            store.close()
+        return 0 if failures == 0 else 1
+
+    def _pipeline(self, config: Config, store: state.Store) -> Pipeline:
+        def changed(path: str) -> None:
+            log.warning("%s changed while it was being transcribed", shown(path))
+
+        return Pipeline(
+            config, store, ObjectStore(config.storage), RecognitionClient(config.speechkit),
+            clock=time.time, rng=random.Random(),  # noqa: S311 - jitter, not cryptography
+            stopping=self.stopping, on_changed=changed,
+        )  # fmt: skip
+
+    def _claim(self, store: state.Store, config: Config, path: Path) -> int:
+        """The row of this file version: the daemon's if it has one, else a new one of ours."""
+        found = path.stat()
+        version = (found.st_size, found.st_mtime_ns)
+        latest = store.latest_for_path(str(path))
+        now = time.time()
+        if latest is not None and (latest.size, latest.mtime_ns) == version:
+            if latest.state == state.FAILED:
+                store.requeue(paths=[str(path)], now=now)
+                store.update(latest.id, now, owner=self.owner)
+            # Active under the daemon: wait for its result instead of paying twice.
+            return latest.id
+        folder = watching.folder_for(str(path), config.watch)
+        row_id = store.add_version(
+            path=str(path), folder=str(folder.path), size=version[0], mtime_ns=version[1], now=now
+        )
+        store.update(row_id, now, owner=self.owner)
+        return row_id
+
+    def _drive(self, store: state.Store, pipeline: Pipeline, rows: dict[Path, int]) -> int:
+        """Advance our rows until each ends; the number that did not end well."""
+        waiting, failures = dict(rows), 0
+        with concurrent.futures.ThreadPoolExecutor(self.config.concurrency) as workers:
+            running: dict[int, concurrent.futures.Future[None]] = {}
+            while waiting and not self.stopping.is_set():
+                for path, row_id in list(waiting.items()):
+                    busy = row_id in running and not running[row_id].done()
+                    row = store.get(row_id)
+                    if row.state in state.TERMINAL_STATES and not busy:
+                        del waiting[path]
+                        failures += not self._report(pipeline, row)
+                    elif row.owner == self.owner and not busy and (row.due_at or 0) <= time.time():
+                        running[row_id] = workers.submit(pipeline.advance, row_id)
+                time.sleep(POLL_SECONDS)
+        return failures + len(waiting)
+
+    def _report(self, pipeline: Pipeline, row: state.FileRow) -> bool:
+        """Print a finished file's transcript (or why it failed); True if it is done."""
+        if row.state != state.DONE:
+            print(f"speechkit-watch: {shown(row.path)}: {row.message or row.state}", file=self.err)
+            return False
+        ending = pipeline.ending(row)
+        text = Path(ending.txt).read_text(encoding="utf-8") if ending.txt else ""
+        if not ending.txt and ending.json:
+            text = outputs.RENDERERS["txt"](json.loads(Path(ending.json).read_text("utf-8")))
+        print(f"==> {row.moved_to or row.path} <==", file=self.out)
+        print(text, end="", file=self.out)
+        self.out.flush()
+        return True

@@ -1,0 +1,170 @@
+"""SubRip (.srt) and WebVTT (.vtt) subtitles from the word timings of a finished operation.
+
+Pure functions. Cues last a few seconds and hold at most two lines of about 42 characters;
+they never overlap and are in time order. With several channels each cue starts with
+`[channel N] ` and the channels' cues are merged by time. Without word timings (the service
+may omit them) each chunk becomes one cue, timed by an estimate from its length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from daemon import transcripts
+
+LINE_CHARACTERS = 42  # the usual subtitle line length (Netflix, BBC guidelines)
+MAX_LINES = 2  # more than two lines covers the picture and cannot be read in time
+MAX_CUE_SECONDS = 6.0  # "a few seconds": long enough to read two lines
+MAX_WORD_GAP_SECONDS = 1.5  # a pause this long starts a new cue
+MIN_CUE_SECONDS = 0.1  # the shortest cue players display reliably
+ESTIMATED_WORDS_PER_SECOND = 2.5  # typical speech rate, for chunks without timings
+
+
+@dataclass
+class Cue:
+    start: float
+    end: float
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class _Word:
+    text: str
+    start: float
+    end: float
+
+
+def _words(chunk: Mapping[str, Any]) -> list[_Word]:
+    alternatives = chunk.get("alternatives")
+    if (
+        not isinstance(alternatives, list)
+        or not alternatives
+        or not isinstance(alternatives[0], dict)
+    ):
+        return []
+    found = []
+    for word in alternatives[0].get("words") or []:
+        if not isinstance(word, dict):
+            continue
+        text = " ".join(str(word.get("word", "")).split())
+        start = transcripts.parse_duration(word.get("startTime"))
+        end = transcripts.parse_duration(word.get("endTime"))
+        if not text or start is None:
+            continue
+        found.append(_Word(text, max(0.0, start), max(start, end if end is not None else start)))
+    return found
+
+
+def wrap(text: str, width: int = LINE_CHARACTERS) -> list[str]:
+    """Greedy word wrap; a word longer than the width gets a line of its own."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _fits(words: Sequence[str], prefix: str) -> bool:
+    return len(wrap(prefix + " ".join(words))) <= MAX_LINES
+
+
+def channel_cues(words: Sequence[_Word], prefix: str = "") -> list[Cue]:
+    """Group one channel's words (in time order) into cues."""
+    cues: list[Cue] = []
+    group: list[_Word] = []
+
+    def close() -> None:
+        if group:
+            text = prefix + " ".join(word.text for word in group)
+            cues.append(Cue(group[0].start, max(word.end for word in group), wrap(text)))
+            group.clear()
+
+    for word in sorted(words, key=lambda item: item.start):
+        if group and (
+            word.start - group[-1].end > MAX_WORD_GAP_SECONDS
+            or max(word.end, group[-1].end) - group[0].start > MAX_CUE_SECONDS
+            or not _fits([*(item.text for item in group), word.text], prefix)
+        ):
+            close()
+        group.append(word)
+    close()
+    return cues
+
+
+def _estimated_cues(operation: Mapping[str, Any], several: bool) -> list[Cue]:
+    """One cue per chunk, one after another, when the service gave no word timings."""
+    cues, clock = [], 0.0
+    for chunk in transcripts.chunks(operation):
+        text = transcripts.chunk_text(chunk)
+        if not text:
+            continue
+        if several:
+            text = f"[channel {transcripts.channel_tag(chunk)}] {text}"
+        seconds = max(1.0, len(text.split()) / ESTIMATED_WORDS_PER_SECOND)
+        cues.append(Cue(clock, clock + seconds, wrap(text)))
+        clock += seconds
+    return cues
+
+
+def without_overlaps(cues: Sequence[Cue]) -> list[Cue]:
+    """Cues in time order, each ending by the time the next begins, none below the minimum."""
+    ordered = sorted(cues, key=lambda cue: cue.start)
+    result: list[Cue] = []
+    for cue in ordered:
+        start, end = cue.start, cue.end
+        if result:
+            previous = result[-1]
+            start = max(start, previous.start + MIN_CUE_SECONDS)
+            previous.end = min(previous.end, start)
+        result.append(Cue(start, max(end, start + MIN_CUE_SECONDS), list(cue.lines)))
+    return result
+
+
+def build_cues(operation: Mapping[str, Any]) -> list[Cue]:
+    """Every cue of an operation, merged across channels, in time order, never overlapping."""
+    found = transcripts.chunks(operation)
+    tags = sorted({transcripts.channel_tag(chunk) for chunk in found})
+    several = len(tags) > 1
+    by_channel: dict[str, list[_Word]] = {tag: [] for tag in tags}
+    for chunk in found:
+        by_channel[transcripts.channel_tag(chunk)].extend(_words(chunk))
+    if not any(by_channel.values()):
+        return without_overlaps(_estimated_cues(operation, several))
+    cues: list[Cue] = []
+    for tag, words in by_channel.items():
+        cues.extend(channel_cues(words, f"[channel {tag}] " if several else ""))
+    return without_overlaps(cues)
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    milliseconds = round(seconds * 1000)
+    hours, milliseconds = divmod(milliseconds, 3_600_000)
+    minutes, milliseconds = divmod(milliseconds, 60_000)
+    secs, milliseconds = divmod(milliseconds, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{milliseconds:03d}"
+
+
+def render_srt(operation: Mapping[str, Any]) -> str:
+    """SubRip: numbered cues from 1, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, a blank line after each."""
+    blocks = [
+        f"{number}\n{_timestamp(cue.start, ',')} --> {_timestamp(cue.end, ',')}\n"
+        + "\n".join(cue.lines)
+        + "\n"
+        for number, cue in enumerate(build_cues(operation), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def render_vtt(operation: Mapping[str, Any]) -> str:
+    """WebVTT: the `WEBVTT` header, then cues `HH:MM:SS.mmm --> HH:MM:SS.mmm`."""
+    blocks = [
+        f"{_timestamp(cue.start, '.')} --> {_timestamp(cue.end, '.')}\n"
+        + "\n".join(cue.lines)
+        + "\n"
+        for cue in build_cues(operation)
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)

@@ -1,0 +1,183 @@
+"""Subtitles, hooks, render, transcribe and after_done, as users run them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.localserver import LocalSpeechKit
+from tests.e2e.harness import Daemon, command, wait_for
+from tests.e2e.test_pipeline import MONO_TXT, STEREO_TXT, UNICODE_TXT, done_outputs
+from tests.fixtures_audio import fixture_path
+
+
+def test_subtitles_are_written_for_mono_and_stereo(
+    make_daemon: Callable[..., Daemon], inbox: Path
+) -> None:
+    with make_daemon(outputs=["txt", "json", "srt", "vtt"]).start() as daemon:
+        shutil.copy(fixture_path("stereo.ogg"), inbox / "call.ogg")
+        shutil.copy(fixture_path("mono.ogg"), inbox / "memo.ogg")
+        done_outputs(inbox, "call")
+        done_outputs(inbox, "memo")
+        wait_for((inbox / "memo.vtt").exists, "memo.vtt")
+        srt = (inbox / "call.srt").read_text(encoding="utf-8")
+        assert srt.startswith("1\n00:00:00,000 --> ")
+        assert "[channel 1] the left channel" in srt
+        assert "[channel 2] the right channel" in srt
+        vtt = (inbox / "memo.vtt").read_text(encoding="utf-8")
+        assert vtt.startswith("WEBVTT\n\n00:00:")
+        assert "hello from the watch folder" in vtt
+        assert "[channel" not in vtt
+        assert daemon.stop() == 0
+
+
+HOOK = (
+    "import json, os, sys, time\n"
+    "audio = os.path.basename(os.environ['SPEECHKIT_WATCH_AUDIO'])\n"
+    "if audio.startswith('failing'):\n"
+    "    print('hook says hi'); sys.exit(3)\n"
+    "if audio.startswith('slow'):\n"
+    "    time.sleep(30)\n"
+    "facts = {k: v for k, v in os.environ.items() if k.startswith(('SPEECHKIT_WATCH_', 'YC_'))}\n"
+    "open(sys.argv[1], 'a').write(json.dumps(facts) + '\\n')\n"
+)
+
+
+def test_on_complete_gets_the_facts_and_a_failing_hook_changes_nothing(
+    make_daemon: Callable[..., Daemon], inbox: Path, tmp_path: Path
+) -> None:
+    record = tmp_path / "hook.jsonl"
+    hook = {"command": [sys.executable, "-c", HOOK, str(record)], "timeout_seconds": 2}
+    with make_daemon(on_complete=hook).start() as daemon:
+        shutil.copy(fixture_path("mono.ogg"), inbox / "good.ogg")
+        shutil.copy(fixture_path("vorbis.ogg"), inbox / "bad.ogg")
+        shutil.copy(fixture_path("stereo.ogg"), inbox / "failing hook.ogg")
+        shutil.copy(fixture_path("unicode.ogg"), inbox / "slow hook.ogg")
+        wait_for(lambda: record.exists() and len(record.read_text().splitlines()) == 2, "2 hooks")
+        facts = {Path(item["SPEECHKIT_WATCH_AUDIO"]).name: item
+                 for item in map(json.loads, record.read_text().splitlines())}  # fmt: skip
+        assert facts["good.ogg"]["SPEECHKIT_WATCH_RESULT"] == "done"
+        assert facts["good.ogg"]["SPEECHKIT_WATCH_TXT"] == str(inbox / "good.txt")
+        assert facts["good.ogg"]["SPEECHKIT_WATCH_JSON"] == str(inbox / "good.json")
+        assert facts["good.ogg"]["SPEECHKIT_WATCH_ERROR"] == ""
+        assert facts["bad.ogg"]["SPEECHKIT_WATCH_RESULT"] == "failed"
+        assert facts["bad.ogg"]["SPEECHKIT_WATCH_ERROR"] == str(inbox / "bad.error.json")
+        assert not any(name.startswith("YC_") for item in facts.values() for name in item)
+        # A failing and a hanging hook are logged and change nothing.
+        assert done_outputs(inbox, "failing hook")[0] == STEREO_TXT
+        assert done_outputs(inbox, "slow hook")[0] == UNICODE_TXT
+        wait_for(lambda: "exited 3; output: hook says hi" in daemon.log(), "the failing hook")
+        wait_for(lambda: "stopped after 2 s" in daemon.log(), "the hanging hook to be stopped")
+        status = daemon.status()
+        assert status["counts"]["done"] == 3
+        assert status["counts"]["failed"] == 1  # bad.ogg only
+        assert daemon.stop() == 0
+
+
+def test_render_rewrites_outputs_from_saved_json_without_the_network(
+    make_daemon: Callable[..., Daemon], inbox: Path, tmp_path: Path
+) -> None:
+    with make_daemon().start() as daemon:
+        shutil.copy(fixture_path("stereo.ogg"), inbox / "call.ogg")
+        done_outputs(inbox, "call")
+        assert daemon.stop() == 0
+    (inbox / "call.txt").unlink()
+    offline = make_daemon(outputs=["txt", "srt", "vtt"])
+    offline.env["YC_API_KEY"] = "not-used"  # render needs no credentials that work
+    result = offline.cli("render", str(inbox / "call.json"))
+    assert result.returncode == 0
+    assert (inbox / "call.txt").read_text(encoding="utf-8") == STEREO_TXT
+    assert (inbox / "call.srt").exists()
+    assert (inbox / "call.vtt").read_text(encoding="utf-8").startswith("WEBVTT")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    result = offline.cli("render", str(broken), check=False)
+    assert result.returncode == 1
+    assert "broken.json" in result.stderr
+
+
+def test_transcribe_prints_each_transcript_and_exits_by_the_outcome(
+    make_daemon: Callable[..., Daemon], tmp_path: Path, speechkit: LocalSpeechKit
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name, fixture in [
+        ("one.ogg", "mono.ogg"),
+        ("two.ogg", "unicode.ogg"),
+        ("bad.ogg", "vorbis.ogg"),
+    ]:
+        shutil.copy(fixture_path(fixture), elsewhere / name)
+    daemon = make_daemon()
+    result = daemon.cli("transcribe", str(elsewhere / "one.ogg"), str(elsewhere / "two.ogg"))
+    assert result.returncode == 0
+    assert f"==> {elsewhere / 'one.ogg'} <==\n{MONO_TXT}" in result.stdout
+    assert f"==> {elsewhere / 'two.ogg'} <==\n{UNICODE_TXT}" in result.stdout
+    assert (elsewhere / "one.txt").read_text() == MONO_TXT
+    assert (elsewhere / "two.json").exists()
+    failed = daemon.cli(
+        "transcribe", str(elsewhere / "bad.ogg"), str(elsewhere / "x.ogg"), check=False
+    )
+    assert failed.returncode == 1
+    assert "Vorbis" in failed.stderr
+    assert "x.ogg" in failed.stderr
+    assert speechkit.stats()["submissions"] == 2
+
+
+def test_transcribe_while_the_daemon_runs_on_the_same_state_file(
+    make_daemon: Callable[..., Daemon], inbox: Path, speechkit: LocalSpeechKit
+) -> None:
+    with make_daemon().start() as daemon:
+        shutil.copy(fixture_path("mono.ogg"), inbox / "watched.ogg")
+        done_outputs(inbox, "watched")
+        shutil.copy(fixture_path("stereo.ogg"), inbox / "both.ogg")
+        result = subprocess.run(
+            [*command(), "transcribe", "-c", str(daemon.config), str(inbox / "both.ogg"),
+             str(inbox / "watched.ogg")],
+            env=daemon.env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert STEREO_TXT in result.stdout
+        assert MONO_TXT in result.stdout  # answered from the daemon's result
+        done_outputs(inbox, "both")
+        assert speechkit.stats()["submissions"] == 2  # nobody paid twice
+        assert daemon.status()["counts"]["done"] == 2
+        assert daemon.stop() == 0
+
+
+def test_after_done_move_and_delete(
+    make_daemon: Callable[..., Daemon], inbox: Path, tmp_path: Path
+) -> None:
+    processed = inbox / "processed"  # inside the watched folder: must not loop
+    tidy = tmp_path / "tidy"
+    tidy.mkdir()
+    daemon = make_daemon(
+        watch_dirs=[inbox, tidy],
+        watch=[
+            {
+                "path": str(inbox),
+                "recursive": True,
+                "after_done": "move",
+                "move_to": str(processed),
+            },
+            {"path": str(tidy), "after_done": "delete"},
+        ],
+    )
+    with daemon.start():
+        shutil.copy(fixture_path("mono.ogg"), inbox / "call.ogg")
+        shutil.copy(fixture_path("stereo.ogg"), tidy / "gone.ogg")
+        wait_for((processed / "call.ogg").exists, "the audio to be moved")
+        assert (processed / "call.txt").read_text() == MONO_TXT  # outputs follow the audio
+        assert (processed / "call.json").exists()
+        assert not (inbox / "call.ogg").exists()
+        assert not (inbox / "call.txt").exists()
+        wait_for(lambda: not (tidy / "gone.ogg").exists(), "the audio to be deleted")
+        assert (tidy / "gone.txt").read_text() == STEREO_TXT
+        shutil.copy(fixture_path("unicode.ogg"), inbox / "call.ogg")  # the same name again
+        wait_for((processed / "call (2).ogg").exists, "the second call.ogg to be moved")
+        assert (processed / "call (2).txt").read_text() == UNICODE_TXT
+        assert daemon.stop() == 0
+    assert daemon.log().count("settled") == 3  # moved files never came back as new work
