@@ -16,6 +16,7 @@ from daemon import __version__, config, logs, outputs, quota, state, transcripts
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+OFFLINE_COMMANDS = ("status", "retry", "render")  # never talk to the cloud: need no secrets
 
 DESCRIPTION = """\
 Watch folders for Ogg Opus recordings and transcribe them with Yandex SpeechKit
@@ -64,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
-        settings = config.load(config.resolve_path(arguments.config))
+        settings = config.load(
+            config.resolve_path(arguments.config),
+            with_secrets=arguments.command not in OFFLINE_COMMANDS,
+        )
     except config.ConfigError as error:
         for problem in error.problems:
             print(f"speechkit-watch: {problem}", file=sys.stderr)
@@ -93,6 +97,9 @@ def run_command(settings: config.Config, arguments: argparse.Namespace) -> int:
     except service.StartupError as error:
         logging.getLogger("daemon").error("cannot start: %s", error)
         return EXIT_CONFIG
+    except service.ObserverDiedError as error:
+        logging.getLogger("daemon").error("%s", error)
+        return EXIT_FAILED
 
 
 def check_command(settings: config.Config, arguments: argparse.Namespace) -> int:

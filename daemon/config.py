@@ -71,6 +71,7 @@ LANGUAGES = (
 )  # fmt: skip
 
 REQUIRED: Any = object()  # marker: the key has no default
+UNREAD_SECRET = "(not read)"  # noqa: S105 - not a password: stands for a secret when a command loads the config without them
 
 
 class ConfigError(Exception):
@@ -355,8 +356,15 @@ def resolve_path(cli_value: str | None, environ: Mapping[str, str] | None = None
     return DEFAULT_CONFIG_PATH
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, interpolate and validate the config file; raise ConfigError listing every problem."""
+def load(
+    path: Path, environ: Mapping[str, str] | None = None, *, with_secrets: bool = True
+) -> Config:
+    """Read, interpolate and validate the config file; raise ConfigError listing every problem.
+
+    `with_secrets=False` is for commands that never talk to the cloud (`status`, `retry`,
+    `render`): secrets are neither read nor required to be available, so an operator can run
+    them without the service's credentials.
+    """
     environ = os.environ if environ is None else environ
     try:
         text = path.read_text(encoding="utf-8")
@@ -373,12 +381,14 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from None
-    return parse(document, source=path, environ=environ)
+    return parse(document, source=path, environ=environ, with_secrets=with_secrets)
 
 
-def parse(document: Any, *, source: Path, environ: Mapping[str, str]) -> Config:
+def parse(
+    document: Any, *, source: Path, environ: Mapping[str, str], with_secrets: bool = True
+) -> Config:
     """Validate an already-parsed YAML document (pure apart from reading `*_file` secrets)."""
-    validator = _Validator(source, environ)
+    validator = _Validator(source, environ, with_secrets=with_secrets)
     if document is None:
         document = {}
     if not isinstance(document, dict):
@@ -394,9 +404,12 @@ def parse(document: Any, *, source: Path, environ: Mapping[str, str]) -> Config:
 
 
 class _Validator:
-    def __init__(self, source: Path, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, source: Path, environ: Mapping[str, str], *, with_secrets: bool = True
+    ) -> None:
         self.source = source
         self.environ = environ
+        self.with_secrets = with_secrets
         self.problems: list[str] = []
         self.warnings: list[str] = []
 
@@ -419,6 +432,11 @@ class _Validator:
                 file_key = f"{key.name}_file"
                 if present and file_key in mapping:
                     self.problem(key_path, f"set either '{key.name}' or '{file_key}', not both")
+                    continue
+                if not self.with_secrets and (
+                    file_key in mapping or (present and mapping[key.name] is not None)
+                ):
+                    result[key.name] = UNREAD_SECRET
                     continue
                 if file_key in mapping:
                     result[key.name] = self.secret_file(mapping[file_key], _join(prefix, file_key))
@@ -521,7 +539,7 @@ class _Validator:
                 "use service_account_key_file, metadata_service or api_key"
             )
         key_file = speechkit.get("service_account_key_file")
-        if key_file is None:
+        if key_file is None or not self.with_secrets:
             return
         from daemon import credentials  # noqa: PLC0415 - loads cryptography only when needed
 

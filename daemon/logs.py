@@ -12,7 +12,10 @@ import os
 import sys
 from collections.abc import Iterable
 
-JOURNAL_FORMAT = "%(levelname)s %(message)s"
+# `<N>` is the syslog priority; journald reads it (SyslogLevelPrefix=yes, the default), so
+# `journalctl -p err` shows the errors.
+JOURNAL_FORMAT = "<%(priority)d>%(levelname)s %(message)s"
+SYSLOG_PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 MIN_SECRET_LENGTH = 4  # shorter "secrets" (test placeholders) would redact ordinary words
 
@@ -50,15 +53,28 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def stderr_is_journal(environ: dict[str, str] | os._Environ[str], stderr_fd: int = 2) -> bool:
+    """True when stderr is the journal stream systemd gave us (not one a parent passed on)."""
+    device_inode = environ.get("JOURNAL_STREAM", "")
+    if ":" not in device_inode:
+        return False
+    try:
+        found = os.fstat(stderr_fd)
+    except OSError:
+        return False
+    return device_inode == f"{found.st_dev}:{found.st_ino}"
+
+
 class _OneLineFormatter(logging.Formatter):
     """Tracebacks are folded into the same event (journald shows one entry per line)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        record.priority = SYSLOG_PRIORITIES.get(record.levelname, 6)
         return super().format(record).replace("\n", " | ")
 
 
 def configure(level: str, secrets: Iterable[str] = ()) -> None:
-    under_journald = bool(os.environ.get("JOURNAL_STREAM"))
+    under_journald = stderr_is_journal(os.environ)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLineFormatter(JOURNAL_FORMAT if under_journald else TERMINAL_FORMAT))
     handler.addFilter(RedactingFilter(secrets))

@@ -20,9 +20,6 @@ log = logging.getLogger(__name__)
 SOCKET_VARIABLE = "NOTIFY_SOCKET"
 WATCHDOG_USEC_VARIABLE = "WATCHDOG_USEC"
 WATCHDOG_PID_VARIABLE = "WATCHDOG_PID"
-# Removed from our environment once read: a child (an on_complete hook) must not talk to
-# systemd in our name, nor think the watchdog is its own.
-OUR_VARIABLES = (SOCKET_VARIABLE, WATCHDOG_USEC_VARIABLE, WATCHDOG_PID_VARIABLE)
 
 WATCHDOG_PING_FRACTION = 0.5  # sd_watchdog_enabled(3): ping at half the timeout
 MICROSECONDS = 1_000_000
@@ -63,7 +60,8 @@ def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
 
 
 def take_watchdog_interval(environ: MutableMapping[str, str], pid: int) -> float | None:
-    """`watchdog_interval`, then the watchdog variables are removed from `environ`."""
+    """`watchdog_interval`, then the watchdog variables are removed from `environ`: a child
+    (an on_complete hook) must not think the watchdog is its own."""
     interval = watchdog_interval(environ, pid)
     for name in (WATCHDOG_USEC_VARIABLE, WATCHDOG_PID_VARIABLE):
         environ.pop(name, None)
@@ -130,7 +128,8 @@ class Notifier:
 
     @classmethod
     def from_environment(cls, environ: MutableMapping[str, str] | None = None) -> Notifier:
-        """The notifier `$NOTIFY_SOCKET` describes; the variable is removed from `environ`."""
+        """The notifier `$NOTIFY_SOCKET` describes; the variable is removed from `environ`, so
+        a child (an on_complete hook) cannot talk to systemd in our name."""
         environ = os.environ if environ is None else environ
         value = environ.pop(SOCKET_VARIABLE, "")
         return cls(socket_address(value) if value else None)

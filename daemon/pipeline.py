@@ -634,7 +634,7 @@ class Pipeline:
         If not, the row is rescheduled for when it may, without a request being sent.
         """
         now = self.clock()
-        blocked = self.pauses[service].blocked_until(now)
+        blocked = self.pauses[service].blocked_until(now, self.config.auth_retry_seconds)
         if blocked is not None:
             self.store.update(row.id, now, expect=row.state, due_at=blocked)
             return False

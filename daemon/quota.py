@@ -81,9 +81,16 @@ class Pause:
             self._until = 0.0
             return was_paused
 
-    def blocked_until(self, now: float) -> float | None:
-        """The time to wait for, or None when calls may go ahead (one probe after a pause)."""
+    def blocked_until(self, now: float, probe_seconds: float) -> float | None:
+        """The time to wait for, or None when this caller may call.
+
+        When a pause runs out, exactly one caller is let through as the probe; the others wait
+        `probe_seconds` more, by which time the probe has resumed or renewed the pause.
+        """
         with self._lock:
-            if self._until == 0.0 or now >= self._until:
+            if self._until == 0.0:
+                return None
+            if now >= self._until:
+                self._until = now + probe_seconds
                 return None
             return self._until

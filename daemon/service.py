@@ -51,6 +51,10 @@ HANG_VARIABLE = "SPEECHKIT_WATCH_HANG_AT"
 RESTART_ONLY = ("storage", "speechkit", "state_file")
 
 
+class ObserverDiedError(Exception):
+    """A watchdog observer thread is gone: exit non-zero so the service manager restarts us."""
+
+
 class StartupError(Exception):
     """The daemon cannot start (folder missing, state file unusable): one clear line, exit 2."""
 
@@ -69,7 +73,7 @@ class Service:
         self.monotonic = monotonic
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.stopping = threading.Event()
-        self.wake = threading.Event()
+        self.wake = watching.Waker()  # set from signal handlers too: must be reentrant
         self.signals_received = 0
         self.settler = watching.Settler(config.settle_seconds)
         self.watcher = watching.Watcher(config.watch, self.wake)
@@ -236,7 +240,9 @@ class Service:
                 next_backlog_report = self.monotonic() + BACKLOG_LOG_SECONDS
             self._dispatch(store, pipeline, executor)
             if not self.watcher.alive():
-                raise RuntimeError("a folder observer thread died; exiting so systemd restarts us")
+                raise ObserverDiedError(
+                    "a folder observer thread died; exiting so that systemd restarts the daemon"
+                )
             self._tell_systemd(store)
             self.wake.wait(self._sleep_seconds(store, next_rescan))
 

@@ -14,7 +14,6 @@ import os
 import queue
 import stat
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,34 @@ WRITING = "writing"  # modified: someone is writing
 CREATED = "created"  # a new name: being written if empty, else a link or a finished copy
 CLOSED = "closed"  # closed after writing, or renamed into place: the writer is done
 SEEN = "seen"  # found by a scan: judged by stillness alone
+
+
+class Waker:
+    """Wakes the main loop. Like threading.Event, but `set` is safe inside a signal handler:
+    SimpleQueue.put is reentrant, while Event.set takes a lock the interrupted main thread may
+    already hold (a deadlock)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def set(self) -> None:
+        self._queue.put(None)
+
+    def clear(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def wait(self, timeout: float) -> bool:
+        """Block until set or `timeout` seconds pass; True if it was set."""
+        try:
+            self._queue.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return False
+        self._queue.put(None)  # stay set until cleared, as an Event does
+        return True
 
 
 def is_ignored_name(name: str) -> bool:
@@ -204,7 +231,7 @@ class _Handler(FileSystemEventHandler):
         self,
         folder: config_module.WatchFolder,
         hints: queue.SimpleQueue[Hint],
-        wake: threading.Event,
+        wake: Waker,
     ) -> None:
         self.folder = folder
         self.hints = hints
@@ -257,7 +284,7 @@ def _inotify_observer() -> BaseObserver:
 class Watcher:
     """The observers of every watched folder, feeding one queue of hints."""
 
-    def __init__(self, folders: Sequence[config_module.WatchFolder], wake: threading.Event):
+    def __init__(self, folders: Sequence[config_module.WatchFolder], wake: Waker):
         self.wake = wake  # set on every hint so the main loop reacts at once
         self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
         self.observers: list[BaseObserver] = []

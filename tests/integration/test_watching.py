@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def collect(watcher: watching.Watcher, until: int) -> list[watching.Hint]:
 
 def test_events_give_writing_then_closed_and_moves_count_as_closed(tmp_path: Path) -> None:
     folder = WatchFolder(path=tmp_path)
-    watcher = watching.Watcher([folder], threading.Event())
+    watcher = watching.Watcher([folder], watching.Waker())
     watcher.start()
     try:
         with (tmp_path / "a.ogg").open("wb") as stream:
@@ -55,7 +54,7 @@ def test_a_file_moved_in_from_outside_counts_as_closed(tmp_path: Path) -> None:
     inbox.mkdir()
     outside.mkdir()
     (outside / "call.ogg").write_bytes(b"data")
-    watcher = watching.Watcher([WatchFolder(path=inbox)], threading.Event())
+    watcher = watching.Watcher([WatchFolder(path=inbox)], watching.Waker())
     watcher.start()
     try:
         os.rename(outside / "call.ogg", inbox / "call.ogg")

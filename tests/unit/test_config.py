@@ -217,3 +217,14 @@ def test_example_config_documents_every_key_and_is_valid() -> None:
     assert settings.rescan_seconds == defaults.rescan_seconds
     assert settings.concurrency == defaults.concurrency
     assert settings.storage.presign_seconds == defaults.storage.presign_seconds
+
+
+def test_offline_commands_load_the_config_without_secrets(tmp_path: Path) -> None:
+    document = minimal()
+    document["speechkit"] = {"api_key_file": str(tmp_path / "only-the-service-can-read-this")}
+    with pytest.raises(config.ConfigError):
+        parse(document, environ={})
+    settings = config.parse(document, source=Path("conf.yaml"), environ={}, with_secrets=False)
+    assert settings.speechkit.api_key is not None
+    assert settings.speechkit.api_key.reveal() == config.UNREAD_SECRET
+    assert settings.state_file == Path("/var/lib/speechkit-watch/state.db")

@@ -45,12 +45,14 @@ def test_backlog_estimate() -> None:
     assert quota.describe_seconds(90.0) == "2 min"
 
 
-def test_pause_starts_once_blocks_until_then_lets_a_probe_through() -> None:
+def test_pause_starts_once_blocks_until_then_lets_one_probe_through() -> None:
     pause = quota.Pause()
-    assert pause.blocked_until(0.0) is None
+    assert pause.blocked_until(0.0, 60.0) is None
     assert pause.pause(until=60.0) is True  # the caller logs the pause once
     assert pause.pause(until=120.0) is False  # still the same pause
-    assert pause.blocked_until(100.0) == 120.0
-    assert pause.blocked_until(120.0) is None  # time for one probe
-    assert pause.resume() is True  # the caller logs the recovery
+    assert pause.blocked_until(100.0, 60.0) == 120.0
+    assert pause.blocked_until(120.0, 60.0) is None  # the probe
+    assert pause.blocked_until(120.5, 60.0) == 180.0  # everyone else waits for its outcome
+    assert pause.resume() is True  # the probe succeeded: the caller logs the recovery
+    assert pause.blocked_until(121.0, 60.0) is None
     assert pause.resume() is False

@@ -1,0 +1,61 @@
+"""One event per line, journald priorities, and secrets never shown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from daemon import logs
+
+
+def _explode() -> None:
+    raise ValueError("boom with secret-value-123 inside")
+
+
+def record(level: int, message: str, *args: object, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            _explode()
+        except ValueError:
+            exc_info = sys.exc_info()
+    return logging.LogRecord("daemon", level, __file__, 1, message, args, exc_info)
+
+
+def test_journal_lines_carry_the_syslog_priority_and_tracebacks_stay_on_one_line() -> None:
+    formatter = logs._OneLineFormatter(logs.JOURNAL_FORMAT)
+    assert formatter.format(record(logging.ERROR, "failed %s", "x")) == "<3>ERROR failed x"
+    assert formatter.format(record(logging.INFO, "done")) == "<6>INFO done"
+    folded = formatter.format(record(logging.ERROR, "crash", exc=True))
+    assert "\n" not in folded
+    assert "ValueError" in folded
+
+
+def test_secrets_are_redacted_in_messages_and_tracebacks() -> None:
+    redact = logs.RedactingFilter(["secret-value-123", "ab"])  # too short to redact safely
+    message = record(logging.ERROR, "key %s refused", "secret-value-123", exc=True)
+    assert redact.filter(message)
+    formatted = logs._OneLineFormatter(logs.TERMINAL_FORMAT).format(message)
+    assert "secret-value-123" not in formatted
+    assert "key *** refused" in formatted
+    assert "boom with *** inside" in formatted
+
+
+def test_file_names_are_quoted_so_a_newline_cannot_split_an_event() -> None:
+    assert logs.shown("/in/new\nline.ogg") == '"/in/new\\nline.ogg"'
+    assert logs.shown("/in/звонок.ogg") == '"/in/звонок.ogg"'
+
+
+def test_journal_stream_counts_only_when_it_is_our_stderr(tmp_path: Path) -> None:
+    target = tmp_path / "stream"
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT)
+    try:
+        found = os.fstat(descriptor)
+        mine = {"JOURNAL_STREAM": f"{found.st_dev}:{found.st_ino}"}
+        assert logs.stderr_is_journal(mine, descriptor)
+        assert not logs.stderr_is_journal({"JOURNAL_STREAM": "1:2"}, descriptor)  # inherited
+        assert not logs.stderr_is_journal({}, descriptor)
+    finally:
+        os.close(descriptor)
