@@ -112,7 +112,12 @@ class Transcriber:
             if latest.state == state.FAILED:
                 store.requeue(paths=[str(path)], now=now)
                 store.update(latest.id, now, owner=self.owner)
-            # Active under the daemon: wait for its result instead of paying twice.
+            elif latest.state in state.ACTIVE_STATES and not state.daemon_running(
+                config.state_file
+            ):
+                # Left unfinished by a daemon that is not running: carry it on from where it is.
+                store.update(latest.id, now, owner=self.owner)
+            # Otherwise the daemon is on it: wait for its result instead of paying twice.
             return latest.id
         folder = watching.folder_for(str(path), config.watch)
         row_id = store.add_version(

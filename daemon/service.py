@@ -82,6 +82,7 @@ class Service:
         self.changed_paths: list[str] = []
         self._changed_lock = threading.Lock()
         self.store: state.Store | None = None
+        self.scanned_once = False
         self.background: list[concurrent.futures.Future[Any]] = []
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         # systemd: set from the environment in run(); inert until then.
@@ -140,8 +141,18 @@ class Service:
         self.watchdog_seconds = notify.take_watchdog_interval(os.environ, os.getpid())
         self.step_limit_base = notify.step_limit_base(os.environ)
         self.check_folders()
+        lock = state.DaemonLock(self.config.state_file)
         try:
+            if not lock.acquire():
+                raise StartupError(
+                    f"{self.config.state_file}: another speechkit-watch daemon is running on this "
+                    "state file"
+                )
             self.store = state.Store(self.config.state_file)
+        except OSError as error:
+            raise StartupError(
+                f"{lock.path}: cannot lock the state file: {error.strerror}"
+            ) from None
         except state.StateFileError as error:
             raise StartupError(str(error)) from None
         store = self.store
@@ -230,7 +241,13 @@ class Service:
             self._settle(store)
             if self.monotonic() >= next_rescan:
                 self._release_dead_owners(store)
-                self._scan_all()
+                seen = self._scan_all()
+                if not self.scanned_once:
+                    self.scanned_once = True
+                    log.info(
+                        "first scan done: %d audio file(s) found, %d new or changed",
+                        seen, len(self.settler),
+                    )  # fmt: skip
                 next_rescan = self.monotonic() + self.config.rescan_seconds
             if self.monotonic() >= next_sweep:
                 self._dispatch_sweep(store, pipeline, executor)
@@ -303,10 +320,14 @@ class Service:
             path, kind, folder, size=found.st_size, mtime_ns=found.st_mtime_ns, now=self.monotonic()
         )
 
-    def _scan_all(self) -> None:
+    def _scan_all(self) -> int:
+        """Look at every file of every folder (unchanged known ones cost one stat); how many."""
+        seen = 0
         for folder in self.config.watch:
             for path in watching.scan(folder):
                 self._note(path, watching.SEEN, folder)
+                seen += 1
+        return seen
 
     def _settle(self, store: state.Store) -> None:
         now = self.monotonic()

@@ -8,6 +8,7 @@ committed with `synchronous=FULL`, so a `kill -9` loses at most the step that wa
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -38,6 +39,46 @@ ALL_STATES = ACTIVE_STATES + TERMINAL_STATES
 
 class StateFileError(Exception):
     """The state file cannot be used (corrupt, unreadable, from a newer version)."""
+
+
+def daemon_lock_path(state_file: Path) -> Path:
+    return state_file.with_name(state_file.name + ".daemon-lock")
+
+
+class DaemonLock:
+    """Held by the running daemon: one daemon per state file, and `transcribe` can tell."""
+
+    def __init__(self, state_file: Path) -> None:
+        self.path = daemon_lock_path(state_file)
+        self._descriptor: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False if another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        self._descriptor = descriptor
+        return True
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing drops the lock
+            self._descriptor = None
+
+
+def daemon_running(state_file: Path) -> bool:
+    """Whether a daemon holds the lock of this state file right now."""
+    probe = DaemonLock(state_file)
+    if not probe.path.exists():
+        return False
+    if probe.acquire():
+        probe.release()
+        return False
+    return True
 
 
 @dataclass(frozen=True)

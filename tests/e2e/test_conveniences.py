@@ -181,3 +181,30 @@ def test_after_done_move_and_delete(
         assert (processed / "call (2).txt").read_text() == UNICODE_TXT
         assert daemon.stop() == 0
     assert daemon.log().count("settled") == 3  # moved files never came back as new work
+
+
+def test_a_second_daemon_on_the_same_state_file_refuses_to_start(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    first = make_daemon()
+    with first.start():
+        second = first.cli("run", check=False)
+        assert second.returncode == 2
+        assert "another speechkit-watch daemon is running on this state file" in second.stderr
+        assert first.stop() == 0
+
+
+def test_transcribe_finishes_a_file_a_stopped_daemon_left_pending(
+    make_daemon: Callable[..., Daemon], inbox: Path, speechkit: LocalSpeechKit
+) -> None:
+    speechkit.set_config(seconds_per_minute=60.0)  # pending for a while
+    daemon = make_daemon()
+    with daemon.start():
+        shutil.copy(fixture_path("mono.ogg"), inbox / "left.ogg")
+        wait_for(lambda: speechkit.stats()["submissions"] == 1, "the submission")
+        assert daemon.stop() == 0
+    speechkit.set_config(seconds_per_minute=0.5)
+    result = daemon.cli("transcribe", str(inbox / "left.ogg"))
+    assert result.returncode == 0
+    assert MONO_TXT in result.stdout
+    assert speechkit.stats()["submissions"] == 1  # carried on, not submitted again
