@@ -36,7 +36,7 @@ import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from daemon import __version__
+from daemon import __version__, logs
 from daemon.config import Secret
 
 if TYPE_CHECKING:
@@ -416,6 +416,7 @@ class RefreshingCredentials:
             return self._failed(error, usable)
         received_at = self._monotonic()
         schedule = token_schedule(received_at, token.lifetime_seconds)
+        logs.add_secret(token.value)  # last line of defence: never in a log line
         with self._state_lock:
             self._current = _Current(f"Bearer {token.value}", schedule)
             self._failures = 0

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterable
 
 # `<N>` is the syslog priority; journald reads it (SyslogLevelPrefix=yes, the default), so
@@ -25,29 +26,47 @@ def shown(path: object) -> str:
     return json.dumps(os.fsdecode(str(path)), ensure_ascii=False)
 
 
+MAX_RUNTIME_SECRETS = 64  # renewed IAM tokens: the newest are kept; old ones no longer work
+_runtime_secrets: list[str] = []  # secrets learned while running (IAM tokens)
+_runtime_lock = threading.Lock()
+
+
+def add_secret(value: str) -> None:
+    """Redact a secret learned at run time (a new IAM token) from every later log line."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return
+    with _runtime_lock:
+        if value not in _runtime_secrets:
+            _runtime_secrets.append(value)
+            del _runtime_secrets[:-MAX_RUNTIME_SECRETS]
+
+
 class RedactingFilter(logging.Filter):
     """Last line of defence: replaces any known secret in a formatted message with ***."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = sorted(
-            (secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH),
-            key=len,
-            reverse=True,
-        )
+        self.configured = [secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH]
+
+    def secrets(self) -> list[str]:
+        """Configured and run-time secrets, longest first (no partial leftovers)."""
+        with _runtime_lock:
+            known = [*self.configured, *_runtime_secrets]
+        return sorted(known, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        secrets = self.secrets()
+        if not secrets:
             return True
         message = record.getMessage()
         redacted = message
-        for secret in self.secrets:
+        for secret in secrets:
             redacted = redacted.replace(secret, "***")
         if redacted != message:
             record.msg, record.args = redacted, None
         if record.exc_info:
             text = logging.Formatter().formatException(record.exc_info)
-            for secret in self.secrets:
+            for secret in secrets:
                 text = text.replace(secret, "***")
             record.exc_text, record.exc_info = text, None
         return True

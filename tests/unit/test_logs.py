@@ -59,3 +59,11 @@ def test_journal_stream_counts_only_when_it_is_our_stderr(tmp_path: Path) -> Non
         assert not logs.stderr_is_journal({}, descriptor)
     finally:
         os.close(descriptor)
+
+
+def test_secrets_learned_at_run_time_are_redacted_too() -> None:
+    redact = logs.RedactingFilter([])
+    logs.add_secret("t1.fresh-iam-token-value")
+    message = record(logging.INFO, "header Bearer %s", "t1.fresh-iam-token-value")
+    assert redact.filter(message)
+    assert message.getMessage() == "header Bearer ***"
