@@ -165,10 +165,11 @@ class Pipeline:
         if reused is not None:
             return reused
         now = self.clock()
-        return self.store.update(
-            row.id, now, expect=state.QUEUED, state=state.UPLOADING,
-            object_key=self.objects.key_for(row.sha256), attempts=0, due_at=now,
-        )  # fmt: skip
+        if self.store.claim_upload(row.id, self.objects.key_for(row.sha256), now):
+            return True
+        # A twin was hashed at the same moment and won: reuse its operation once it has one.
+        self.store.update(row.id, now, expect=state.QUEUED, due_at=now + DUPLICATE_WAIT_SECONDS)
+        return False
 
     def _reuse(self, row: state.FileRow, digest: str, specification: str) -> bool | None:
         """Same bytes and settings seen before: reuse that result or operation, not pay again.

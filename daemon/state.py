@@ -430,6 +430,20 @@ class Store:
             )
             return cursor.rowcount == 1
 
+    def claim_upload(self, row_id: int, object_key: str, now: float) -> bool:
+        """Move a hashed QUEUED row to UPLOADING unless a twin (same bytes and settings) is
+        already on its way. One statement, so two twins hashed at once cannot both win."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE files SET state = ?, object_key = ?, attempts = 0, due_at = ?, "
+                "updated_at = ? WHERE id = ? AND state = ? AND NOT EXISTS ("
+                " SELECT 1 FROM files AS twin WHERE twin.sha256 = files.sha256"
+                " AND twin.specification = files.specification AND twin.id != files.id"
+                " AND twin.state IN (?, ?, ?))",
+                (UPLOADING, object_key, now, now, row_id, QUEUED, UPLOADING, SUBMITTING, PENDING),
+            )
+            return cursor.rowcount == 1
+
     def requeue(self, *, paths: Iterable[str] = (), all_failed: bool = False, now: float) -> int:
         """Put failed rows (all, or the newest row of each named path) back in the queue."""
         changed = 0

@@ -163,3 +163,18 @@ def test_an_old_state_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> Non
     check = sqlite3.connect(path)
     assert check.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == 3
     check.close()
+
+
+def test_only_one_of_two_twins_claims_the_upload(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    first = store.add_version(path="/a/x.ogg", folder="/a", size=1, mtime_ns=1, now=1.0)
+    second = store.add_version(path="/b/x.ogg", folder="/b", size=1, mtime_ns=1, now=1.0)
+    for row_id in (first, second):
+        store.update(row_id, 2.0, sha256="same", specification='{"model": "general"}')
+    assert store.claim_upload(first, "prefix/same.ogg", 3.0) is True
+    assert store.claim_upload(second, "prefix/same.ogg", 3.0) is False
+    assert store.get(second).state == state.QUEUED
+    other = store.add_version(path="/c/x.ogg", folder="/c", size=1, mtime_ns=1, now=1.0)
+    store.update(other, 2.0, sha256="same", specification='{"model": "deferred-general"}')
+    assert store.claim_upload(other, "prefix/same.ogg", 3.0) is True  # other settings: no twin
+    store.close()
