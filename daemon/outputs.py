@@ -23,6 +23,13 @@ RENDERERS = {
     "vtt": subtitles.render_vtt,
 }
 ERROR_SUFFIX = ".error.json"
+
+
+def writing_order(formats: Iterable[str]) -> list[str]:
+    """NAME.json last: whoever waits for it finds every other output already there."""
+    return sorted(formats, key=lambda name: name == "json")
+
+
 NAME_MAX_BYTES = 255  # the file name limit of Linux file systems
 
 

@@ -355,7 +355,7 @@ class Pipeline:
         out_dir = self.output_dir(row)
         files = {
             outputs.output_path(audio, out_dir, extension): outputs.RENDERERS[extension](operation)
-            for extension in self.config.outputs
+            for extension in outputs.writing_order(self.config.outputs)
         }
         now = self.clock()
         try:

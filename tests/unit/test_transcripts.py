@@ -89,3 +89,9 @@ def test_duration_strings() -> None:
     assert transcripts.parse_duration("12s") == 12.0
     assert transcripts.parse_duration("soon") is None
     assert transcripts.iso_time(0) == "1970-01-01T00:00:00Z"
+
+
+def test_the_json_result_is_written_last() -> None:
+    from daemon import outputs  # noqa: PLC0415
+
+    assert outputs.writing_order(["json", "txt", "srt", "vtt"]) == ["txt", "srt", "vtt", "json"]
