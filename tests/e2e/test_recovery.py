@@ -120,7 +120,7 @@ def test_orphaned_objects_are_deleted_at_start_and_foreign_ones_left(
     client.put_object(Bucket=bucket, Key=foreign, Body=b"keep me")
     with make_daemon().start() as daemon:
         wait_for(lambda: seaweedfs.list_keys(bucket=bucket) == [foreign], "the orphan to go")
-        assert "deleted 1 orphaned object" in daemon.log()
+        wait_for(lambda: "deleted 1 orphaned object" in daemon.log(), "the sweep's log line")
         assert daemon.stop() == 0
     client.delete_object(Bucket=bucket, Key=foreign)
 
