@@ -15,6 +15,7 @@ from typing import Any, Self
 WAIT_SECONDS = 60.0  # generous: CI machines are shared and slow; a pass is usually ~2 s
 POLL_SECONDS = 0.05
 STOP_SECONDS = 15.0
+STATUS_POLL_SECONDS = 0.3  # each look runs `speechkit-watch status`, a process of its own
 
 
 def command() -> list[str]:
@@ -25,7 +26,12 @@ def command() -> list[str]:
     return [sys.executable, "-m", "daemon"]
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    what: str,
+    timeout: float = WAIT_SECONDS,
+    poll: float = POLL_SECONDS,
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -33,7 +39,7 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT_SECO
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll)
 
 
 class Daemon:
@@ -110,6 +116,17 @@ class Daemon:
         result = self.cli("status", "--json")
         document: dict[str, Any] = json.loads(result.stdout)
         return document
+
+    def wait_for_count(self, state: str, count: int) -> dict[str, Any]:
+        """`status --json` once `state` holds `count` files (outputs land just before DONE)."""
+        found: dict[str, Any] = {}
+
+        def reached() -> bool:
+            found.update(self.status())
+            return bool(found["counts"][state] == count)
+
+        wait_for(reached, f"{count} file(s) in state {state}", poll=STATUS_POLL_SECONDS)
+        return found
 
     def __enter__(self) -> Self:
         return self

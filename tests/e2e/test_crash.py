@@ -150,7 +150,7 @@ def test_restart_resumes_pending_operations_without_new_submissions(
     daemon = make_daemon()
     with daemon.start():
         drop(inbox, {"slow.ogg": ("mono.ogg", MONO_TXT)})
-        wait_for(lambda: daemon.status()["counts"]["pending"] == 1, "the operation to be pending")
+        daemon.wait_for_count("pending", 1)
         assert daemon.stop() == 0
     uploads_before = speechkit.stats()["submissions"]
     with daemon.start():

@@ -179,8 +179,7 @@ def test_a_key_file_daemon_keeps_working_while_its_tokens_expire(
             transcript = inbox / f"{name}.txt"
             wait_for(transcript.exists, transcript.name, timeout=WAIT_SECONDS)
             assert transcript.read_text(encoding="utf-8") == text
-        status = daemon.status()
-        assert status["counts"]["done"] == len(expected)
+        status = daemon.wait_for_count("done", len(expected))
         assert status["counts"]["failed"] == 0
         assert status["failed"] == []
         assert daemon.stop() == 0

@@ -242,7 +242,7 @@ def test_unwritable_output_folder_keeps_the_file_pending_until_it_can_write(
         out.unlink()
         out.mkdir()
         assert done_outputs(out, "blocked")[0] == MONO_TXT
-        assert daemon.status()["counts"]["done"] == 1
+        daemon.wait_for_count("done", 1)
         assert daemon.stop() == 0
 
 

@@ -63,8 +63,7 @@ def test_a_rewritten_file_is_transcribed_again_and_outputs_replaced(
         )
         assert done_outputs(inbox, "memo")[1]["id"] != first_id
         assert speechkit.stats()["submissions"] == 2
-        status = daemon.status()
-        assert status["counts"]["done"] == 2
+        daemon.wait_for_count("done", 2)
         assert daemon.stop() == 0
 
 
@@ -95,7 +94,7 @@ def test_a_pending_operation_past_retention_is_resubmitted_without_waiting_for_4
     daemon = make_daemon()
     with daemon.start():
         shutil.copy(fixture_path("mono.ogg"), inbox / "weekend.ogg")
-        wait_for(lambda: daemon.status()["counts"]["pending"] == 1, "a pending operation")
+        daemon.wait_for_count("pending", 1)
         assert daemon.stop() == 0
     db = sqlite3.connect(tmp_path / "state" / "state.db")
     db.execute("UPDATE files SET submitted_at = submitted_at - 4 * 86400")  # a long weekend
