@@ -383,7 +383,7 @@ class Pipeline:
             hook_pending=int(self.config.on_complete is not None),
         )  # fmt: skip
         if finished:
-            lines = transcripts.render_txt(operation).count("\n")
+            lines = len(transcripts.chunks(operation))  # one .txt line per chunk
             log.info(
                 "done %s: operation %s, %d line(s), %d status check(s)",
                 shown(audio), row.operation_id, lines, checks,

@@ -326,17 +326,6 @@ class Store:
             (sha256, specification, exclude, DONE, UPLOADING, SUBMITTING, PENDING),
         )
 
-    def active_object_keys(self) -> set[str]:
-        """Object keys that unfinished rows still need."""
-        states = ",".join("?" * len(ACTIVE_STATES))
-        with self._lock:
-            cursor = self._db.execute(
-                f"SELECT DISTINCT object_key FROM files WHERE state IN ({states}) "  # noqa: S608
-                "AND object_key IS NOT NULL",
-                ACTIVE_STATES,
-            )
-            return {key for (key,) in cursor.fetchall()}
-
     def object_in_use(self, object_key: str, *, exclude: int) -> bool:
         """True if another unfinished row needs the same object (same content, other name)."""
         states = ",".join("?" * len(ACTIVE_STATES))

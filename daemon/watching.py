@@ -159,15 +159,6 @@ class Settler:
             return quiet >= self.grace_seconds
         return quiet >= self.settle_seconds
 
-    def next_deadline(self) -> float | None:
-        """The monotonic time at which some candidate could next become complete."""
-        deadlines = [
-            observation.changed_at
-            + (self.grace_seconds if observation.awaiting_close else self.settle_seconds)
-            for observation in self.candidates.values()
-        ]
-        return min(deadlines, default=None)
-
 
 def stat_regular(path: str, folder_root: str) -> os.stat_result | None:
     """Stat a candidate: a regular file, or a symlink resolving inside the watched folder."""
