@@ -1,7 +1,7 @@
 """Shared fixtures: one real SeaweedFS per session, a fresh bucket per test, the local SpeechKit
 server per test, and a guard that fails any test which leaks a thread or a child process.
 
-`daemon.localserver` is imported inside its fixture, so this file loads even where that
+`speechkit_local` is imported inside its fixture, so this file loads even where that
 package is missing or broken and only the tests that need it fail.
 """
 
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from daemon import devstack
+from speechkit_local import devstack
 
 if TYPE_CHECKING:
-    from daemon.localserver import LocalSpeechKit
+    from speechkit_local import LocalSpeechKit
 
 # The guard runs `pytester` sessions of its own in a subprocess to prove it fails leaky tests.
 pytest_plugins = ("pytester",)
@@ -71,7 +71,7 @@ def api_key() -> str:
 @pytest.fixture
 def speechkit(seaweedfs: devstack.SeaweedFS, api_key: str) -> Iterator[LocalSpeechKit]:
     """The local SpeechKit server in-process, reading audio from the session SeaweedFS."""
-    from daemon.localserver import LocalSpeechKit, ServerSettings  # noqa: PLC0415 - see docstring
+    from speechkit_local import LocalSpeechKit, ServerSettings  # noqa: PLC0415 - see docstring
 
     settings = ServerSettings(
         api_keys=(api_key,),

@@ -26,7 +26,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:  # `python tools/demo.py` from a checkout without install
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from daemon import devstack  # noqa: E402 - needs the path set up above
+from speechkit_local import devstack  # noqa: E402 - needs the path set up above
 
 SAMPLES_DIRECTORY = PROJECT_ROOT / "samples"
 SAMPLE_PATTERN = "*.ogg"

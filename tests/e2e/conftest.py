@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon import devstack
-from daemon.localserver import LocalSpeechKit
+from speechkit_local import LocalSpeechKit, devstack
 from tests.e2e.harness import Daemon
 
 pytestmark = pytest.mark.e2e

@@ -10,8 +10,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon import devstack
-from daemon.localserver import LocalSpeechKit
+from speechkit_local import LocalSpeechKit, devstack
 from tests.e2e.harness import Daemon, leftovers
 
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.localserver import LocalSpeechKit
+from speechkit_local import LocalSpeechKit
 from tests.e2e.harness import Daemon, command, wait_for
 from tests.e2e.test_pipeline import MONO_TXT, STEREO_TXT, UNICODE_TXT, done_outputs
 from tests.fixtures_audio import fixture_path

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import crashpoints, devstack
-from daemon.localserver import LocalSpeechKit
+from daemon import crashpoints
+from speechkit_local import LocalSpeechKit, devstack
 from tests.e2e.harness import Daemon, leftovers, wait_for
 from tests.e2e.test_pipeline import MONO_TXT, STEREO_TXT, UNICODE_TXT
 from tests.fixtures_audio import fixture_path

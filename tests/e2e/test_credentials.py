@@ -18,8 +18,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from daemon import devstack
-from daemon.localserver import LocalSpeechKit, ServerSettings, iam
+from speechkit_local import LocalSpeechKit, ServerSettings, devstack, iam
 from tests.conftest import TEST_SECONDS_PER_MINUTE
 from tests.e2e.conftest import SETTLE_SECONDS
 from tests.e2e.harness import Daemon, wait_for

@@ -9,8 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon import devstack
-from daemon.localserver import LocalSpeechKit, ServerSettings
+from speechkit_local import LocalSpeechKit, ServerSettings, devstack
 from tests.e2e.harness import Daemon, leftovers, wait_for
 from tests.e2e.test_pipeline import MONO_TXT, STEREO_TXT, UNICODE_TXT, done_outputs
 from tests.fixtures_audio import (

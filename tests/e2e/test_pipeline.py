@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import devstack
-from daemon.localserver import LocalSpeechKit
+from speechkit_local import LocalSpeechKit, devstack
 from tests.e2e.harness import Daemon, leftovers, wait_for
 from tests.fixtures_audio import fixture_path
 

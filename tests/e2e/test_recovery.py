@@ -8,8 +8,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon import devstack
-from daemon.localserver import LocalSpeechKit
+from speechkit_local import LocalSpeechKit, devstack
 from tests.e2e.harness import Daemon, wait_for
 from tests.e2e.test_pipeline import MONO_TXT, STEREO_TXT, done_outputs
 from tests.fixtures_audio import fixture_path

@@ -19,10 +19,11 @@ import botocore.exceptions
 import pytest
 import requests
 
-from daemon import config, devstack
+from daemon import config
+from speechkit_local import devstack
 
 if TYPE_CHECKING:
-    from daemon.localserver import LocalSpeechKit
+    from speechkit_local import LocalSpeechKit
 
 OPERATION_POLLS = 200  # the echo engine at 0.5 s per audio minute finishes in well under 1 s
 OPERATION_POLL_SECONDS = 0.05

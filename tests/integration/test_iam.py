@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from daemon import config, credentials, recognition
-from daemon.localserver import LocalSpeechKit, ServerSettings, iam
+from speechkit_local import LocalSpeechKit, ServerSettings, iam
 
 KEY_ID = "ajekeyintegration001"
 ACCOUNT = "ajelocalspeechkit001"  # the local server's default service account
@@ -303,7 +303,7 @@ def test_local_server_command_line_serves_the_exchange(
     port_file = tmp_path / "port"
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "daemon.localserver", "--port-file", str(port_file),
+            sys.executable, "-m", "speechkit_local", "--port-file", str(port_file),
             "--iam-public-key", str(public_key), "--iam-key-id", KEY_ID,
             "--iam-token-lifetime", "15",
         ],

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from daemon import devstack, oggopus
-from daemon.localserver import LocalSpeechKit, ServerSettings
-from daemon.localserver.logic import NANOSECONDS_PER_SECOND, RESPONSE_TYPE, format_duration
+from daemon import oggopus
+from speechkit_local import LocalSpeechKit, ServerSettings, devstack
+from speechkit_local.logic import NANOSECONDS_PER_SECOND, RESPONSE_TYPE, format_duration
 from tests.fixtures_audio import fixture_path
 
 if TYPE_CHECKING:
@@ -794,7 +794,7 @@ def test_logs_hold_neither_keys_nor_presigned_queries(
     seaweedfs: devstack.SeaweedFS,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="daemon.localserver")
+    caplog.set_level(logging.DEBUG, logger="speechkit_local")
     uri = presigned_uri(seaweedfs, upload(seaweedfs, "mono.ogg"))
     operation = submit(api, speechkit, uri)
     api.headers["x-client-request-id"] = "client-42"
@@ -839,7 +839,7 @@ def test_command_line_serves_until_sigterm(seaweedfs: devstack.SeaweedFS, tmp_pa
     command = [
         sys.executable,
         "-m",
-        "daemon.localserver",
+        "speechkit_local",
         "--port-file",
         str(port_file),
         "--seconds-per-minute",
@@ -892,7 +892,7 @@ def test_command_line_serves_until_sigterm(seaweedfs: devstack.SeaweedFS, tmp_pa
 
 def test_command_line_help_says_it_is_an_echo_engine() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "daemon.localserver", "--help"],
+        [sys.executable, "-m", "speechkit_local", "--help"],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from daemon import config, devstack, storage
+from daemon import config, storage
+from speechkit_local import devstack
 
 
 def settings(seaweedfs: devstack.SeaweedFS, bucket: str, **overrides: object) -> config.Storage:

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from daemon import checks, config, credentials, recognition, storage
-from daemon.localserver import iam
-from daemon.localserver.logic import RequestRejectedError
+from speechkit_local import iam
+from speechkit_local.logic import RequestRejectedError
 
 NOW = 1_700_000_000.0
 KEY_ID = "ajekeyid00000000001"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from daemon.localserver import cli, faults, logic, service
+from speechkit_local import cli, faults, logic, service
 
 ONE_SECOND = logic.NANOSECONDS_PER_SECOND
 

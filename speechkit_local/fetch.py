@@ -18,7 +18,7 @@ import botocore.config
 import botocore.exceptions
 import requests
 
-from daemon.localserver import logic
+from speechkit_local import logic
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.localserver import logic
+from speechkit_local import logic
 
 SUBMIT = "submit"
 OPERATION = "operation"

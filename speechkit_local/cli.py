@@ -1,4 +1,4 @@
-"""Command line of the local SpeechKit-compatible server: `python -m daemon.localserver`.
+"""Command line of the local SpeechKit-compatible server: `python -m speechkit_local`.
 
 Secrets never come from argv (it is visible to every user via /proc): API keys, IAM tokens and
 storage keys are read from the environment.
@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from daemon.localserver import faults as faults_module
-from daemon.localserver import fetch, iam, service
-from daemon.localserver.server import LocalSpeechKit
+from speechkit_local import faults as faults_module
+from speechkit_local import fetch, iam, service
+from speechkit_local.server import LocalSpeechKit
 
 ENV_API_KEYS = "SPEECHKIT_LOCAL_API_KEYS"
 ENV_FORBIDDEN_API_KEYS = "SPEECHKIT_LOCAL_FORBIDDEN_API_KEYS"
@@ -81,7 +81,7 @@ def _non_negative(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m daemon.localserver",
+        prog="speechkit-local",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logger = logging.getLogger("daemon.localserver")
+    logger = logging.getLogger("speechkit_local")
     try:
         settings = settings_from_arguments(arguments)
         server = LocalSpeechKit(settings)

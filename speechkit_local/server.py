@@ -25,11 +25,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from daemon.localserver import iam, logic
-from daemon.localserver import service as service_module
-from daemon.localserver.faults import FaultSettings
+from speechkit_local import iam, logic
+from speechkit_local import service as service_module
+from speechkit_local.faults import FaultSettings
 
-LOGGER = logging.getLogger("daemon.localserver")
+LOGGER = logging.getLogger("speechkit_local")
 
 RECOGNIZE_PATH = "/speech/stt/v2/longRunningRecognize"
 OPERATIONS_PATH = "/operations"

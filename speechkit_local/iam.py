@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from daemon.localserver.logic import (
+from speechkit_local.logic import (
     CODE_INVALID_ARGUMENT,
     CODE_UNAUTHENTICATED,
     RequestRejectedError,

@@ -25,13 +25,13 @@ service endpoint. Issued tokens expire on the server's clock.
 Modules: `logic` (pure decisions), `iam` (pure JWT verification and token answers), `faults`
 (fault injection settings and draws), `fetch` (reading the audio like the service does),
 `service` (operations and counters), `server` (HTTP and the in-process `LocalSpeechKit`), `cli`
-(`python -m daemon.localserver`).
+(`python -m speechkit_local`).
 """
 
 from __future__ import annotations
 
-from daemon.localserver.faults import FaultSettings
-from daemon.localserver.server import LocalSpeechKit
-from daemon.localserver.service import ServerSettings
+from speechkit_local.faults import FaultSettings
+from speechkit_local.server import LocalSpeechKit
+from speechkit_local.service import ServerSettings
 
 __all__ = ["FaultSettings", "LocalSpeechKit", "ServerSettings"]

@@ -1,10 +1,10 @@
 """The state of the local SpeechKit service, independent of HTTP: operations, counters, faults.
 
 `SpeechKitService` answers each API call with a `Reply` (status, JSON body, headers, or "drop
-the connection"); the HTTP layer in `daemon.localserver.server` only moves bytes. Recognition
-runs on a bounded worker pool: fetch the audio, inspect it with `daemon.oggopus`, build the echo
-engine's result. An operation becomes visible as done at the later of "processing finished" and
-"created + simulated processing time", computed lazily on each poll (no timers).
+the connection"); the HTTP layer in `speechkit_local.server` only moves bytes. Recognition
+runs on a bounded worker pool: fetch the audio, decode it with a real decoder (`audio`), build
+the echo engine's result. An operation becomes visible as done at the later of "processing
+finished" and "created + simulated processing time", computed lazily on each poll (no timers).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon import oggopus
-from daemon.localserver import faults as faults_module
-from daemon.localserver import fetch, iam, logic
+from speechkit_local import audio, fetch, iam, logic
+from speechkit_local import faults as faults_module
 
-LOGGER = logging.getLogger("daemon.localserver")
+LOGGER = logging.getLogger("speechkit_local")
 
 DEFAULT_HOST = "127.0.0.1"  # test infrastructure never listens beyond loopback
 DEFAULT_SECONDS_PER_MINUTE = 10.0  # documented speed: about 10 s per minute of mono audio
@@ -588,8 +587,13 @@ class SpeechKitService:
         with self._lock:
             self._counters.by_sha256[digest] += 1
         try:
-            info = oggopus.inspect_bytes(data)
-        except oggopus.AudioRefused as refusal:
+            info = audio.read_audio(
+                data,
+                request.audio_encoding,
+                sample_rate_hertz=request.sample_rate_hertz,
+                channel_count=request.audio_channel_count,
+            )
+        except audio.InvalidAudio as refusal:
             LOGGER.info("operation %s: invalid audio: %s", operation_id, refusal.reason)
             self._finish(operation_id, error=invalid_audio, delay_seconds=timing.base_delay_seconds)
             return

@@ -61,7 +61,7 @@ SINGLE_PORT_FLAGS = ("s3.port.iceberg", "s3.port.lance")
 # What weed logs when a port is taken; it then hangs instead of exiting, so we watch the log.
 BIND_FAILURE_MARKERS = ("port allocation failed", "address already in use")
 
-LOCAL_SERVER_MODULE = "daemon.localserver"
+LOCAL_SERVER_MODULE = "speechkit_local"
 LOCAL_SERVER_READY_TIMEOUT_SECONDS = 20.0  # a Python HTTP server starts in well under a second
 LOCAL_SERVER_STOP_TIMEOUT_SECONDS = 10.0  # it handles SIGTERM by shutting its loop down
 CONTROL_TIMEOUT_SECONDS = 5.0  # control calls are local and instant
@@ -458,7 +458,7 @@ class _PortTakenError(RuntimeError):
 
 
 class LocalServerProcess:
-    """`python -m daemon.localserver` as a subprocess on 127.0.0.1 with an OS-chosen port.
+    """`python -m speechkit_local` as a subprocess on 127.0.0.1 with an OS-chosen port.
 
     Secrets go through the environment (never argv, which `ps` shows); the server writes
     its port to a file once it listens.
@@ -544,7 +544,7 @@ class LocalServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
-                cwd=project_root,  # `-m daemon.localserver` finds this checkout
+                cwd=project_root,  # `-m speechkit_local` finds this checkout
                 start_new_session=True,
             )
         try:
