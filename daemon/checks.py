@@ -14,9 +14,10 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -32,13 +33,19 @@ PROBE_KEY_NAME = "speechkit-watch-check-"  # never matches the daemon's own sha2
 OPERATION_ID_ALPHABET = "abcdefghijklmnopqrstuv0123456789"  # what real operation ids are made of
 OPERATION_ID_LENGTH = 20  # "e03" + 17, shaped like a real id so only "not found" can answer
 
+# The role that lets the keys do all the daemon does: put, get, list and delete objects.
+# storage.uploader "does not allow you to delete objects" (Yandex's role reference).
+STORAGE_ROLE = "storage.editor"
+# Codes that mean the keys themselves are wrong, not that their role lacks a permission.
+STORAGE_KEY_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch"})
+
 # What to check when storage refuses a request with this error code.
 STORAGE_ADVICE = {
     "InvalidAccessKeyId": "the bucket refused our keys ({code}): check storage.access_key_id",
     "SignatureDoesNotMatch": "the bucket refused our keys ({code}): check "
     "storage.secret_access_key",
     "AccessDenied": "the keys were refused access ({code}): check both storage keys, and give "
-    "their service account the role storage.uploader on the bucket",
+    f"their service account the role {STORAGE_ROLE} on the bucket",
     "Forbidden": "the keys were refused access ({code}): check storage.access_key_id and "
     "storage.secret_access_key",
     "NoSuchBucket": "there is no such bucket ({code}): check storage.bucket, or create it",
@@ -76,10 +83,29 @@ def storage_problem(error: storage.StorageError, settings: Storage) -> str:
     return f"storage: {text}: check the storage section"
 
 
-def api_problem(error: recognition.ApiError, key: str, url: str) -> Result:
-    """The verdict on the credential probe's answer (a GET of an operation that cannot exist)."""
-    if error.kind == recognition.NOT_FOUND or error.status == 400:
-        # Past authentication: the service looked for the operation (or its id) itself.
+def refused_problem(
+    error: storage.StorageError, settings: Storage, doing: str, needed_for: str
+) -> str:
+    """A write or delete the listing keys were refused: the role to grant, else as usual."""
+    match = _STORAGE_CODE.search(str(error))
+    code = match.group(1) if match is not None else None
+    if not error.auth or code in STORAGE_KEY_CODES:
+        return storage_problem(error, settings)
+    return (
+        f"storage: {doing} was refused ({code or error}): give the service account of "
+        f"storage.access_key_id the role {STORAGE_ROLE} on bucket {settings.bucket} "
+        f"({needed_for})"
+    )
+
+
+def api_problem(error: recognition.ApiError, key: str, url_key: str, url: str) -> Result:
+    """The verdict on a probe's refusal; OK only when the refusal has the API's own shape.
+
+    The probes ask for what cannot succeed (an operation that does not exist, a recognition
+    without audio), so the API's JSON error with a gRPC code (404/5, 400/3) proves that `url`
+    is the API and that it accepted the credentials. Anything else names the URL to fix.
+    """
+    if error.kind in (recognition.NOT_FOUND, recognition.PERMANENT):
         return Result(OK, f"credentials: the recognition API at {url} accepts {key}")
     if error.status == 403:
         return Result(
@@ -93,10 +119,15 @@ def api_problem(error: recognition.ApiError, key: str, url: str) -> Result:
             f"credentials: the recognition API refused {key} ({error}): check {key}; it must "
             "belong to a service account",
         )
+    if error.kind == recognition.NOT_THE_API:
+        return Result(
+            PROBLEM,
+            f"{url_key}: {url} is not the SpeechKit API ({error}): check {url_key}",
+        )
     return Result(
         PROBLEM,
-        f"credentials: the recognition API at {url} did not answer usefully ({error}): check "
-        "speechkit.operations_url and the network",
+        f"{url_key}: the recognition API at {url} did not answer usefully ({error}): check "
+        f"{url_key} and the network",
     )
 
 
@@ -220,7 +251,11 @@ def check_storage(settings: Storage, *, timeout_seconds: float) -> Iterator[Resu
         try:
             objects.upload(probe, key, len(PROBE_BYTES))
         except storage.StorageError as error:
-            yield Result(PROBLEM, storage_problem(error, settings))
+            yield Result(PROBLEM, refused_problem(error, settings, f"writing the test object "
+                         f"{key}", "the daemon uploads every file there"))  # fmt: skip
+            with contextlib.suppress(storage.StorageError):  # a timed-out write may have landed
+                objects.delete(key)
+            yield Result(SKIP, "storage: test object link and delete (it was not written)")
             return
     yield Result(OK, f"storage: wrote the test object {key}")
     try:
@@ -232,10 +267,15 @@ def check_storage(settings: Storage, *, timeout_seconds: float) -> Iterator[Resu
 
 
 def delete_probe(objects: storage.ObjectStore, settings: Storage, key: str) -> Result:
+    """Delete the test object; if that fails, the PROBLEM names it so a person removes it."""
     try:
         objects.delete(key)
     except storage.StorageError as error:
-        return Result(PROBLEM, storage_problem(error, settings))
+        problem = refused_problem(error, settings, "deleting the test object", "the daemon "
+                                  "deletes each object after its result and sweeps orphans "
+                                  "hourly; storage.uploader cannot delete")  # fmt: skip
+        return Result(PROBLEM, f"{problem}; the test object {key} is left in bucket "
+                      f"{settings.bucket}: delete it by hand")  # fmt: skip
     return Result(OK, "storage: deleted the test object")
 
 
@@ -244,9 +284,10 @@ def check_link(
 ) -> Result:
     """Fetch the object by the link the daemon would send in `audio.uri`."""
     if settings.link == "plain":
-        return Result(SKIP, "storage: link is plain, so SpeechKit reads objects with its "
-                      "service account's own rights (role storage.viewer); that cannot be "
-                      "checked from here")  # fmt: skip
+        return Result(SKIP, "storage: link is plain, so SpeechKit reads objects with the rights "
+                      "of the service account that owns the speechkit credentials (it needs "
+                      "storage.viewer on the bucket); that cannot be checked "
+                      "from here")  # fmt: skip
     try:
         url = objects.audio_uri(key)
     except storage.StorageError as error:
@@ -257,6 +298,12 @@ def check_link(
     except requests.RequestException as error:
         return Result(PROBLEM, f"storage: the presigned link {shown} cannot be fetched "
                       f"({type(error).__name__}): check storage.endpoint_url")  # fmt: skip
+    if response.status_code == 403:
+        return Result(PROBLEM, f"storage: the presigned link {shown} was refused (HTTP 403): "
+                      "check storage.region, and give the service account of "
+                      f"storage.access_key_id the role {STORAGE_ROLE} on bucket "
+                      f"{settings.bucket} (a presigned link reads with its signer's "
+                      "rights)")  # fmt: skip
     if response.status_code != 200 or response.content != PROBE_BYTES:
         return Result(PROBLEM, f"storage: the presigned link {shown} answered HTTP "
                       f"{response.status_code}: check storage.endpoint_url and storage.region, "
@@ -269,9 +316,11 @@ def check_link(
 
 
 def check_credentials(
-    settings: SpeechKit, provider: credentials_module.Credentials | None = None
+    settings: SpeechKit,
+    specification: dict[str, Any],
+    provider: credentials_module.Credentials | None = None,
 ) -> Iterator[Result]:
-    """For a key file or the metadata service, get a token; then one authenticated GET."""
+    """For a key file or the metadata service, get a token; then probe both API URLs."""
     key = credentials_module.config_key(settings)
     provider = provider if provider is not None else credentials_module.from_settings(settings)
     client = recognition.RecognitionClient(settings, credentials=provider)
@@ -287,14 +336,30 @@ def check_credentials(
         operation_id = "e03" + "".join(
             secrets.choice(OPERATION_ID_ALPHABET) for _ in range(OPERATION_ID_LENGTH - 3)
         )
-        try:
-            client.get_operation(operation_id)
-        except recognition.ApiError as error:
-            yield api_problem(error, key, settings.operations_url)
-        else:
-            yield Result(OK, f"credentials: the recognition API accepts {key}")
+        operations = probe_result(
+            lambda: client.get_operation(operation_id),
+            key, "speechkit.operations_url", settings.operations_url,
+        )  # fmt: skip
+        yield operations
+        if operations.status == PROBLEM and operations.message.startswith("credentials:"):
+            yield Result(SKIP, "speechkit.recognize_url: not probed (the credentials are refused)")
+            return
+        yield probe_result(
+            lambda: client.submit_without_audio(specification),
+            key, "speechkit.recognize_url", settings.recognize_url,
+        )  # fmt: skip
     finally:
         client.close()
+
+
+def probe_result(probe: Callable[[], object], key: str, url_key: str, url: str) -> Result:
+    """Run one probe that must be refused by the API; an answer of success is a PROBLEM too."""
+    try:
+        probe()
+    except recognition.ApiError as error:
+        return api_problem(error, key, url_key, url)
+    return Result(PROBLEM, f"{url_key}: {url} accepted a request that the SpeechKit API refuses: "
+                  f"check {url_key}")  # fmt: skip
 
 
 def token_message(settings: SpeechKit) -> str:
@@ -318,4 +383,4 @@ def run_checks(config: Config) -> Iterator[Result]:
     yield from check_storage(
         config.storage, timeout_seconds=config.speechkit.request_timeout_seconds
     )
-    yield from check_credentials(config.speechkit)
+    yield from check_credentials(config.speechkit, config.recognition.specification())

@@ -155,6 +155,9 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
             if row.due_at is None
             else round(max(0.0, row.due_at - now), 1),
             "retries": row.attempts,
+            "submissions": row.submissions,
+            # Why it was submitted again, while it is in progress (a failure's reason is below).
+            "resubmitted_because": row.message if row.submissions else None,
         }
         for row in store.in_states(state.ACTIVE_STATES)
     ]
@@ -164,6 +167,7 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
             "stage": row.stage,
             "reason": row.message,
             "code": row.error_code,
+            "submissions": row.submissions,
             "failed_at": None if row.finished_at is None else transcripts.iso_time(row.finished_at),
         }
         for row in store.in_states([state.FAILED])
@@ -178,6 +182,12 @@ def _age(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _submitted(item: dict[str, Any]) -> str:
+    """How often a file was submitted, where that is worth a look (more than once)."""
+    count = item["submissions"]
+    return f"  submitted {count} times" if count > 1 else ""
 
 
 def status_command(settings: config.Config, arguments: argparse.Namespace) -> int:
@@ -211,11 +221,14 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
         for item in report["in_progress"]:
             operation = f"  operation {item['operation_id']}" if item["operation_id"] else ""
             print(f"  {logs.shown(item['path'])}  {item['state']}  age {_age(item['age_seconds'])}"
-                  f"{operation}")  # fmt: skip
+                  f"{operation}{_submitted(item)}")  # fmt: skip
+            if item["resubmitted_because"]:
+                print(f"      submitted again because {item['resubmitted_because']}")
     if report["failed"]:
         print("failed:")
         for item in report["failed"]:
-            print(f"  {logs.shown(item['path'])}  {item['stage']}: {item['reason']}")
+            print(f"  {logs.shown(item['path'])}  {item['stage']}: {item['reason']}"
+                  f"{_submitted(item)}")  # fmt: skip
     return EXIT_OK
 
 

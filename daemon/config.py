@@ -65,10 +65,17 @@ LINK_KINDS = ("presigned", "plain")
 CREDENTIAL_KEYS = ("api_key", "iam_token", "service_account_key_file", "metadata_service")
 AFTER_DONE_ACTIONS = ("keep", "move", "delete")
 DEFAULT_HOOK_TIMEOUT = 60.0  # a notification hook that takes a minute is stuck
+# The documented v2 language codes, in their canonical spelling; the service reads them in any
+# case (`ru-ru` is valid), so the config does too and sends this spelling.
 LANGUAGES = (
     "ru-RU", "en-US", "de-DE", "es-ES", "fi-FI", "fr-FR", "he-HE", "it-IT", "kk-KZ", "nl-NL",
     "pl-PL", "pt-PT", "pt-BR", "sv-SE", "tr-TR", "uz-UZ", "auto",
 )  # fmt: skip
+# The documented v2 models; deferred-general is the cheap one that finishes within 24 h.
+MODELS = ("general", "general:rc", "general:deprecated", "deferred-general")
+# Languages that only some models serve (the docs: pt-BR only with general:rc).
+LANGUAGE_MODELS = {"pt-BR": ("general:rc",)}
+AUTO_LANGUAGE = "auto"  # the service detects the language; its text then gets no normalization
 
 REQUIRED: Any = object()  # marker: the key has no default
 UNREAD_SECRET = "(not read)"  # noqa: S105 - not a password: stands for a secret when a command loads the config without them
@@ -126,10 +133,12 @@ def _recognition_keys(*, with_defaults: bool) -> tuple[Key, ...]:
         return value if with_defaults else None
 
     return (
-        Key("language", "enum", "languageCode", default(DEFAULT_LANGUAGE), choices=LANGUAGES,
+        Key("language", "language", "languageCode, any case (pt-BR needs model general:rc; "
+            "auto: detected, never normalized)", default(DEFAULT_LANGUAGE), choices=LANGUAGES,
             nullable=not with_defaults),
-        Key("model", "str", "model: general, general:rc, deferred-general (cheap, within 24 h)",
-            default(DEFAULT_MODEL), nullable=not with_defaults),
+        Key("model", "enum", "model: general, general:rc, general:deprecated, deferred-general "
+            "(cheap, within 24 h)", default(DEFAULT_MODEL), choices=MODELS,
+            nullable=not with_defaults),
         Key("profanity_filter", "bool", "profanityFilter", default(False),
             nullable=not with_defaults),
         Key("literature_text", "bool", "literature_text: punctuation and capitals",
@@ -559,8 +568,34 @@ class _Validator:
             return
         self.warn_if_readable_by_others(Path(key_file), key_path)
 
+    def recognition_checks(self, values: dict[str, Any]) -> None:
+        """Pairs of settings the service refuses together, for the global and each folder's."""
+        base = values["recognition"]
+        places = [("recognition", base)] + [
+            (f"watch[{index}].recognition", {**base, **_set_values(folder["recognition"])})
+            for index, folder in enumerate(values["watch"])
+            if _set_values(folder["recognition"])
+        ]
+        for prefix, settings in places:
+            language, model = settings.get("language"), settings.get("model")
+            if language is None or model is None:
+                continue  # already reported
+            allowed = LANGUAGE_MODELS.get(language)
+            if allowed is not None and model not in allowed:
+                self.problem(
+                    f"{prefix}.language",
+                    f"{language} is recognised only by model {' or '.join(allowed)}, and "
+                    f"'{prefix}.model' is {model}: set model: {allowed[0]}, or another language",
+                )
+            if language == AUTO_LANGUAGE and settings.get("literature_text"):
+                self.warnings.append(
+                    f"{self.source}: at '{prefix}.literature_text': with language auto the "
+                    "service does not normalize the text, so literature_text has no effect"
+                )
+
     def cross_checks(self, values: dict[str, Any]) -> None:
         self.credential_checks(values["speechkit"])
+        self.recognition_checks(values)
         if not values["watch"]:
             self.problem("watch", "list at least one folder to watch")
         hook = values["on_complete"]
@@ -605,6 +640,17 @@ def _check_enum(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any
         validator.problem(key_path, f"expected one of {', '.join(key.choices)}; got {text!r}")
         return None
     return text
+
+
+def _check_language(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    """A language code in any case, as the service reads it; the canonical spelling is kept."""
+    text = validator.string(raw, key_path)
+    if text is None:
+        return None
+    canonical = {choice.lower(): choice for choice in key.choices}.get(text.lower())
+    if canonical is None:
+        validator.problem(key_path, f"expected one of {', '.join(key.choices)}; got {text!r}")
+    return canonical
 
 
 def _check_bool(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
@@ -674,6 +720,7 @@ _KIND_HANDLERS: dict[str, Callable[[_Validator, Any, Key, str], Any]] = {
     "url": _check_url,
     "path": _check_path,
     "enum": _check_enum,
+    "language": _check_language,
     "bool": _check_bool,
     "int": _check_number,
     "float": _check_number,
@@ -704,10 +751,13 @@ def _suggest(name: str, known: Mapping[str, Key]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _set_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def _recognition(values: Mapping[str, Any], base: Recognition | None = None) -> Recognition:
     base = base or Recognition()
-    overrides = {name: value for name, value in values.items() if value is not None}
-    return Recognition(**{**base.__dict__, **overrides})
+    return Recognition(**{**base.__dict__, **_set_values(values)})
 
 
 def _build(values: dict[str, Any], source: Path, warnings: tuple[str, ...] = ()) -> Config:

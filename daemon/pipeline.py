@@ -47,6 +47,15 @@ RESULT_RETENTION_SECONDS = 3 * 86400  # the service forgets results 3 days after
 RETENTION_MARGIN_SECONDS = 3600  # resubmit a little before the service would answer 404
 DUPLICATE_WAIT_SECONDS = 2.0  # a twin being uploaded gets its operation id within seconds
 RECOGNITION, STORAGE = "recognition API", "storage"
+# URLs that answered something other than the API (a bare 404, an HTML page): paused on their own.
+RECOGNIZE_URL, OPERATIONS_URL = "speechkit.recognize_url", "speechkit.operations_url"
+# Each submission may be billed. Whatever the reason to submit again (a forgotten operation, an
+# operation ending in the service's own error, a lost answer), a file version is submitted at
+# most this often; then it fails with the reasons, so that a person looks instead of a bill.
+MAX_SUBMISSIONS = 3
+# Operation errors that are the service's own trouble (google.rpc.Code): DEADLINE_EXCEEDED,
+# RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE. Submitted again; other codes fail the file.
+RETRYABLE_OPERATION_CODES = frozenset({4, 8, 10, 13, 14})
 SUBMIT_CALL, CHECK_CALL = "submit", "check"
 STORAGE_CREDENTIALS = "storage.access_key_id / storage.secret_access_key"
 HOOK_MAX_ATTEMPTS = 2  # a hook cut short by a crash runs once more, never in a loop
@@ -94,7 +103,9 @@ class Pipeline:
                 config.quota.status_checks_per_hour, history=store.recent_calls(CHECK_CALL, since)
             ),
         }
-        self.pauses = {RECOGNITION: quota.Pause(), STORAGE: quota.Pause()}
+        self.pauses = {
+            name: quota.Pause() for name in (RECOGNITION, STORAGE, RECOGNIZE_URL, OPERATIONS_URL)
+        }
         self._pacing: set[str] = set()
         self._lock = threading.Lock()
         # Learned from finished operations: how much slower than documented the service is now.
@@ -262,7 +273,9 @@ class Pipeline:
             uri = self.objects.audio_uri(row.object_key)
         except StorageError as error:
             return self._transient(row, state.SUBMITTING, "submit", str(error), auth=error.auth)
-        if not self._may_call(row, RECOGNITION, SUBMIT_CALL):
+        if self._submission_cap_reached(row, "submit"):
+            return False
+        if not self._may_call(row, (RECOGNITION, RECOGNIZE_URL), SUBMIT_CALL):
             return False
         crash_point("before_submit")
         try:
@@ -281,9 +294,11 @@ class Pipeline:
         )  # fmt: skip
         crash_point("after_commit")
         self._auth_ok(RECOGNITION)
+        self._url_ok(RECOGNIZE_URL)
+        again = f" (submission {row.submissions + 1} of at most {MAX_SUBMISSIONS})"
         log.info(
-            "submitted %s: operation %s, first status check in %.1f s",
-            shown(row.path), operation["id"], delay,
+            "submitted %s: operation %s, first status check in %.1f s%s",
+            shown(row.path), operation["id"], delay, again if row.submissions else "",
         )  # fmt: skip
         return False
 
@@ -293,27 +308,27 @@ class Pipeline:
         if row.submitted_at is not None and now - row.submitted_at > (
             RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
         ):
-            log.warning(
-                "operation %s of %s is older than the service keeps results; submitting again",
-                row.operation_id, shown(row.path),
-            )  # fmt: skip
-            return self._resubmit(row)
-        if not self._may_call(row, RECOGNITION, CHECK_CALL):
+            return self._resubmit(
+                row, f"operation {row.operation_id} is older than the service keeps results"
+            )
+        if not self._may_call(row, (RECOGNITION, OPERATIONS_URL), CHECK_CALL):
             return False
         try:
             operation = self.api.get_operation(row.operation_id)
         except ApiError as error:
             if error.kind == recognition.NOT_FOUND:
-                log.warning(
-                    "operation %s of %s is unknown to the service (expired?); submitting again",
-                    row.operation_id, shown(row.path),
-                )  # fmt: skip
-                return self._resubmit(row)
+                return self._resubmit(
+                    row, f"operation {row.operation_id} is unknown to the service (expired?)"
+                )
+            if error.kind == recognition.NOT_THE_API:
+                return self._not_the_api(row, OPERATIONS_URL, self.config.speechkit.operations_url,
+                                         "status checks", error)  # fmt: skip
             return self._transient(
                 row, state.PENDING, "status check", str(error),
                 auth=error.kind == recognition.AUTH, retry_after=error.retry_after,
             )  # fmt: skip
         self._auth_ok(RECOGNITION)
+        self._url_ok(OPERATIONS_URL)
         checks = row.checks + 1
         if not operation.get("done"):
             delay = scheduling.later_check_delay(
@@ -332,6 +347,14 @@ class Pipeline:
             code = failure.get("code")
             message = str(failure.get("message") or "recognition failed")
             self.store.update(row.id, now, expect=state.PENDING, checks=checks)
+            if code in RETRYABLE_OPERATION_CODES:
+                return self._resubmit(
+                    self.store.get(row.id),
+                    f"operation {row.operation_id} ended with the service's own error "
+                    f"(code {code}: {message})",
+                    delay=scheduling.retry_delay(row.submissions, self.rng),
+                    code=code,
+                )
             self.fail(
                 row, "recognition", f"the service could not recognise the audio: {message}",
                 expect=state.PENDING, code=code, operation_id=row.operation_id,
@@ -339,15 +362,57 @@ class Pipeline:
             return False
         return self.finish(row, operation, checks)
 
-    def _resubmit(self, row: state.FileRow) -> bool:
-        """Submit again with a fresh link; upload first, the object may have been deleted."""
-        assert row.sha256 is not None  # noqa: S101 - a pending row was hashed
+    def _resubmit(
+        self, row: state.FileRow, why: str, *, delay: float = 0.0, code: int | None = None
+    ) -> bool:
+        """Submit again with a fresh link (upload first: the object may have been deleted),
+        unless this file version has been submitted MAX_SUBMISSIONS times already."""
+        digest = row.sha256
+        assert digest is not None  # noqa: S101 - a pending row was hashed
         now = self.clock()
+        # The reason waits in `message` (free while a row is active) for the cap's failure text.
+        row = replace(row, message=why, error_code=code)
+        if self._submission_cap_reached(row, "recognition"):
+            return False
+        log.warning("%s of %s; submitting again in %.0f s (submission %d of at most %d)",
+                    why, shown(row.path), delay, row.submissions + 1, MAX_SUBMISSIONS)  # fmt: skip
         return self.store.update(
             row.id, now, expect=state.PENDING, state=state.UPLOADING, operation_id=None,
-            object_key=self.objects.key_for(row.sha256), duplicate_of=None, attempts=0,
-            due_at=now,
+            object_key=self.objects.key_for(digest), duplicate_of=None, attempts=0,
+            due_at=now + delay, message=why, error_code=code,
         )  # fmt: skip
+
+    def _submission_cap_reached(self, row: state.FileRow, stage: str) -> bool:
+        """Fail the row instead of paying once more when it has been submitted often enough."""
+        if row.submissions < MAX_SUBMISSIONS:
+            return False
+        self.fail(
+            row, stage,
+            f"submitted {row.submissions} times without a transcript (each may be billed); the "
+            f"last reason to submit again: {row.message or 'unknown'}. Not submitted again: look "
+            "into it, then `speechkit-watch retry` the file",
+            expect=row.state, code=row.error_code, operation_id=row.operation_id,
+        )  # fmt: skip
+        return True
+
+    def _not_the_api(
+        self, row: state.FileRow, name: str, url: str, calls: str, error: ApiError
+    ) -> bool:
+        """Something other than the API answered at `url`: pause those calls, keep the row."""
+        now = self.clock()
+        until = now + self.config.auth_retry_seconds
+        if self.pauses[name].pause(until):
+            log.error(
+                "%s at %s get answers that are not the SpeechKit API (%s): check %s; %s are "
+                "paused and tried again every %.0f s; no file is submitted again or failed for it",
+                calls, url, error.message, name, calls, self.config.auth_retry_seconds,
+            )  # fmt: skip
+        self.store.update(row.id, now, expect=row.state, due_at=until)
+        return False
+
+    def _url_ok(self, name: str) -> None:
+        if self.pauses[name].resume():
+            log.info("%s answers as the SpeechKit API again; work resumes", name)
 
     def finish(self, row: state.FileRow, operation: dict[str, Any], checks: int) -> bool:
         """Write the outputs, then record DONE, then delete the object."""
@@ -568,6 +633,9 @@ class Pipeline:
         return deleted
 
     def _submit_failed(self, row: state.FileRow, error: ApiError) -> bool:
+        if error.kind == recognition.NOT_THE_API:
+            return self._not_the_api(row, RECOGNIZE_URL, self.config.speechkit.recognize_url,
+                                     "submissions", error)  # fmt: skip
         if error.kind == recognition.PERMANENT:
             self.fail(
                 row, "submit", f"the service refused the request: {error.message}",
@@ -581,6 +649,10 @@ class Pipeline:
                 "the answer to the submission of %s was lost (%s); it will be submitted again and "
                 "may be billed twice",
                 shown(row.path), error.message,
+            )  # fmt: skip
+            self.store.update(
+                row.id, self.clock(), expect=state.SUBMITTING, submissions=row.submissions + 1,
+                message=f"the answer to a submission was lost ({error.message})",
             )  # fmt: skip
         return self._transient(
             row, state.SUBMITTING, "submit", str(error),
@@ -629,16 +701,17 @@ class Pipeline:
         if self.pauses[service].resume():
             log.info("the %s accepts our credentials again; work resumes", service)
 
-    def _may_call(self, row: state.FileRow, service: str, call: str | None = None) -> bool:
-        """Whether a step may call `service` now: not paused, and inside the hourly quota.
-
-        If not, the row is rescheduled for when it may, without a request being sent.
-        """
+    def _may_call(
+        self, row: state.FileRow, pauses: str | tuple[str, ...], call: str | None = None
+    ) -> bool:
+        """Whether a step may call a service now: none of its `pauses` holds, and the hourly
+        quota allows it. If not, the row is rescheduled for when it may, without a request."""
         now = self.clock()
-        blocked = self.pauses[service].blocked_until(now, self.config.auth_retry_seconds)
-        if blocked is not None:
-            self.store.update(row.id, now, expect=row.state, due_at=blocked)
-            return False
+        for name in (pauses,) if isinstance(pauses, str) else pauses:
+            blocked = self.pauses[name].blocked_until(now, self.config.auth_retry_seconds)
+            if blocked is not None:
+                self.store.update(row.id, now, expect=row.state, due_at=blocked)
+                return False
         if call is None:
             return True
         wait = self.windows[call].acquire(now)

@@ -26,8 +26,14 @@ USER_AGENT = f"speechkit-watch/{__version__}"
 TRANSIENT = "transient"  # retry later with backoff (network, 5xx, 429)
 AUTH = "auth"  # credentials refused: pause, retry slowly, never fail the file
 PERMANENT = "permanent"  # the request itself is wrong for this file: fail the file
-NOT_FOUND = "not_found"  # the operation is unknown to the service (expired or never recorded)
+NOT_FOUND = "not_found"  # the API itself says (404, code 5) that the operation does not exist
 AMBIGUOUS = "ambiguous"  # the submit may have reached the service; its answer was lost
+# Something answered that is not the API: a 404 or other client error without the API's JSON
+# error body (a wrong URL, a proxy, an HTML page). Says nothing about the file or operation:
+# pause calls to that URL and probe again later; never resubmit or fail a file for it.
+NOT_THE_API = "not_the_api"
+
+CODE_NOT_FOUND = 5  # google.rpc.Code NOT_FOUND: the API's "no such operation"
 
 
 @dataclass
@@ -50,14 +56,20 @@ class ApiError(Exception):
         return "; ".join(parts)
 
 
-def classify(status: int) -> str:
-    """What to do about an HTTP error status from the API."""
+def classify(status: int, code: int | None) -> str:
+    """What to do about an HTTP error status and the gRPC code of the API's JSON error body.
+
+    `code` is None when the body is not the API's error shape. Only the API's own word counts
+    as "no such operation" or "bad request"; the same status from anything else is NOT_THE_API.
+    """
     if status in (401, 403):
         return AUTH
-    if status == 404:
-        return NOT_FOUND
     if status in (408, 429) or status >= 500:
         return TRANSIENT
+    if code is None:
+        return NOT_THE_API
+    if status == 404:
+        return NOT_FOUND if code == CODE_NOT_FOUND else NOT_THE_API
     return PERMANENT
 
 
@@ -86,8 +98,12 @@ def error_from_response(response: requests.Response) -> ApiError:
             code = raw_code
         if isinstance(body.get("message"), str) and body["message"]:
             message = body["message"]
+    if code is None and response.status_code < 500:
+        message = (
+            f"{response.url} answered HTTP {response.status_code} without the API's error body"
+        )
     return ApiError(
-        kind=classify(response.status_code),
+        kind=classify(response.status_code, code),
         message=message,
         status=response.status_code,
         code=code,
@@ -178,8 +194,27 @@ class RecognitionClient:
         self._check_refused(response, headers)
         return self._operation(response)
 
+    def submit_without_audio(self, specification: dict[str, Any]) -> dict[str, Any]:
+        """POST longRunningRecognize with no `audio`: the probe of `check`.
+
+        The API refuses such a request (400, code 3) once it has accepted the credentials, so
+        nothing is created or billed; its answer shows whether `recognize_url` is the API.
+        """
+        headers = self._headers()
+        try:
+            response = self.session.post(
+                self.settings.recognize_url,
+                json={"config": {"specification": specification}},
+                headers=headers,
+                timeout=self.settings.request_timeout_seconds,
+            )
+        except requests.RequestException as error:
+            raise ApiError(TRANSIENT, f"recognition API unreachable: {_describe(error)}") from None
+        self._check_refused(response, headers)
+        return self._operation(response)
+
     def get_operation(self, operation_id: str) -> dict[str, Any]:
-        """GET the operation; ApiError with kind NOT_FOUND when the service does not know it."""
+        """GET the operation; ApiError with kind NOT_FOUND only when the API says it has none."""
         url = f"{self.settings.operations_url}/{operation_id}"
         headers = self._headers()
         try:
@@ -198,10 +233,12 @@ class RecognitionClient:
             operation = response.json()
         except ValueError:
             raise ApiError(
-                TRANSIENT, "the API answered with something that is not JSON", status=200
+                NOT_THE_API, f"{response.url} answered with something that is not JSON", status=200
             ) from None
         if not isinstance(operation, dict) or not isinstance(operation.get("id"), str):
-            raise ApiError(TRANSIENT, "the API answered without an operation id", status=200)
+            raise ApiError(
+                NOT_THE_API, f"{response.url} answered without an operation id", status=200
+            )
         return operation
 
 

@@ -434,20 +434,23 @@ class Store:
             return cursor.rowcount == 1
 
     def requeue(self, *, paths: Iterable[str] = (), all_failed: bool = False, now: float) -> int:
-        """Put failed rows (all, or the newest row of each named path) back in the queue."""
+        """Put failed rows (all, or the newest row of each named path) back in the queue.
+
+        The submission count starts again: a person looked (see pipeline.MAX_SUBMISSIONS)."""
         changed = 0
         with self._transaction() as db:
             if all_failed:
                 cursor = db.execute(
-                    "UPDATE files SET state = ?, due_at = ?, attempts = 0, stage = NULL, "
-                    "message = NULL, error_code = NULL, updated_at = ? WHERE state = ?",
+                    "UPDATE files SET state = ?, due_at = ?, attempts = 0, submissions = 0, "
+                    "stage = NULL, message = NULL, error_code = NULL, updated_at = ? "
+                    "WHERE state = ?",
                     (QUEUED, now, now, FAILED),
                 )
                 changed += cursor.rowcount
             for path in paths:
                 cursor = db.execute(
-                    "UPDATE files SET state = ?, due_at = ?, attempts = 0, stage = NULL, "
-                    "message = NULL, error_code = NULL, updated_at = ? WHERE id = "
+                    "UPDATE files SET state = ?, due_at = ?, attempts = 0, submissions = 0, "
+                    "stage = NULL, message = NULL, error_code = NULL, updated_at = ? WHERE id = "
                     "(SELECT MAX(id) FROM files WHERE path = ?) AND state = ?",
                     (QUEUED, now, now, _encode(path), FAILED),
                 )

@@ -1,9 +1,12 @@
-"""SubRip (.srt) and WebVTT (.vtt) subtitles from the word timings of a finished operation.
+"""SubRip (.srt) and WebVTT (.vtt) subtitles of a finished operation.
 
-Pure functions. Cues last a few seconds and hold at most two lines of about 42 characters;
-they never overlap and are in time order. With several channels each cue starts with
-`[channel N] ` and the channels' cues are merged by time. Without word timings (the service
-may omit them) each chunk becomes one cue, timed by an estimate from its length.
+Pure functions. The cue text is each chunk's text (what `.txt` says), timed by the chunk's word
+timings: with `literature_text` the text has capitals, punctuation and digits while `words[]`
+may stay raw (lower case, no punctuation, numbers as words), so the words give only the times.
+Cues last a few seconds and hold at most two lines of about 42 characters; they never overlap
+and are in time order. With several channels each cue starts with `[channel N] ` and the
+channels' cues are merged by time. Without word timings (the service may omit them) each chunk
+becomes one cue, timed by an estimate from its length.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ class _Word:
     end: float
 
 
-def _words(chunk: Mapping[str, Any]) -> list[_Word]:
+def _word_timings(chunk: Mapping[str, Any]) -> list[_Word]:
+    """The chunk's words with a text and a start time, as `words[]` gives them."""
     alternatives = chunk.get("alternatives")
     if (
         not isinstance(alternatives, list)
@@ -57,6 +61,61 @@ def _words(chunk: Mapping[str, Any]) -> list[_Word]:
     return found
 
 
+def text_tokens(text: str) -> list[str]:
+    """The chunk text cut into one token per spoken word, as written.
+
+    A run of punctuation standing alone (a dash, a lone quote) is no spoken word and gets no
+    entry in `words[]`: it stays with the token before it (the one after it at the start).
+    """
+    tokens: list[str] = []
+    leading: list[str] = []
+    for part in text.split():
+        if any(character.isalnum() for character in part):
+            tokens.append(" ".join([*leading, part]))
+            leading = []
+        elif tokens:
+            tokens[-1] += " " + part
+        else:
+            leading.append(part)
+    if leading:  # a text of punctuation only
+        tokens.append(" ".join(leading))
+    return tokens
+
+
+def spread(tokens: Sequence[str], start: float, end: float) -> list[_Word]:
+    """Tokens one after another from `start` to `end`, each lasting in proportion to its length.
+
+    Longer words take longer to say, so a cue break inside the chunk lands near where it
+    was spoken. A pause inside the span is not kept: the tokens follow one another.
+    """
+    total = sum(len(token) for token in tokens)
+    timed, done = [], 0
+    for token in tokens:
+        token_start = start + (end - start) * done / total
+        done += len(token)
+        timed.append(_Word(token, token_start, start + (end - start) * done / total))
+    return timed
+
+
+def timed_tokens(chunk: Mapping[str, Any]) -> list[_Word]:
+    """The chunk's text token by token, timed by its word timings.
+
+    As many tokens as words: token i takes word i's times (by position). Otherwise (the text
+    says "25" where the words say "twenty five") the tokens share the chunk's span, from the
+    first word's start to the last word's end, by `spread`. No word timings: nothing (the
+    caller estimates); no text but words: the words themselves, so nothing said is lost.
+    """
+    words = _word_timings(chunk)
+    tokens = text_tokens(transcripts.chunk_text(chunk))
+    if not words or not tokens:
+        return words
+    if len(tokens) == len(words):
+        return [
+            _Word(token, word.start, word.end) for token, word in zip(tokens, words, strict=True)
+        ]
+    return spread(tokens, min(word.start for word in words), max(word.end for word in words))
+
+
 def wrap(text: str, width: int = LINE_CHARACTERS) -> list[str]:
     """Greedy word wrap; a word longer than the width gets a line of its own."""
     lines: list[str] = []
@@ -72,23 +131,31 @@ def _fits(words: Sequence[str], prefix: str) -> bool:
     return len(wrap(prefix + " ".join(words))) <= MAX_LINES
 
 
+def _starts_new_cue(group: Sequence[_Word], word: _Word, prefix: str) -> bool:
+    """Does `word` belong in a new cue: after a pause, past the length, or past two lines?"""
+    start = min(item.start for item in group)
+    end = max(item.end for item in [*group, word])
+    return (
+        word.start - group[-1].end > MAX_WORD_GAP_SECONDS
+        or end - start > MAX_CUE_SECONDS
+        or not _fits([*(item.text for item in group), word.text], prefix)
+    )
+
+
 def channel_cues(words: Sequence[_Word], prefix: str = "") -> list[Cue]:
-    """Group one channel's words (in time order) into cues."""
+    """Group one channel's timed tokens, in reading order, into cues."""
     cues: list[Cue] = []
     group: list[_Word] = []
 
     def close() -> None:
         if group:
             text = prefix + " ".join(word.text for word in group)
-            cues.append(Cue(group[0].start, max(word.end for word in group), wrap(text)))
+            start = min(word.start for word in group)
+            cues.append(Cue(start, max(word.end for word in group), wrap(text)))
             group.clear()
 
-    for word in sorted(words, key=lambda item: item.start):
-        if group and (
-            word.start - group[-1].end > MAX_WORD_GAP_SECONDS
-            or max(word.end, group[-1].end) - group[0].start > MAX_CUE_SECONDS
-            or not _fits([*(item.text for item in group), word.text], prefix)
-        ):
+    for word in words:
+        if group and _starts_new_cue(group, word, prefix):
             close()
         group.append(word)
     close()
@@ -129,14 +196,19 @@ def build_cues(operation: Mapping[str, Any]) -> list[Cue]:
     found = transcripts.chunks(operation)
     tags = sorted({transcripts.channel_tag(chunk) for chunk in found})
     several = len(tags) > 1
-    by_channel: dict[str, list[_Word]] = {tag: [] for tag in tags}
+    by_channel: dict[str, list[list[_Word]]] = {tag: [] for tag in tags}
     for chunk in found:
-        by_channel[transcripts.channel_tag(chunk)].extend(_words(chunk))
+        timed = timed_tokens(chunk)
+        if timed:
+            by_channel[transcripts.channel_tag(chunk)].append(timed)
     if not any(by_channel.values()):
         return without_overlaps(_estimated_cues(operation, several))
     cues: list[Cue] = []
-    for tag, words in by_channel.items():
-        cues.extend(channel_cues(words, f"[channel {tag}] " if several else ""))
+    for tag, chunk_tokens in by_channel.items():
+        # Chunks by start time, each chunk's tokens in the order they are written.
+        ordered = sorted(chunk_tokens, key=lambda timed: min(token.start for token in timed))
+        reading = [token for timed in ordered for token in timed]
+        cues.extend(channel_cues(reading, f"[channel {tag}] " if several else ""))
     return without_overlaps(cues)
 
 

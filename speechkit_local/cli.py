@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from speechkit_local import faults as faults_module
-from speechkit_local import fetch, iam, service
+from speechkit_local import fetch, iam, logic, service
 from speechkit_local.server import LocalSpeechKit
 
 ENV_API_KEYS = "SPEECHKIT_LOCAL_API_KEYS"
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--error-status",
         type=int,
-        choices=(500, 503, 504),
+        choices=sorted(logic.INJECTABLE_ERRORS),
         default=faults_module.DEFAULT_ERROR_STATUS,
     )
     add("--rate-limit-rate", type=_rate, default=0.0, help="share of requests answered 429")
@@ -189,7 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--operation-error-rate",
         type=_rate,
         default=0.0,
-        help="share of operations that end with 'Invalid audio received' despite good audio",
+        help="share of operations that end in an error despite good audio",
+    )
+    add(
+        "--operation-error-code",
+        type=int,
+        default=3,
+        choices=sorted(logic.OPERATION_ERRORS),
+        help="the gRPC code of those errors: 3 invalid audio (default), or the service's own "
+        "trouble (4, 8, 10, 13, 14)",
     )
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
@@ -233,6 +241,7 @@ def settings_from_arguments(arguments: argparse.Namespace) -> service.ServerSett
             "drop_rate": arguments.drop_rate,
             "drop_after_create": arguments.drop_after_create,
             "operation_error_rate": arguments.operation_error_rate,
+            "operation_error_code": arguments.operation_error_code,
         },
     )
     return service.ServerSettings(

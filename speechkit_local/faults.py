@@ -35,7 +35,7 @@ class FaultSettings:
     """
 
     error_rate: float = 0.0
-    error_status: int = DEFAULT_ERROR_STATUS  # 500 (13), 503 (14) or 504 (4)
+    error_status: int = DEFAULT_ERROR_STATUS  # 500 (13), 503 (14), 504 (4) or 400 (3)
     error_endpoints: tuple[str, ...] = BOTH_ENDPOINTS
     rate_limit_rate: float = 0.0
     retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
@@ -46,7 +46,13 @@ class FaultSettings:
     drop_rate: float = 0.0
     drop_after_create: bool = False
     drop_endpoints: tuple[str, ...] = BOTH_ENDPOINTS
-    operation_error_rate: float = 0.0  # done with 3 "Invalid audio received" despite good audio
+    operation_error_rate: float = 0.0  # good audio, yet the operation ends in `error`
+    # The gRPC code of that error: 3 "Invalid audio received" (the input), or the service's own
+    # trouble (4, 8, 10, 13, 14), after which a client may submit again.
+    operation_error_code: int = logic.CODE_INVALID_ARGUMENT
+    # The next this many operations end in that error whatever the rate (a countdown, so a test
+    # can say "fail once, then succeed" without depending on random draws).
+    operation_error_next: int = 0
     auth_fail: bool = False  # every API request 401, as with a revoked key
 
     def to_json(self) -> dict[str, Any]:
@@ -104,7 +110,21 @@ def merge_fault_settings(current: FaultSettings, changes: Mapping[str, object]) 
             values[name] = value
         elif name == "error_status":
             if value not in logic.INJECTABLE_ERRORS or isinstance(value, bool):
-                raise ValueError(f"fault 'error_status': expected 500, 503 or 504, got {value!r}")
+                choices = ", ".join(str(status) for status in logic.INJECTABLE_ERRORS)
+                raise ValueError(f"fault 'error_status': expected one of {choices}, got {value!r}")
+            values[name] = value
+        elif name == "operation_error_code":
+            if isinstance(value, bool) or value not in logic.OPERATION_ERRORS:
+                codes = ", ".join(str(code) for code in logic.OPERATION_ERRORS)
+                raise ValueError(
+                    f"fault 'operation_error_code': expected one of {codes}, got {value!r}"
+                )
+            values[name] = value
+        elif name == "operation_error_next":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"fault 'operation_error_next': expected a whole number >= 0, got {value!r}"
+                )
             values[name] = value
         elif name == "retry_after_seconds":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -41,8 +41,11 @@ HTTP_STATUS_BY_CODE: Mapping[int, int] = {
     CODE_UNAUTHENTICATED: 401,
 }
 
-# Server-side failures that fault injection may answer with, and their gRPC code and message.
+# Failures that fault injection may answer with, and their gRPC code and message: the
+# server's own (5xx), and 400 for a request the service refuses for reasons a client's own
+# validation cannot foresee.
 INJECTABLE_ERRORS: Mapping[int, tuple[int, str]] = {
+    400: (CODE_INVALID_ARGUMENT, "Invalid argument: the service refused the request"),
     500: (CODE_INTERNAL, "Internal error"),
     503: (CODE_UNAVAILABLE, "Service unavailable"),
     504: (CODE_DEADLINE_EXCEEDED, "Deadline exceeded"),
@@ -50,6 +53,17 @@ INJECTABLE_ERRORS: Mapping[int, tuple[int, str]] = {
 
 RESPONSE_TYPE = "type.googleapis.com/yandex.cloud.ai.stt.v2.LongRunningRecognitionResponse"
 INVALID_AUDIO_MESSAGE = "Invalid audio received"
+CODE_ABORTED = 10
+
+# How an operation can end in `error`: the input's fault (3), or the service's own trouble.
+OPERATION_ERRORS: Mapping[int, str] = {
+    CODE_INVALID_ARGUMENT: INVALID_AUDIO_MESSAGE,
+    CODE_DEADLINE_EXCEEDED: "Deadline exceeded",
+    CODE_RESOURCE_EXHAUSTED: "Resource exhausted",
+    CODE_ABORTED: "Aborted",
+    CODE_INTERNAL: "Internal error",
+    CODE_UNAVAILABLE: "Service unavailable",
+}
 
 LANGUAGE_CODES = frozenset(
     {
@@ -73,6 +87,11 @@ LANGUAGE_CODES = frozenset(
     }
 )
 MODELS = frozenset({"general", "general:rc", "general:deprecated", "deferred-general"})
+# Language codes are case-insensitive (`ru-ru` is valid): the lower-case spelling finds the code.
+_LANGUAGE_BY_LOWER = {code.lower(): code for code in LANGUAGE_CODES}
+# Languages that only some models serve.
+LANGUAGE_MODELS: Mapping[str, frozenset[str]] = {"pt-BR": frozenset({"general:rc"})}
+AUTO_LANGUAGE = "auto"  # detected by the service; its text is not normalized
 # yandex.cloud.ai.stt.v2.RecognitionSpec.AudioEncoding: protobuf JSON accepts names or numbers.
 AUDIO_ENCODINGS: Mapping[str, int] = {
     "AUDIO_ENCODING_UNSPECIFIED": 0,
@@ -273,12 +292,19 @@ def parse_recognize_request(body: object, *, folder_id: str | None) -> Recognize
         else:
             values[name] = _as_encoding(path, value)
 
-    language_code = values.get("language_code", DEFAULT_LANGUAGE_CODE)
-    if language_code not in LANGUAGE_CODES:
-        raise _invalid(f"Invalid argument: unsupported languageCode {_show(language_code)}")
+    requested_language = values.get("language_code", DEFAULT_LANGUAGE_CODE)
+    language_code = _LANGUAGE_BY_LOWER.get(requested_language.lower())
+    if language_code is None:
+        raise _invalid(f"Invalid argument: unsupported languageCode {_show(requested_language)}")
+    values["language_code"] = language_code
     model = values.get("model", DEFAULT_MODEL)
     if model not in MODELS:
         raise _invalid(f"Invalid argument: unsupported model {_show(model)}")
+    if model not in LANGUAGE_MODELS.get(language_code, MODELS):
+        raise _invalid(
+            f"Invalid argument: model {_show(model)} does not support languageCode "
+            f"{_show(language_code)}"
+        )
     encoding = values.get("audio_encoding", DEFAULT_AUDIO_ENCODING)
     channel_count = values.get("audio_channel_count")
     sample_rate = values.get("sample_rate_hertz")
@@ -389,7 +415,7 @@ def _is_punctuation(character: str) -> bool:
 
 
 def normalize_words(sentence: str) -> list[str]:
-    """The words of a sentence as the service returns them without literature_text.
+    """The raw words of a sentence: `words[]` always, and the text without literature_text.
 
     Lower case, punctuation stripped from the edges of each word ("кто-то" and "don't" keep
     their inner marks), tokens that were only punctuation (a dash) dropped.
@@ -433,15 +459,15 @@ def format_timestamp(epoch_seconds: float) -> str:
 def _channel_chunks(
     text: str, channel_tag: str, duration_nanoseconds: int, *, literature_text: bool
 ) -> list[tuple[int, dict[str, Any]]]:
-    """(start in ns, chunk) for one channel: one chunk per sentence, time spread over words."""
+    """(start in ns, chunk) for one channel: one chunk per sentence, time spread over words.
+
+    `words[]` are always raw (`normalize_words`); the chunk text is the sentence as written
+    with literature_text, else those raw words joined. A sentence without words is dropped.
+    """
     sentences: list[tuple[str, list[str]]] = []
     for sentence in split_sentences(text):
-        if literature_text:
-            words = sentence.split()
-            shown = sentence
-        else:
-            words = normalize_words(sentence)
-            shown = " ".join(words)
+        words = normalize_words(sentence)
+        shown = sentence if literature_text else " ".join(words)
         if words:
             sentences.append((shown, words))
     word_total = sum(len(words) for _, words in sentences)
@@ -476,8 +502,11 @@ def build_echo_chunks(
     """The echo engine: chunks from each channel's stored transcript, ordered by start time.
 
     `channel_texts[i]` is the text of channel i+1 (None: nothing said on that channel). Each
-    channel's words share its whole duration evenly. Without literature_text the text is
-    lower-cased and loses punctuation, as the real service's normalised output does.
+    channel's words share its whole duration evenly. `words[]` are raw (lower case, no
+    punctuation) whatever the request says, and only the chunk text is normalised (the
+    sentence as written) when literature_text is set: the real service's v3 keeps raw words
+    apart from the normalised text, and v2's documentation promises no more, so clients must
+    not rely on normalised words.
     """
     duration_nanoseconds = max(0, round(duration_seconds * NANOSECONDS_PER_SECOND))
     timed: list[tuple[int, int, dict[str, Any]]] = []

@@ -450,10 +450,19 @@ class SpeechKitService:
             self._counters.by_uri_key[operation.uri_key] += 1
             faults = self._faults
             forced_error = (
-                faults.operation_error_rate > 0.0
-                and self._random.random() < faults.operation_error_rate
+                faults.operation_error_code
+                if faults.operation_error_next > 0
+                or (
+                    faults.operation_error_rate > 0.0
+                    and self._random.random() < faults.operation_error_rate
+                )
+                else None
             )
-            if forced_error:
+            if faults.operation_error_next > 0:
+                self._faults = dataclasses.replace(
+                    faults, operation_error_next=faults.operation_error_next - 1
+                )
+            if forced_error is not None:
                 self._counters.injected[faults_module.SUBMIT]["operation_error"] += 1
             timing = self._timing
             answer = logic.operation_json(
@@ -553,7 +562,7 @@ class SpeechKitService:
         operation_id: str,
         request: logic.RecognizeRequest,
         timing: _Timing,
-        forced_error: bool,
+        forced_error: int | None,
     ) -> None:
         try:
             self._recognize_or_fail(operation_id, request, timing, forced_error)
@@ -570,7 +579,7 @@ class SpeechKitService:
         operation_id: str,
         request: logic.RecognizeRequest,
         timing: _Timing,
-        forced_error: bool,
+        forced_error: int | None,
     ) -> None:
         invalid_audio = logic.error_body(logic.CODE_INVALID_ARGUMENT, logic.INVALID_AUDIO_MESSAGE)
         try:
@@ -603,14 +612,17 @@ class SpeechKitService:
             seconds_per_minute=timing.seconds_per_minute,
             base_delay_seconds=timing.base_delay_seconds,
         )
-        if forced_error:
-            LOGGER.info("operation %s: injected operation error", operation_id)
-            self._finish(operation_id, error=invalid_audio, delay_seconds=delay)
+        if forced_error is not None:
+            LOGGER.info("operation %s: injected operation error %d", operation_id, forced_error)
+            error = logic.error_body(forced_error, logic.OPERATION_ERRORS[forced_error])
+            self._finish(operation_id, error=error, delay_seconds=delay)
             return
         chunks = logic.build_echo_chunks(
             logic.channel_transcripts(info.comments, info.channels),
             info.duration_seconds,
-            literature_text=request.literature_text,
+            # With `auto` the service detects the language and does not normalize the text.
+            literature_text=request.literature_text
+            and request.language_code != logic.AUTO_LANGUAGE,
         )
         LOGGER.info(
             "operation %s: %d chunk(s), %.3f s x %d channel(s), sha256 %s",

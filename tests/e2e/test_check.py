@@ -45,6 +45,10 @@ def test_a_working_setup_passes_every_check_and_leaves_nothing_behind(
         f"ok       storage: bucket {bucket} at {seaweedfs.endpoint_url} is reachable with our keys"
         in report
     )
+    assert any(
+        line.startswith(f"ok       storage: wrote the test object {devstack.STORAGE_PREFIX}")
+        for line in report
+    )
     assert "ok       storage: a presigned link to the test object can be fetched" in report
     assert "ok       storage: deleted the test object" in report
     assert (

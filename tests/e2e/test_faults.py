@@ -131,22 +131,21 @@ def test_refused_api_key_pauses_with_one_loud_line_then_resumes_by_itself(
 
 
 def test_a_request_the_service_refuses_fails_that_file_with_its_message(
-    make_daemon: Callable[..., Daemon], inbox: Path, tmp_path: Path
+    make_daemon: Callable[..., Daemon], inbox: Path, speechkit: LocalSpeechKit
 ) -> None:
-    odd = tmp_path / "odd-model"
-    odd.mkdir()
-    daemon = make_daemon(
-        watch_dirs=[inbox, odd],
-        watch=[{"path": str(inbox)}, {"path": str(odd), "recognition": {"model": "no-such-model"}}],
-    )
+    # The config's own validation refuses what it knows the service refuses, so the service
+    # is told to refuse the next submissions (400 with code 3) for a reason no client foresees.
+    speechkit.set_faults(error_rate=1.0, error_status=400, error_endpoints="submit")
+    daemon = make_daemon()
     with daemon.start():
-        shutil.copy(fixture_path("mono.ogg"), odd / "refused.ogg")
-        shutil.copy(fixture_path("stereo.ogg"), inbox / "fine.ogg")
-        wait_for((odd / "refused.error.json").exists, "refused.error.json")
-        error = json.loads((odd / "refused.error.json").read_text())
+        shutil.copy(fixture_path("mono.ogg"), inbox / "refused.ogg")
+        wait_for((inbox / "refused.error.json").exists, "refused.error.json")
+        error = json.loads((inbox / "refused.error.json").read_text())
         assert error["stage"] == "submit"
         assert error["code"] == 3
-        assert "model" in error["message"]
+        assert "the service refused the request" in error["message"]
+        speechkit.set_faults(error_rate=0.0)
+        shutil.copy(fixture_path("stereo.ogg"), inbox / "fine.ogg")
         assert done_outputs(inbox, "fine")[0] == STEREO_TXT
         assert daemon.stop() == 0
 

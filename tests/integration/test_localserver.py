@@ -427,7 +427,10 @@ def test_mono_file_echoes_its_transcript_sentence_by_sentence(
     assert all(alt["confidence"] == 1 for alt in alternatives)
 
     words = [word for alt in alternatives for word in alt["words"]]
-    assert [word["word"] for word in words] == " ".join(MONO_SENTENCES).split()
+    # The documented split: the text is normalised (literature_text), the words stay raw.
+    assert [word["word"] for word in words] == [
+        "hello", "from", "the", "watch", "folder", "this", "is", "a", "test", "recording",
+    ]  # fmt: skip
     assert all(list(word) == ["startTime", "endTime", "word", "confidence"] for word in words)
     # The words share the whole audio evenly: contiguous from 0 to the file's duration.
     assert words[0]["startTime"] == "0s"
@@ -453,6 +456,21 @@ def test_without_literature_text_the_text_is_normalised(
         literature_text=False,
     )
     assert chunk_texts(russian) == [("1", "привет это проверка")]
+
+
+def test_words_are_raw_whether_or_not_literature_text_is_set(
+    speechkit: LocalSpeechKit, api: requests.Session, seaweedfs: devstack.SeaweedFS
+) -> None:
+    def words(operation: dict[str, Any]) -> list[dict[str, Any]]:
+        chunks = operation["response"]["chunks"]
+        return [word for chunk in chunks for word in chunk["alternatives"][0]["words"]]
+
+    uri = plain_uri(seaweedfs, upload(seaweedfs, "unicode.ogg"))
+    literary = recognize(api, speechkit, uri, languageCode="ru-RU", literature_text=True)
+    plain = recognize(api, speechkit, uri, languageCode="ru-RU", literature_text=False)
+    assert [text for _, text in chunk_texts(literary)] != [text for _, text in chunk_texts(plain)]
+    assert words(literary) == words(plain)
+    assert [word["word"] for word in words(literary)] == ["привет", "это", "проверка"]
 
 
 def test_stereo_file_gives_one_channel_tag_per_channel_in_time_order(

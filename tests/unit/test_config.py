@@ -153,6 +153,47 @@ def test_bad_language_output_format_and_url() -> None:
     )
 
 
+def test_language_codes_are_read_in_any_case_and_sent_canonically() -> None:
+    document = minimal(recognition={"language": "ru-ru"})
+    document["watch"] = [{"path": "/a", "recognition": {"language": "EN-us"}}]
+    settings = parse(document)
+    assert settings.recognition.specification()["languageCode"] == "ru-RU"
+    assert settings.watch[0].recognition.specification()["languageCode"] == "en-US"
+    assert parse(minimal(recognition={"language": "AUTO"})).recognition.language == "auto"
+
+
+def test_model_must_be_a_documented_one_with_the_list_in_the_message() -> None:
+    assert problems(minimal(recognition={"model": "generel"})) == [
+        "conf.yaml: at 'recognition.model': expected one of general, general:rc, "
+        "general:deprecated, deferred-general; got 'generel'"
+    ]
+
+
+def test_a_language_its_model_does_not_serve_names_both_keys() -> None:
+    found = problems(minimal(recognition={"language": "pt-br"}))
+    assert found == [
+        "conf.yaml: at 'recognition.language': pt-BR is recognised only by model general:rc, "
+        "and 'recognition.model' is general: set model: general:rc, or another language"
+    ]
+    document = minimal(recognition={"model": "general:rc"})
+    document["watch"] = [{"path": "/a", "recognition": {"language": "pt-BR"}}]
+    assert parse(document).watch[0].recognition.model == "general:rc"
+    document["watch"] = [{"path": "/a", "recognition": {"language": "pt-BR", "model": "general"}}]
+    assert problems(document) == [
+        "conf.yaml: at 'watch[0].recognition.language': pt-BR is recognised only by model "
+        "general:rc, and 'watch[0].recognition.model' is general: set model: general:rc, or "
+        "another language"
+    ]
+
+
+def test_auto_language_is_accepted_but_literature_text_is_said_to_do_nothing() -> None:
+    settings = parse(minimal(recognition={"language": "auto", "literature_text": True}))
+    assert settings.recognition.specification()["languageCode"] == "auto"
+    assert any("with language auto the service does not normalize" in line
+               for line in settings.warnings)  # fmt: skip
+    assert parse(minimal(recognition={"language": "auto"})).warnings == ()
+
+
 def test_the_same_folder_twice_is_an_error() -> None:
     found = problems(minimal(watch=[{"path": "/srv/x"}, {"path": "/srv/x/"}]))
     assert found == ["conf.yaml: at 'watch[1].path': the same folder as watch[0]"]

@@ -617,14 +617,23 @@ def test_storage_errors_name_the_key_to_check() -> None:
 def test_credential_probe_verdicts() -> None:
     def verdict(kind: str, status: int | None) -> checks.Result:
         error = recognition.ApiError(kind, "message", status=status)
-        return checks.api_problem(error, "speechkit.api_key", "http://api/operations")
+        return checks.api_problem(
+            error, "speechkit.api_key", "speechkit.operations_url", "http://api/operations"
+        )
 
     assert verdict(recognition.NOT_FOUND, 404).status == checks.OK
+    assert verdict(recognition.PERMANENT, 400).status == checks.OK
     unauthenticated = verdict(recognition.AUTH, 401)
     assert unauthenticated.status == checks.PROBLEM
     assert "refused speechkit.api_key" in unauthenticated.message
     assert "ai.speechkit-stt.user" in verdict(recognition.AUTH, 403).message
     assert verdict(recognition.TRANSIENT, 503).status == checks.PROBLEM
+    wrong_url = verdict(recognition.NOT_THE_API, 404)
+    assert wrong_url == checks.Result(
+        checks.PROBLEM,
+        "speechkit.operations_url: http://api/operations is not the SpeechKit API (message; "
+        "HTTP 404): check speechkit.operations_url",
+    )
 
 
 def test_folder_and_state_file_checks_leave_nothing_behind(tmp_path: Path) -> None:

@@ -81,17 +81,18 @@ def _words(chunk: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
-def test_echo_keeps_the_text_as_written_with_literature_text() -> None:
+def test_echo_keeps_the_text_as_written_with_literature_text_but_raw_words() -> None:
     chunks = logic.build_echo_chunks(["Hello, world. Bye!"], 3.0, literature_text=True)
     assert _texts(chunks) == [("1", "Hello, world."), ("1", "Bye!")]
-    assert _words(chunks[0]) == [("Hello,", "0s", "1s"), ("world.", "1s", "2s")]
-    assert _words(chunks[1]) == [("Bye!", "2s", "3s")]
+    # The documented split: normalised chunk text, raw words (lower case, no punctuation).
+    assert _words(chunks[0]) == [("hello", "0s", "1s"), ("world", "1s", "2s")]
+    assert _words(chunks[1]) == [("bye", "2s", "3s")]
     assert chunks[0] == {
         "alternatives": [
             {
                 "words": [
-                    {"startTime": "0s", "endTime": "1s", "word": "Hello,", "confidence": 1},
-                    {"startTime": "1s", "endTime": "2s", "word": "world.", "confidence": 1},
+                    {"startTime": "0s", "endTime": "1s", "word": "hello", "confidence": 1},
+                    {"startTime": "1s", "endTime": "2s", "word": "world", "confidence": 1},
                 ],
                 "text": "Hello, world.",
                 "confidence": 1,
@@ -107,6 +108,19 @@ def test_echo_normalises_without_literature_text() -> None:
     # The dash was no word: three words share the two seconds.
     assert [word for chunk in chunks for word, _, _ in _words(chunk)] == ["hello", "world", "bye"]
     assert _words(chunks[1]) == [("bye", "1.333333333s", "2s")]
+
+
+@pytest.mark.parametrize(
+    "text", ["Hello, World! — Bye.", "«Кто-то» знал… Да?", "No end mark, at ALL"]
+)
+def test_echo_words_are_the_same_with_and_without_literature_text(text: str) -> None:
+    literary = logic.build_echo_chunks([text], 2.5, literature_text=True)
+    plain = logic.build_echo_chunks([text], 2.5, literature_text=False)
+    assert [_words(chunk) for chunk in literary] == [_words(chunk) for chunk in plain]
+    assert " ".join(chunk_text for _, chunk_text in _texts(literary)) == " ".join(text.split())
+    assert [chunk_text for _, chunk_text in _texts(plain)] == [
+        " ".join(word for word, _, _ in _words(chunk)) for chunk in plain
+    ]
 
 
 def test_echo_interleaves_channels_by_start_time() -> None:
@@ -285,6 +299,16 @@ def test_null_means_not_set() -> None:
     assert request.audio_channel_count is None
 
 
+def test_language_codes_are_case_insensitive_and_pt_br_needs_general_rc() -> None:
+    def language(specification: dict[str, Any]) -> str:
+        body = {"config": {"specification": specification}, "audio": {"uri": URI}}
+        return _parse(body).language_code
+
+    assert language({"languageCode": "ru-ru"}) == "ru-RU"
+    assert language({"languageCode": "EN-US"}) == "en-US"
+    assert language({"languageCode": "pt-br", "model": "general:rc"}) == "pt-BR"
+
+
 def test_unspecified_encoding_means_ogg_opus_and_forbids_channel_count() -> None:
     body = {
         "config": {
@@ -307,6 +331,8 @@ def test_unspecified_encoding_means_ogg_opus_and_forbids_channel_count() -> None
         ({"audioEncoding": 9}, "config.specification.audioEncoding"),
         ({"languageCode": "ru"}, "languageCode"),
         ({"model": "general:latest"}, "model"),
+        ({"languageCode": "pt-BR"}, "does not support languageCode"),
+        ({"languageCode": "pt-br", "model": "deferred-general"}, "does not support"),
         ({"audioEncoding": "LINEAR16_PCM", "sampleRateHertz": 44100}, "sampleRateHertz"),
         ({"audioEncoding": "LINEAR16_PCM", "audioChannelCount": 3}, "audioChannelCount"),
         ({"literature_text": True, "punctuation": True}, "config.specification.punctuation"),

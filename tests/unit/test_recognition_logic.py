@@ -10,12 +10,44 @@ from daemon import recognition
 
 
 @pytest.mark.parametrize(
-    ("status", "kind"),
-    [(400, "permanent"), (401, "auth"), (403, "auth"), (404, "not_found"), (429, "transient"),
-     (500, "transient"), (503, "transient"), (504, "transient"), (409, "permanent")],
+    ("status", "code", "kind"),
+    [(400, 3, "permanent"), (401, 16, "auth"), (403, 7, "auth"), (404, 5, "not_found"),
+     (429, 8, "transient"), (500, 13, "transient"), (503, 14, "transient"),
+     (504, 4, "transient"), (409, 10, "permanent"),
+     # The same statuses without the API's JSON error body come from something else.
+     (401, None, "auth"), (500, None, "transient"), (404, None, "not_the_api"),
+     (400, None, "not_the_api"), (405, None, "not_the_api"),
+     # A 404 whose body has another code is not the API's "no such operation" either.
+     (404, 12, "not_the_api")],
 )  # fmt: skip
-def test_status_classification(status: int, kind: str) -> None:
-    assert recognition.classify(status) == kind
+def test_status_classification(status: int, code: int | None, kind: str) -> None:
+    assert recognition.classify(status, code) == kind
+
+
+def answer(status: int, body: bytes, content_type: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body
+    response.headers["Content-Type"] = content_type
+    response.url = "http://api.example/operations/e03abc"
+    return response
+
+
+def test_a_bare_404_names_the_url_and_is_not_the_api() -> None:
+    error = recognition.error_from_response(answer(404, b"<h1>Not Found</h1>", "text/html"))
+    assert error.kind == recognition.NOT_THE_API
+    assert "http://api.example/operations/e03abc answered HTTP 404" in error.message
+    assert error.code is None
+
+
+def test_only_the_apis_code_5_means_the_operation_is_unknown() -> None:
+    body = b'{"code": 5, "message": "Operation not found", "details": []}'
+    error = recognition.error_from_response(answer(404, body, "application/json"))
+    assert (error.kind, error.code, error.message) == (
+        recognition.NOT_FOUND,
+        5,
+        "Operation not found",
+    )
 
 
 def test_retry_after_parsing() -> None:
