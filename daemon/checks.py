@@ -10,6 +10,7 @@ not run, and may: nothing here touches its state file or its objects.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -29,6 +30,7 @@ from daemon.watching import OWN_TEMP_SUFFIX
 OK, PROBLEM, SKIP, WARNING = "ok", "PROBLEM", "skip", "warning"
 STATUS_WIDTH = 9  # "PROBLEM" and two spaces: the messages line up
 PROBE_BYTES = b"speechkit-watch check: this object is deleted at once\n"
+PROBE_SHA256 = hashlib.sha256(PROBE_BYTES).hexdigest()
 PROBE_KEY_NAME = "speechkit-watch-check-"  # never matches the daemon's own sha256 keys
 OPERATION_ID_ALPHABET = "abcdefghijklmnopqrstuv0123456789"  # what real operation ids are made of
 OPERATION_ID_LENGTH = 20  # "e03" + 17, shaped like a real id so only "not found" can answer
@@ -249,7 +251,7 @@ def check_storage(settings: Storage, *, timeout_seconds: float) -> Iterator[Resu
         probe = Path(folder) / "probe.txt"
         probe.write_bytes(PROBE_BYTES)
         try:
-            objects.upload(probe, key, len(PROBE_BYTES))
+            objects.upload(probe, key, len(PROBE_BYTES), PROBE_SHA256)
         except storage.StorageError as error:
             yield Result(PROBLEM, refused_problem(error, settings, f"writing the test object "
                          f"{key}", "the daemon uploads every file there"))  # fmt: skip

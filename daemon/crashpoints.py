@@ -1,11 +1,16 @@
 """Named crash points for the crash-test suite: `SPEECHKIT_WATCH_CRASH_AT=NAME` makes the daemon
 SIGKILL itself when it reaches step NAME. Used only by tests; unset, each call is one dict lookup.
+
+Also test-only: `SPEECHKIT_WATCH_CLOCK_STEP=AFTER:STEP` makes the daemon's wall clock jump by STEP
+seconds (negative: back) once, AFTER seconds after start, as `date -s` would.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from collections.abc import Callable, Mapping
 
 ENVIRONMENT_VARIABLE = "SPEECHKIT_WATCH_CRASH_AT"
 
@@ -26,3 +31,31 @@ POINTS = (
 def crash_point(name: str) -> None:
     if os.environ.get(ENVIRONMENT_VARIABLE) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+CLOCK_STEP_VARIABLE = "SPEECHKIT_WATCH_CLOCK_STEP"
+
+
+def wall_clock(
+    environ: Mapping[str, str] = os.environ,
+    *,
+    wall: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Callable[[], float]:
+    """The daemon's wall clock: `wall`, or with the clock step variable set, one that jumps."""
+    value = environ.get(CLOCK_STEP_VARIABLE)
+    if not value:
+        return wall
+    after_text, _, step_text = value.partition(":")
+    try:
+        after, step = float(after_text), float(step_text)
+    except ValueError:
+        raise ValueError(
+            f"{CLOCK_STEP_VARIABLE}={value!r}: expected AFTER_SECONDS:STEP_SECONDS"
+        ) from None
+    step_at = monotonic() + after
+
+    def stepped() -> float:
+        return wall() + (step if monotonic() >= step_at else 0.0)
+
+    return stepped

@@ -38,7 +38,7 @@ from daemon.config import Config, WatchFolder
 from daemon.crashpoints import crash_point
 from daemon.logs import shown
 from daemon.recognition import ApiError, RecognitionClient
-from daemon.storage import ObjectStore, StorageError
+from daemon.storage import ContentChangedError, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ HASH_BLOCK_BYTES = 1024 * 1024  # large reads keep hashing near disk speed
 RESULT_RETENTION_SECONDS = 3 * 86400  # the service forgets results 3 days after completion
 RETENTION_MARGIN_SECONDS = 3600  # resubmit a little before the service would answer 404
 DUPLICATE_WAIT_SECONDS = 2.0  # a twin being uploaded gets its operation id within seconds
+# A file is uploaded at most this long before the submission quota has a slot for it, so that
+# the submission follows the upload instead of an hour-long backlog sitting in the bucket.
+UPLOAD_LEAD_SECONDS = 60.0
 RECOGNITION, STORAGE = "recognition API", "storage"
 # URLs that answered something other than the API (a bare 404, an HTML page): paused on their own.
 RECOGNIZE_URL, OPERATIONS_URL = "speechkit.recognize_url", "speechkit.operations_url"
@@ -56,11 +59,31 @@ MAX_SUBMISSIONS = 3
 # Operation errors that are the service's own trouble (google.rpc.Code): DEADLINE_EXCEEDED,
 # RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE. Submitted again; other codes fail the file.
 RETRYABLE_OPERATION_CODES = frozenset({4, 8, 10, 13, 14})
+# A done operation whose answer is no well-formed result (transcripts.result_problem) is checked
+# again with backoff, in case a proxy or the service garbled one answer; this many malformed
+# answers in a row fail the file, never an empty transcript indistinguishable from silence.
+MALFORMED_RESULT_CHECKS = 3
 SUBMIT_CALL, CHECK_CALL = "submit", "check"
 STORAGE_CREDENTIALS = "storage.access_key_id / storage.secret_access_key"
 HOOK_MAX_ATTEMPTS = 2  # a hook cut short by a crash runs once more, never in a loop
 _REUSABLE_SECONDS = RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
 _OUR_KEY = re.compile(r"^[0-9a-f]{64}\.ogg$")  # what storage.object_key makes, after the prefix
+
+
+def _read_result(saved: Path) -> dict[str, Any] | None:
+    """A finished operation saved as NAME.json, or None if it is missing or not one."""
+    try:
+        operation = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (
+        isinstance(operation, dict)
+        and isinstance(operation.get("id"), str)
+        and transcripts.result_problem(operation) is None
+        and isinstance(operation.get("response"), dict)
+    ):
+        return operation
+    return None
 
 
 def sha256_file(path: Path) -> str:
@@ -108,8 +131,15 @@ class Pipeline:
         }
         self._pacing: set[str] = set()
         self._lock = threading.Lock()
+        self._uploading: set[int] = set()  # rows past the upload gate, not yet SUBMITTING
+        # Row id -> (operation id, submitted at) accepted by the service while the state file
+        # could not be written: written before anything else, never submitted again.
+        self.unwritten_operations: dict[int, tuple[str, float]] = {}
         # Learned from finished operations: how much slower than documented the service is now.
         self.speed_factor = 1.0
+        # Malformed answers in a row per row id. In memory: after a restart the count starts
+        # again, which costs at most MALFORMED_RESULT_CHECKS more status checks.
+        self._malformed: dict[int, int] = {}
 
     def seconds_per_minute(self) -> float:
         """Expected processing time per audio minute and channel: configured x learned."""
@@ -170,6 +200,8 @@ class Pipeline:
                 "accepted %s: %.1f s, %d channel(s), sha256 %s",
                 shown(path), info.duration_seconds, info.channels, digest[:12],
             )  # fmt: skip
+            if self._adopt(row):
+                return False
         assert row.sha256 is not None  # noqa: S101 - set just above
         assert row.specification is not None  # noqa: S101 - set with it
         reused = self._reuse(row, row.sha256, row.specification)
@@ -225,27 +257,56 @@ class Pipeline:
     def _saved_result(self, row: state.FileRow) -> dict[str, Any] | None:
         """The finished operation saved beside an earlier file, if it is still there intact."""
         audio = Path(row.moved_to or row.path)
-        saved = outputs.output_path(audio, self.output_dir(row), "json")
-        try:
-            operation = json.loads(saved.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if (
-            isinstance(operation, dict)
-            and operation.get("id") == row.operation_id
-            and operation.get("done") is True
-            and isinstance(operation.get("response"), dict)
-        ):
+        operation = _read_result(outputs.output_path(audio, self.output_dir(row), "json"))
+        if operation is not None and operation.get("id") == row.operation_id:
             return operation
         return None
 
+    def _adopt(self, row: state.FileRow) -> bool:
+        """Record as done a file the state file knows nothing else of, whose complete outputs
+        already lie beside it, newer than the audio: its transcript exists, so it is not paid
+        for again. This is how a daemon whose state file was lost carries on."""
+        if self.store.versions_of(row.path) != 1:
+            return False  # a file with a history here is judged by it, not by what lies around
+        audio, out_dir = Path(row.path), self.output_dir(row)
+        written = [outputs.output_path(audio, out_dir, name) for name in self.config.outputs]
+        try:
+            if any(path.stat().st_mtime_ns < row.mtime_ns for path in written):
+                return False
+        except OSError:
+            return False  # an output is missing
+        operation = _read_result(outputs.output_path(audio, out_dir, "json"))
+        if operation is None:
+            return False
+        now = self.clock()
+        if self.store.update(
+            row.id, now, expect=state.QUEUED, state=state.DONE, operation_id=operation["id"],
+            due_at=None, finished_at=now,
+        ):  # fmt: skip
+            log.info(
+                "adopted %s as done: its outputs, newer than the audio, are already there "
+                "(operation %s); it is not transcribed or paid for again",
+                shown(audio), operation["id"],
+            )  # fmt: skip
+        return True
+
     def upload(self, row: state.FileRow) -> bool:
         assert row.object_key is not None  # noqa: S101 - set by prepare
+        assert row.sha256 is not None  # noqa: S101 - set by prepare
         path = Path(row.path)
-        if not self._may_call(row, STORAGE):
+        if not self._may_call(row, STORAGE) or not self._submission_near(row):
             return False
         try:
-            uploaded = self.objects.upload(path, row.object_key, row.size)
+            return self._upload(row, path, row.object_key, row.sha256)
+        finally:
+            with self._lock:
+                self._uploading.discard(row.id)
+
+    def _upload(self, row: state.FileRow, path: Path, key: str, digest: str) -> bool:
+        try:
+            uploaded = self.objects.upload(path, key, row.size, digest)
+        except ContentChangedError as changed:
+            return self._changed_while_uploading(row, changed)
         except StorageError as error:
             return self._transient(row, state.UPLOADING, "upload", str(error), auth=error.auth)
         except FileNotFoundError:
@@ -257,14 +318,60 @@ class Pipeline:
         if not self._unchanged(row, object_written=True):
             return False
         if uploaded:
-            log.info("uploaded %s as %s", shown(path), row.object_key)
-        return self.store.update(
+            log.info("uploaded %s as %s", shown(path), key)
+        if self.store.update(
             row.id, self.clock(), expect=state.UPLOADING, state=state.SUBMITTING, attempts=0,
             due_at=self.clock(),
+        ):  # fmt: skip
+            return True
+        # The row moved on while the object went up (a newer version, `retry`): unless another
+        # file needs the same bytes, nothing will ever use this object.
+        self.delete_object(self.store.get(row.id))
+        return False
+
+    def _submission_near(self, row: state.FileRow) -> bool:
+        """Upload only shortly before the submission quota can let the file go: a backlog waits
+        on disk, not in the bucket (where it is billed and its links age)."""
+        now = self.clock()
+        with self._lock:  # uploads that passed this gate count until they are SUBMITTING
+            waiting = self.store.count_in_states([state.SUBMITTING]) + len(self._uploading)
+            wait = self.windows[SUBMIT_CALL].wait_for_slot(now, ahead=waiting)
+            if wait <= UPLOAD_LEAD_SECONDS:
+                self._uploading.add(row.id)
+                return True
+        self._pacing_started(SUBMIT_CALL, wait)
+        self.store.update(
+            row.id, now, expect=state.UPLOADING, due_at=now + wait - UPLOAD_LEAD_SECONDS
+        )
+        return False
+
+    def _changed_while_uploading(self, row: state.FileRow, changed: ContentChangedError) -> bool:
+        """The bytes that went up are not the ones hashed: the object is gone again (or left for
+        the sweep), and the file is judged afresh as the version it now is."""
+        log.warning(
+            "%s changed while it was uploading (the bytes sent hash to %s, not %s); the object "
+            "%s%s and the file is read again",
+            shown(row.path), changed.sent_sha256[:12], (row.sha256 or "")[:12], row.object_key,
+            " is left for the sweep" if changed.left_behind else " was deleted",
         )  # fmt: skip
+        if not self._unchanged(row):
+            return False  # a new size or time: a new version, judged from the start
+        # The same size and time with other bytes (rewritten in place): hash this version again
+        # once the writer has had time to finish.
+        now = self.clock()
+        self.store.update(
+            row.id, now, expect=state.UPLOADING, state=state.QUEUED, sha256=None,
+            duration_seconds=None, channels=None, object_key=None,
+            due_at=now + max(self.config.settle_seconds, DUPLICATE_WAIT_SECONDS),
+        )  # fmt: skip
+        return False
 
     def submit(self, row: state.FileRow) -> bool:
         assert row.object_key is not None  # noqa: S101 - set by prepare
+        kept = self.unwritten_operations.get(row.id)
+        if kept is not None:  # accepted earlier, but the state file could not take its id then
+            self._record_submission(row, kept)
+            return False
         # The settings recorded when the file was accepted (a config reload affects new files).
         specification = (
             json.loads(row.specification) if row.specification else self._specification(row)
@@ -275,6 +382,12 @@ class Pipeline:
             return self._transient(row, state.SUBMITTING, "submit", str(error), auth=error.auth)
         if self._submission_cap_reached(row, "submit"):
             return False
+        if not self.store.has_room():
+            # The service's answer must be written at once, or a restart pays for it again.
+            raise state.StateWriteError(
+                f"{self.store.path}: less than {state.MIN_FREE_BYTES // 1024} KiB free beside the "
+                "state file; nothing is submitted until there is room"
+            )
         if not self._may_call(row, (RECOGNITION, RECOGNIZE_URL), SUBMIT_CALL):
             return False
         crash_point("before_submit")
@@ -283,24 +396,45 @@ class Pipeline:
         except ApiError as error:
             return self._submit_failed(row, error)
         crash_point("after_submit")
-        now = self.clock()
+        self._record_submission(row, (operation["id"], self.clock()))
+        return False
+
+    def _record_submission(self, row: state.FileRow, accepted: tuple[str, float]) -> None:
+        """Commit the operation id the service returned. If the state file cannot take it now,
+        keep it in memory (never submit again for it) and write it once the file can."""
+        operation_id, submitted_at = accepted
         delay = scheduling.first_check_delay(
             row.duration_seconds or 0.0, row.channels or 1, self.seconds_per_minute()
         )
-        self.store.update(
-            row.id, now, expect=state.SUBMITTING, state=state.PENDING,
-            operation_id=operation["id"], submitted_at=now, checks=0, attempts=0,
-            submissions=row.submissions + 1, due_at=now + delay,
-        )  # fmt: skip
+        try:
+            self.store.update(
+                row.id, self.clock(), expect=state.SUBMITTING, state=state.PENDING,
+                operation_id=operation_id, submitted_at=submitted_at, checks=0, attempts=0,
+                submissions=row.submissions + 1, due_at=submitted_at + delay,
+            )  # fmt: skip
+        except state.StateWriteError:
+            if row.id not in self.unwritten_operations:
+                log.error(
+                    "operation %s of %s was accepted but cannot be recorded yet; it is kept in "
+                    "memory and written as soon as the state file takes it",
+                    operation_id, shown(row.path),
+                )  # fmt: skip
+            self.unwritten_operations[row.id] = accepted
+            raise
+        self.unwritten_operations.pop(row.id, None)
         crash_point("after_commit")
         self._auth_ok(RECOGNITION)
         self._url_ok(RECOGNIZE_URL)
         again = f" (submission {row.submissions + 1} of at most {MAX_SUBMISSIONS})"
         log.info(
             "submitted %s: operation %s, first status check in %.1f s%s",
-            shown(row.path), operation["id"], delay, again if row.submissions else "",
+            shown(row.path), operation_id, delay, again if row.submissions else "",
         )  # fmt: skip
-        return False
+
+    def write_unwritten_operations(self) -> None:
+        """Operation ids the state file could not take when they came: write them now."""
+        for row_id in list(self.unwritten_operations):
+            self._record_submission(self.store.get(row_id), self.unwritten_operations[row_id])
 
     def check(self, row: state.FileRow) -> bool:
         assert row.operation_id is not None  # noqa: S101 - set by submit
@@ -342,8 +476,10 @@ class Pipeline:
             return False
         if row.duplicate_of is None:
             self._learn(row, operation)
-        failure = operation.get("error")
-        if isinstance(failure, dict):
+        with self._lock:  # this answer's place in a streak of malformed ones
+            malformed = self._malformed.pop(row.id, 0) + 1
+        failure = transcripts.documented_failure(operation)
+        if failure is not None:
             code = failure.get("code")
             message = str(failure.get("message") or "recognition failed")
             self.store.update(row.id, now, expect=state.PENDING, checks=checks)
@@ -360,7 +496,29 @@ class Pipeline:
                 expect=state.PENDING, code=code, operation_id=row.operation_id,
             )  # fmt: skip
             return False
-        return self.finish(row, operation, checks)
+        problem = transcripts.result_problem(operation)
+        if problem is None:
+            return self.finish(row, operation, checks)
+        reason = f"the service answered with a malformed result: {problem}"
+        if malformed >= MALFORMED_RESULT_CHECKS:
+            self.fail(
+                row, "recognition",
+                f"{reason} ({malformed} status checks in a row); no transcript was written: "
+                "`speechkit-watch retry` the file to submit it again",
+                expect=state.PENDING, operation_id=row.operation_id,
+            )  # fmt: skip
+            return False
+        with self._lock:
+            self._malformed[row.id] = malformed
+        delay = scheduling.retry_delay(malformed, self.rng)
+        log.warning(
+            "%s (operation %s of %s); checking again in %.1f s (answer %d of at most %d)",
+            reason, row.operation_id, shown(row.path), delay, malformed, MALFORMED_RESULT_CHECKS,
+        )  # fmt: skip
+        self.store.update(
+            row.id, now, expect=state.PENDING, checks=checks, attempts=malformed, due_at=now + delay
+        )
+        return False
 
     def _resubmit(
         self, row: state.FileRow, why: str, *, delay: float = 0.0, code: int | None = None
@@ -716,21 +874,28 @@ class Pipeline:
             return True
         wait = self.windows[call].acquire(now)
         if wait > 0:
-            with self._lock:
-                first = call not in self._pacing
-                self._pacing.add(call)
-            if first:
-                limit = self.windows[call].limit
-                log.warning(
-                    "hourly quota of %d %s calls reached; pacing them (next slot in %.0f s)",
-                    limit, call, wait,
-                )  # fmt: skip
+            self._pacing_started(call, wait)
             self.store.update(row.id, now, expect=row.state, due_at=now + wait)
             return False
         with self._lock:
             self._pacing.discard(call)
-        self.store.record_call(call, now)
+        try:
+            self.store.record_call(call, now)
+        except state.StateWriteError:
+            self.windows[call].release(now)  # a call that cannot be recorded is not made
+            raise
         return True
+
+    def _pacing_started(self, call: str, wait: float) -> None:
+        """One warning when calls of a kind begin to wait for the hourly quota."""
+        with self._lock:
+            first = call not in self._pacing
+            self._pacing.add(call)
+        if first:
+            log.warning(
+                "hourly quota of %d %s calls reached; pacing them (next slot in %.0f s)",
+                self.windows[call].limit, call, wait,
+            )  # fmt: skip
 
     def _vanished_or_retry(self, row: state.FileRow, expect: str, message: str) -> bool:
         if not Path(row.path).exists():

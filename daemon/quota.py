@@ -9,6 +9,7 @@ its credentials are refused, so a revoked key costs one request a minute, not on
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from collections.abc import Iterable
 
@@ -39,10 +40,34 @@ class SlidingWindow:
                 return 0.0
             return self._events[len(self._events) - self.limit] + self.window - now
 
+    def wait_for_slot(self, now: float, *, ahead: int = 0) -> float:
+        """Seconds until a slot is free for one more call after `ahead` calls already waiting;
+        nothing is taken. Past a whole window of waiting calls: the window (look again then)."""
+        with self._lock:
+            self._forget(now)
+            free = self.limit - len(self._events)
+            if ahead < free:
+                return 0.0
+            index = ahead - free  # the event whose expiry frees the slot this call needs
+            if index >= len(self._events):
+                return self.window
+            return max(0.0, self._events[index] + self.window - now)
+
+    def release(self, at: float) -> None:
+        """Give back the slot taken at `at` (the call was never made)."""
+        with self._lock, contextlib.suppress(ValueError):
+            self._events.remove(at)
+
     def used(self, now: float) -> int:
         with self._lock:
             self._forget(now)
             return len(self._events)
+
+    def shift(self, step: float, now: float) -> None:
+        """Move every call by a step of the wall clock, so that a call made a minute ago still
+        counts as a minute old; none is left after `now` (a call cannot lie in the future)."""
+        with self._lock:
+            self._events = collections.deque(min(at + step, now) for at in self._events)
 
 
 def backlog_seconds(backlog: int, limit_per_hour: int, used_in_last_hour: int) -> float:
@@ -94,3 +119,9 @@ class Pause:
                 self._until = now + probe_seconds
                 return None
             return self._until
+
+    def shift(self, step: float) -> None:
+        """Move the end of a pause by a step of the wall clock: it lasts as long as it would."""
+        with self._lock:
+            if self._until != 0.0:
+                self._until += step

@@ -103,3 +103,27 @@ def learn(current: float, observation: float | None) -> float:
         return current
     updated = current + LEARNING_WEIGHT * (observation - current)
     return max(MIN_SPEED_FACTOR, min(MAX_SPEED_FACTOR, updated))
+
+
+# NTP slews small errors away and steps only by more than 0.128 s; a jump beyond this tolerance
+# is a step (a manual `date -s`, a VM restored from a snapshot, a late first NTP sync), far below
+# a delay anyone would notice, and far above the microseconds between two clock readings.
+CLOCK_STEP_TOLERANCE_SECONDS = 30.0
+
+
+def wall_clock_step(
+    previous_offset: float | None,
+    offset: float,
+    tolerance: float = CLOCK_STEP_TOLERANCE_SECONDS,
+) -> float:
+    """How far the wall clock jumped since the last look (negative: back), or 0.0.
+
+    `offset` is the wall clock minus a clock that never jumps (seconds since boot, which keeps
+    counting through a suspend): it stays put while both run, and moves by exactly the step when
+    someone sets the wall clock. Due times are wall-clock times (they must survive a restart),
+    so after a step they move by the same amount.
+    """
+    if previous_offset is None:
+        return 0.0
+    step = offset - previous_offset
+    return step if abs(step) > tolerance else 0.0

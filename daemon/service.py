@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 from daemon import config as config_module
-from daemon import logs, notify, oneshot, outputs, quota, state, watching
+from daemon import logs, notify, oneshot, outputs, quota, scheduling, state, watching
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
 from daemon.pipeline import CHECK_CALL, SUBMIT_CALL, Pipeline
@@ -44,6 +44,11 @@ SWEEP_SECONDS = 3600.0  # objects whose deletion failed are retried hourly
 BACKLOG_LOG_SECONDS = 600.0  # a quota backlog is reported every ten minutes while it lasts
 STATUS_SECONDS = 2.0  # systemd's status line follows the queue without a query per loop pass
 HEALTH_CHECK_SECONDS = 30.0  # without a systemd watchdog, hung steps are still looked for (logged)
+# While the state file cannot be written (a full disk), steps wait this long, doubling up to the
+# cap: space that comes back is used within seconds, and a full disk costs no busy loop.
+STATE_RETRY_FIRST_SECONDS = 1.0
+STATE_RETRY_MAX_SECONDS = 5.0
+STATE_FILE_CHECK_SECONDS = 2.0  # how often the loop makes sure its state file is still there
 # Test hook like the crash points: SPEECHKIT_WATCH_HANG_AT=step makes every step block forever.
 HANG_VARIABLE = "SPEECHKIT_WATCH_HANG_AT"
 # Sections a reload cannot change: in-flight steps hold the adapters built from them (and
@@ -51,8 +56,22 @@ HANG_VARIABLE = "SPEECHKIT_WATCH_HANG_AT"
 RESTART_ONLY = ("storage", "speechkit", "state_file")
 
 
-class ObserverDiedError(Exception):
-    """A watchdog observer thread is gone: exit non-zero so the service manager restarts us."""
+def seconds_since_boot() -> float:
+    """A clock that never jumps and, unlike time.monotonic(), counts through a suspend: a laptop
+    that slept has not had its wall clock stepped."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class RestartNeededError(Exception):
+    """The daemon cannot go on as it is: exit non-zero so the service manager restarts it."""
+
+
+class ObserverDiedError(RestartNeededError):
+    """A watchdog observer thread is gone."""
+
+
+class StateFileGoneError(RestartNeededError):
+    """The state file was deleted or replaced under the running daemon."""
 
 
 class StartupError(Exception):
@@ -66,11 +85,18 @@ class Service:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        since_boot: Callable[[], float] = seconds_since_boot,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.monotonic = monotonic
+        self.since_boot = since_boot
+        self.clock_offset: float | None = None  # wall clock - since_boot: jumps with a step
+        # Steps running when the wall clock stepped: they may write times read before it.
+        self.racing_clock_step: dict[int, concurrent.futures.Future[None]] = {}
+        self.pull_in_pending = False  # times after the wall clock's "now" may still be stored
+        self.clock_write_failed = False  # moving the schedule failed (logged once)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.stopping = threading.Event()
         self.wake = watching.Waker()  # set from signal handlers too: must be reentrant
@@ -97,17 +123,34 @@ class Service:
         self.hung_reported: set[int] = set()
         self.reload_requested = False
         self.reload_failed = False
+        # A state-file write episode: no steps until `state_paused_until` (monotonic).
+        self.state_paused_until = 0.0
+        self.state_retry_seconds = 0.0  # 0: no episode
+        self._state_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def check_folders(self, settings: Config | None = None) -> None:
+        """A path that is not a folder is a config error; a watch folder that does not exist
+        (yet: a late mount) is logged and waited for, and the others are watched meanwhile."""
         settings = settings or self.config
         for index, folder in enumerate(settings.watch):
-            if not folder.path.is_dir():
+            key = f"{settings.source}: at 'watch[{index}].path'"
+            try:
+                is_folder = folder.path.is_dir()  # False if missing; raises for other errors
+            except OSError as error:
                 raise StartupError(
-                    f"{settings.source}: at 'watch[{index}].path': folder {folder.path} "
-                    "does not exist or is not a folder"
-                )
+                    f"{key}: cannot look at folder {folder.path}: {error.strerror}"
+                ) from None
+            if not is_folder and not folder.path.exists():
+                log.warning(
+                    "%s: watch folder %s does not exist (yet); waiting for it to appear "
+                    "(a late mount?)",
+                    key, shown(folder.path),
+                )  # fmt: skip
+                continue  # its output_dir too may live on the mount that is not there yet
+            if not is_folder:
+                raise StartupError(f"{key}: {folder.path} is not a folder")
             if folder.output_dir is not None:
                 try:
                     folder.output_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +199,7 @@ class Service:
         except state.StateFileError as error:
             raise StartupError(str(error)) from None
         store = self.store
+        self._start_following_wall_clock(store)  # before the pipeline reads the quota's calls
         self._alive_while_starting()
         objects = ObjectStore(self.config.storage)
         api = RecognitionClient(self.config.speechkit)
@@ -188,6 +232,7 @@ class Service:
             self.notifier.stopping(f"stopping: {in_flight} step(s) in flight")
             self.watcher.stop()
             clean = self._drain(self.executor or executor)
+            self._write_accepted_operations(pipeline)
             api.close()
             self.notifier.close()
             if clean:
@@ -201,6 +246,21 @@ class Service:
             os._exit(0)  # worker threads cannot be interrupted; the state is consistent
         log.info("stopped")
         return 0
+
+    @staticmethod
+    def _write_accepted_operations(pipeline: Pipeline) -> None:
+        """At a stop, one last try at writing operation ids the state file could not take."""
+        if not pipeline.unwritten_operations:
+            return
+        try:
+            pipeline.write_unwritten_operations()
+        except state.StateWriteError as error:
+            log.error(
+                "%s: operation(s) %s were accepted but are not recorded; after a restart their "
+                "files are submitted again",
+                error, ", ".join(operation for operation, _ in
+                                 pipeline.unwritten_operations.values()),
+            )  # fmt: skip
 
     def _drain(self, executor: concurrent.futures.ThreadPoolExecutor) -> bool:
         executor.shutdown(wait=False, cancel_futures=True)
@@ -230,8 +290,10 @@ class Service:
         next_rescan = self.monotonic()  # the start-up scan, right after READY
         next_sweep = self.monotonic()
         next_backlog_report = self.monotonic()
+        next_state_check = self.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
+            self._follow_wall_clock(store, pipeline)
             if self.reload_requested:
                 self.reload_requested = False
                 if self._reload(store, pipeline):
@@ -239,6 +301,7 @@ class Service:
                     next_rescan = self.monotonic()  # new folders: their files are found now
             self._take_hints()
             self._settle(store)
+            self._refresh_folders()  # folders gone, back or replaced: before the alive() check
             if self.monotonic() >= next_rescan:
                 self._release_dead_owners(store)
                 seen = self._scan_all()
@@ -261,7 +324,20 @@ class Service:
                     "a folder observer thread died; exiting so that systemd restarts the daemon"
                 )
             self._tell_systemd(store)
+            if self.monotonic() >= next_state_check:
+                self._check_state_file(store)
+                next_state_check = self.monotonic() + STATE_FILE_CHECK_SECONDS
             self.wake.wait(self._sleep_seconds(store, next_rescan))
+
+    @staticmethod
+    def _check_state_file(store: state.Store) -> None:
+        why = store.replaced()
+        if why is not None:
+            raise StateFileGoneError(
+                f"{store.path}: the state file changed under the running daemon ({why}); "
+                "exiting so that the service manager starts it again on the file as it is now "
+                "(files whose outputs are already there are not transcribed again)"
+            )
 
     def _report_backlog(self, store: state.Store, pipeline: Pipeline) -> None:
         backlog = store.backlog()
@@ -281,7 +357,9 @@ class Service:
         if len(self.settler):
             poll = self.config.settle_seconds * SETTLE_POLL_FRACTION
             delays.append(min(MAX_SETTLE_POLL_SECONDS, max(MIN_SETTLE_POLL_SECONDS, poll)))
-        if len(self.in_flight) < self.config.concurrency:
+        if self._state_paused():
+            delays.append(self.state_paused_until - self.monotonic())
+        elif len(self.in_flight) < self.config.concurrency:
             due = store.next_due_at(exclude=self.in_flight)
             if due is not None:
                 delays.append(due - self.clock())
@@ -329,7 +407,17 @@ class Service:
                 seen += 1
         return seen
 
+    def _refresh_folders(self) -> None:
+        """Watch folders deleted, moved away or unmounted are waited for; once back (or replaced
+        by a new folder) they are watched again and scanned at once, so that files dropped
+        meanwhile do not wait for the next rescan."""
+        for folder in self.watcher.refresh(self.monotonic()):
+            for path in watching.scan(folder):
+                self._note(path, watching.SEEN, folder)
+
     def _settle(self, store: state.Store) -> None:
+        if self._state_paused():
+            return  # settled files stay candidates until they can be recorded
         now = self.monotonic()
         for path, observation in list(self.settler.candidates.items()):
             found = watching.stat_regular(path, str(observation.folder.path))
@@ -338,18 +426,25 @@ class Service:
                 continue
             if not self.settler.observe(path, found.st_size, found.st_mtime_ns, now):
                 continue
-            self.settler.forget(path)
             version = (found.st_size, found.st_mtime_ns)
             if self.known.get(path) == version:
+                self.settler.forget(path)
                 continue
             latest = store.latest_for_path(path)  # `transcribe` may have recorded it meanwhile
             if latest is not None and (latest.size, latest.mtime_ns) == version:
+                self.settler.forget(path)
                 self.known[path] = version
                 continue
-            store.add_version(
-                path=path, folder=str(observation.folder.path), size=found.st_size,
-                mtime_ns=found.st_mtime_ns, now=self.clock(),
-            )  # fmt: skip
+            try:
+                store.add_version(
+                    path=path, folder=str(observation.folder.path), size=found.st_size,
+                    mtime_ns=found.st_mtime_ns, now=self.clock(),
+                )  # fmt: skip
+            except state.StateWriteError as error:
+                self._state_unwritable(error)  # it stays a candidate, recorded once it can be
+                return
+            self._state_writable()
+            self.settler.forget(path)
             self.known[path] = version
             log.info("settled %s (%d bytes)", shown(path), found.st_size)
 
@@ -366,7 +461,7 @@ class Service:
                 if error is not None:
                     log.error("a step of file #%d failed unexpectedly: %r", row_id, error)
         free = self.config.concurrency - len(self.in_flight)
-        if free <= 0:
+        if free <= 0 or self._state_paused():
             return
         for row in store.due(self.clock(), limit=free, exclude=self.in_flight):
             future = executor.submit(self._advance_safely, pipeline, row.id)
@@ -380,14 +475,53 @@ class Service:
             if os.environ.get(HANG_VARIABLE) == "step":
                 threading.Event().wait()  # a step that never returns, for the watchdog tests
             pipeline.advance(row_id)
+            self._state_writable()
+        except state.StateWriteError as error:
+            self._state_unwritable(error)
         except Exception:
             log.exception("unexpected error while processing file #%d; retrying later", row_id)
             assert self.store is not None  # noqa: S101
             now = self.clock()
-            self.store.update(row_id, now, due_at=now + 60.0)
+            try:
+                self.store.update(row_id, now, due_at=now + 60.0)
+            except state.StateWriteError as error:
+                self._state_unwritable(error)
         finally:
             with self._steps_lock:
                 self.step_started.pop(row_id, None)
+
+    # -- the state file cannot be written --------------------------------------------------------
+
+    def _state_paused(self) -> bool:
+        return self.monotonic() < self.state_paused_until
+
+    def _state_unwritable(self, error: state.StateWriteError) -> None:
+        """A write failed: no step runs until a backoff passes; one log line per episode.
+
+        The failed step changed nothing (its transaction was undone and no quota was used), so
+        it is simply taken again once the file can be written.
+        """
+        with self._state_lock:
+            starting = self.state_retry_seconds == 0.0
+            self.state_retry_seconds = min(
+                STATE_RETRY_MAX_SECONDS,
+                max(STATE_RETRY_FIRST_SECONDS, self.state_retry_seconds * 2),
+            )
+            self.state_paused_until = self.monotonic() + self.state_retry_seconds
+        if starting:
+            log.error(
+                "%s; nothing is submitted and no step runs until it can be written (tried again "
+                "every few seconds)",
+                error,
+            )
+        self.wake.set()
+
+    def _state_writable(self) -> None:
+        with self._state_lock:
+            ending = self.state_retry_seconds != 0.0
+            self.state_retry_seconds = 0.0
+        if ending:
+            log.info("the state file can be written again; work resumes")
 
     def _dispatch_sweep(
         self,
@@ -401,13 +535,87 @@ class Service:
         if self.config.on_complete is not None:
             self.background.append(executor.submit(pipeline.sweep_hooks))
 
-    @staticmethod
-    def _release_dead_owners(store: state.Store) -> None:
+    def _release_dead_owners(self, store: state.Store) -> None:
         """Rows of a `transcribe` process that died go back to the daemon."""
         for owner in store.owners():
             if not oneshot.owner_alive(owner):
-                released = store.release(owner)
+                try:
+                    released = store.release(owner)
+                except state.StateWriteError as error:
+                    self._state_unwritable(error)
+                    return
                 log.info("took over %d file(s) from %s, which is gone", released, owner)
+
+    # -- the wall clock steps -------------------------------------------------------------------
+    #
+    # Due times, quota windows and pauses are wall-clock times (due times must survive a restart),
+    # while waiting is monotonic. So when the wall clock is set (back an hour: everything would
+    # stall an hour; forward: every check at once, and the quota's hour cut short), the schedule
+    # is moved with it.
+
+    def _start_following_wall_clock(self, store: state.Store) -> None:
+        """At start: times written by a wall clock ahead of this one (it stepped back while the
+        daemon was stopped) are pulled in, before the quota windows are read."""
+        now = self.clock()
+        self.clock_offset = now - self.since_boot()
+        self.pull_in_pending = True
+        moved = self._pull_in_future_times(store, now)
+        if moved:
+            log.warning(
+                "the wall clock is behind the times in the state file (it was set back while the "
+                "daemon was stopped); due times of %d unfinished file(s) moved back with it",
+                moved,
+            )
+
+    def _follow_wall_clock(self, store: state.Store, pipeline: Pipeline) -> None:
+        """Once per loop pass: a step of the wall clock moves the schedule by the same amount."""
+        now = self.clock()
+        offset = now - self.since_boot()
+        step = scheduling.wall_clock_step(self.clock_offset, offset)
+        if step:
+            try:
+                moved = store.shift_times(step, now)
+            except state.StateFileError as error:
+                self._clock_step_unwritten(error)
+                return  # the offset is kept: the same step is seen, and moved, at the next pass
+            for window in pipeline.windows.values():
+                window.shift(step, now)
+            for pause in pipeline.pauses.values():
+                pause.shift(step)
+            log.warning(
+                "the wall clock stepped %s by %.0f s; due times moved with it (%d unfinished "
+                "file(s))",
+                "back" if step < 0 else "forward", abs(step), moved,
+            )  # fmt: skip
+            # A step running now may have read the clock before it stepped and write old times.
+            self.racing_clock_step = dict(self.in_flight)
+            self.pull_in_pending = True
+        self.clock_offset = offset
+        if self.pull_in_pending:
+            # Until every racing step is done (what they wrote is committed by then).
+            self.racing_clock_step = {row: future for row, future in self.racing_clock_step.items()
+                                      if not future.done()}  # fmt: skip
+            self._pull_in_future_times(store, now)
+            for window in pipeline.windows.values():
+                window.shift(0.0, now)  # calls taken with a clock read before the step
+
+    def _pull_in_future_times(self, store: state.Store, now: float) -> int:
+        """Rows and calls with times after `now`; pending again while racing steps run."""
+        try:
+            moved = store.pull_in_future_times(
+                now, tolerance=scheduling.CLOCK_STEP_TOLERANCE_SECONDS
+            )
+        except state.StateFileError as error:
+            self._clock_step_unwritten(error)
+            return 0  # still pending: tried again at the next pass
+        self.pull_in_pending = bool(self.racing_clock_step)
+        self.clock_write_failed = False
+        return moved
+
+    def _clock_step_unwritten(self, error: state.StateFileError) -> None:
+        if not self.clock_write_failed:
+            log.warning("cannot move due times with the wall clock yet (tried again): %s", error)
+        self.clock_write_failed = True
 
     # -- systemd: status, watchdog ------------------------------------------------------------
 

@@ -8,6 +8,7 @@ committed with `synchronous=FULL`, so a `kill -9` loses at most the step that wa
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -39,6 +40,19 @@ ALL_STATES = ACTIVE_STATES + TERMINAL_STATES
 
 class StateFileError(Exception):
     """The state file cannot be used (corrupt, unreadable, from a newer version)."""
+
+
+class StateWriteError(StateFileError):
+    """A change could not be written (disk full, I/O error, read-only): nothing of it was kept.
+
+    At steady state this is an episode to wait out, not a reason to die: the daemon stops taking
+    steps (and never submits) until the state file can be written again.
+    """
+
+
+# The free space a submission needs beside the state file: the operation id the service returns
+# must be written at once, and a transaction with its WAL pages needs far less than this.
+MIN_FREE_BYTES = 1024 * 1024
 
 
 def daemon_lock_path(state_file: Path) -> Path:
@@ -79,6 +93,34 @@ def daemon_running(state_file: Path) -> bool:
         probe.release()
         return False
     return True
+
+
+def _on_read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False  # cannot tell: opening the file says what is wrong
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why this process cannot write the state file and the journal SQLite keeps beside it
+    (`NAME-wal`, `NAME-shm`), or None. Checked at start: found at the first write instead, it
+    was a crash after READY, and a restart loop under systemd."""
+    folder = path.parent
+    journal = f"SQLite keeps its journal ({path.name}-wal, {path.name}-shm) there"
+    if path.exists():
+        if _on_read_only_mount(path):
+            return "it is on a read-only mount; remount it read-write or move state_file"
+        if not os.access(path, os.W_OK, effective_ids=True):
+            return "the file is read-only for this user; fix its owner or permissions"
+    if _on_read_only_mount(folder):
+        return f"its folder {folder} is on a read-only mount, and {journal}"
+    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=True):
+        return (
+            f"its folder {folder} is not writable for this user, and {journal}; fix the "
+            "folder's owner or permissions"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -171,6 +213,14 @@ _MIGRATIONS: dict[int, str] = {
 CALL_HISTORY_SECONDS = 3600.0  # the quota window; older calls are pruned
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def _encode(value: str) -> bytes:
     return os.fsencode(value)
 
@@ -195,6 +245,9 @@ class Store:
             )
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
+            unwritable = unwritable_reason(path)
+            if unwritable is not None:
+                raise StateFileError(f"{path}: cannot write the state file: {unwritable}")
         try:
             target = f"file:{urllib.parse.quote(str(path))}?mode=ro" if read_only else str(path)
             self._db = sqlite3.connect(
@@ -207,8 +260,24 @@ class Store:
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._prepare(read_only=read_only)
+            if not read_only:
+                self._check_writable()
         except sqlite3.DatabaseError as error:
             raise StateFileError(f"{path}: cannot use the state file: {error}") from None
+        self._identity = _identity(path)
+
+    def replaced(self) -> str | None:
+        """Why the file at our path is no longer the one we opened (deleted, replaced), or None.
+
+        SQLite keeps writing to the open file even after it was deleted: without this check the
+        daemon would record everything in a file nobody can see, and pay again after a restart.
+        """
+        found = _identity(self.path)
+        if found is None:
+            return "it was deleted"
+        if found != self._identity:
+            return "another file took its place"
+        return None
 
     def _prepare(self, *, read_only: bool) -> None:
         check = self._db.execute("PRAGMA quick_check").fetchone()[0]
@@ -233,6 +302,28 @@ class Store:
                 raise StateFileError(f"{self.path}: the state file needs the daemon to upgrade it")
             self._migrate(version)
 
+    def _check_writable(self) -> None:
+        """Ask SQLite itself whether it can write (what file modes do not tell, e.g. a journal
+        file left read-only): a change that is rolled back, so nothing reaches the disk."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+                    self._db.execute(f"PRAGMA user_version = {version}")
+                finally:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_READONLY:
+                    return  # busy, or a full disk: passing troubles the running daemon waits out
+                self._db.close()
+                name = self.path.name
+                raise StateFileError(
+                    f"{self.path}: cannot write the state file: SQLite says '{error}'; check the "
+                    f"owner and permissions of it and of {name}-wal and {name}-shm beside it"
+                ) from None
+
     def _migrate(self, version: int) -> None:
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self._transaction():
@@ -247,14 +338,35 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; StateWriteError when SQLite cannot write (all undone)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._rollback()
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as error:
+                self._rollback()
+                raise StateWriteError(
+                    f"{self.path}: cannot write the state file: {error}"
+                ) from None
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+
+    def has_room(self, needed: int = MIN_FREE_BYTES) -> bool:
+        """Whether the state file's file system has `needed` bytes free (checked before a
+        submission, whose answer must be written)."""
+        try:
+            stats = os.statvfs(self.path.parent)
+        except OSError:
+            return True  # cannot tell: the write itself will say
+        return stats.f_bavail * stats.f_frsize >= needed
 
     def _select(self, where: str, parameters: Iterable[Any] = ()) -> list[FileRow]:
         with self._lock:
@@ -288,10 +400,13 @@ class Store:
         marks = ",".join("?" * len(excluded))
         exclusion = f"AND id NOT IN ({marks})" if excluded else ""
         states = ",".join("?" * len(ACTIVE_STATES))
+        # Work already paid for first: status checks and outputs of pending operations, then
+        # submissions of uploaded files, then uploads, then new files; by due time within each.
         return self._select(
             f"WHERE state IN ({states}) AND due_at <= ? AND owner IS NULL {exclusion} "
-            "ORDER BY due_at, id LIMIT ?",
-            (*ACTIVE_STATES, now, *excluded, limit),
+            "ORDER BY CASE state WHEN ? THEN 0 WHEN ? THEN 1 WHEN ? THEN 2 ELSE 3 END, due_at, id "
+            "LIMIT ?",
+            (*ACTIVE_STATES, now, *excluded, PENDING, SUBMITTING, UPLOADING, limit),
         )
 
     def next_due_at(self, *, exclude: Iterable[int] = ()) -> float | None:
@@ -306,6 +421,24 @@ class Store:
                 (*ACTIVE_STATES, *excluded),
             ).fetchone()[0]
         return None if value is None else float(value)
+
+    def versions_of(self, path: str) -> int:
+        """How many rows (file versions, any state) the state file has for this path."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT COUNT(*) FROM files WHERE path = ?", (_encode(path),)
+            ).fetchone()[0]
+        return int(found)
+
+    def count_in_states(self, states: Iterable[str]) -> int:
+        wanted = tuple(states)
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT COUNT(*) FROM files WHERE state IN ({marks})",  # noqa: S608
+                wanted,
+            ).fetchone()[0]
+        return int(found)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -456,3 +589,37 @@ class Store:
                 )
                 changed += cursor.rowcount
         return changed
+
+    # -- the wall clock stepped ------------------------------------------------------------------
+
+    def shift_times(self, step: float, now: float) -> int:
+        """Move the schedule with a step of the wall clock (`step` seconds, negative when it
+        went back): the due, submission and change times of unfinished rows, and the recorded
+        API calls (none after `now`). What was due in a minute is still due in a minute, and a
+        call made a minute ago still counts against the hour. How many rows moved."""
+        states = ",".join("?" * len(ACTIVE_STATES))
+        with self._transaction() as db:
+            moved = db.execute(
+                "UPDATE files SET due_at = due_at + ?, submitted_at = submitted_at + ?, "  # noqa: S608
+                f"updated_at = updated_at + ? WHERE state IN ({states})",
+                (step, step, step, *ACTIVE_STATES),
+            ).rowcount
+            db.execute("UPDATE api_calls SET at = MIN(at + ?, ?)", (step, now))
+        return int(moved)
+
+    def pull_in_future_times(self, now: float, *, tolerance: float) -> int:
+        """Undo a backward step of the wall clock that was not seen as it happened (the daemon
+        was stopped, or a step read the clock just before it): an unfinished row last changed
+        more than `tolerance` after `now` was scheduled by a clock at least that far ahead, so
+        its times move back by that much (a check due 10 s after it was scheduled is due 10 s
+        from now); API calls recorded after `now` count as made now. How many rows moved."""
+        states = ",".join("?" * len(ACTIVE_STATES))
+        with self._transaction() as db:
+            moved = db.execute(
+                "UPDATE files SET due_at = due_at - (updated_at - ?), "  # noqa: S608
+                "submitted_at = submitted_at - (updated_at - ?), updated_at = ? "
+                f"WHERE state IN ({states}) AND updated_at > ?",
+                (now, now, now, *ACTIVE_STATES, now + tolerance),
+            ).rowcount
+            db.execute("UPDATE api_calls SET at = ? WHERE at > ?", (now, now))
+        return int(moved)

@@ -1,15 +1,19 @@
 """Object storage (Yandex Object Storage, any S3-compatible store) through boto3.
 
 The object key comes from the content hash, so uploading the same bytes twice writes the same
-object: a crash during upload is repaired by uploading again.
+object: a crash during upload is repaired by uploading again. An object under a hash key holds
+exactly the bytes with that hash: the upload hashes the bytes as they are sent (each byte is read
+from the file once; retries resend what was read), and an object whose bytes turn out not to
+match (the file was rewritten while it went up) is deleted at once and never used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import boto3
 import boto3.s3.transfer
@@ -26,9 +30,14 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 10.0  # storage is a nearby service; a slow connect means it is down
 READ_TIMEOUT_SECONDS = 60.0  # a part upload of 16 MB over a slow line still fits
 BOTOCORE_ATTEMPTS = 3  # botocore's own standard-mode retries; our outer retry does the rest
-MULTIPART_THRESHOLD = 64 * 1024 * 1024  # below this a single PUT is fastest
-MULTIPART_CHUNK = 16 * 1024 * 1024  # >= 5 MB minimum; 1 GiB / 16 MB = 64 parts, far from 10,000
-TRANSFER_THREADS = 4  # parts of one large upload in flight at once
+# Uploads read the file once, into memory, so that what is sent is what was hashed (a retry
+# resends those bytes instead of reading a file that may have changed): below the threshold the
+# whole file is one PUT from memory; above it, parts. Small parts keep the memory of one upload
+# near TRANSFER_THREADS x MULTIPART_CHUNK.
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+MULTIPART_CHUNK = 8 * 1024 * 1024  # >= 5 MB minimum; 1 GiB / 8 MiB = 128 parts, far from 10,000
+TRANSFER_THREADS = 4  # parts of one large upload in flight at once (and parts held in memory)
+HASH_METADATA = "sha256"  # x-amz-meta-sha256: the hash of the bytes the daemon sent
 
 AUTH_ERROR_CODES = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "Forbidden"}
@@ -41,6 +50,46 @@ class StorageError(Exception):
     def __init__(self, message: str, *, auth: bool = False) -> None:
         super().__init__(message)
         self.auth = auth
+
+
+class ContentChangedError(Exception):
+    """The bytes read for an upload do not have the expected hash: the file changed meanwhile.
+
+    The object written from them has been deleted again (or its deletion failed: `left_behind`).
+    """
+
+    def __init__(self, sent_sha256: str, *, left_behind: bool) -> None:
+        super().__init__(f"the bytes sent hash to {sent_sha256[:12]}")
+        self.sent_sha256 = sent_sha256
+        self.left_behind = left_behind
+
+
+class HashingReader:
+    """A non-seekable reader that hashes every byte it hands out, in order, exactly once.
+
+    Being non-seekable makes s3transfer read each byte once into memory and resend that memory on
+    a retry, so the hash covers precisely what was sent.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._digest.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def object_key(prefix: str, sha256: str, suffix: str = ".ogg") -> str:
@@ -108,12 +157,16 @@ class ObjectStore:
             multipart_chunksize=MULTIPART_CHUNK,
             max_concurrency=TRANSFER_THREADS,
         )
+        # s3transfer's own setting (boto3's constructor does not take it): parts read ahead.
+        self.transfer.max_in_memory_upload_chunks = TRANSFER_THREADS
 
     def key_for(self, sha256: str) -> str:
         return object_key(self.settings.prefix, sha256)
 
-    def exists(self, key: str, size: int) -> bool:
-        """True if the object is already there with this size (a previous upload finished)."""
+    def exists(self, key: str, size: int, sha256: str) -> bool:
+        """True if the object is already there as the daemon sent these bytes: this size and our
+        hash in its metadata (a previous upload finished; objects of unknown origin are not
+        trusted and are overwritten)."""
         try:
             head = self.client.head_object(Bucket=self.settings.bucket, Key=key)
         except botocore.exceptions.ClientError as error:
@@ -123,22 +176,39 @@ class ObjectStore:
             raise _describe(error) from None
         except (botocore.exceptions.BotoCoreError, OSError) as error:
             raise _describe(error) from None
-        return int(head.get("ContentLength", -1)) == size
+        metadata = head.get("Metadata") or {}
+        return int(head.get("ContentLength", -1)) == size and metadata.get(HASH_METADATA) == sha256
 
-    def upload(self, path: Path, key: str, size: int) -> bool:
-        """Put the file at `key` unless an object of the same size is there; True if uploaded.
+    def upload(self, path: Path, key: str, size: int, sha256: str) -> bool:
+        """Put the file's bytes at `key` unless they are there already; True if uploaded.
 
-        Large files go up in parts; s3transfer aborts an unfinished multipart upload on failure
-        (unfinished uploads are billed).
+        ContentChangedError (after deleting the object) when the bytes read are not the ones
+        with `sha256`. Large files go up in parts; s3transfer aborts an unfinished multipart
+        upload on failure (unfinished uploads are billed).
         """
-        if self.exists(key, size):
+        if self.exists(key, size, sha256):
             return False
+        with path.open("rb") as stream:
+            reader = HashingReader(stream)
+            self._put(reader, key, sha256)
+        if reader.hexdigest() != sha256:
+            left_behind = False
+            try:
+                self.delete(key)
+            except StorageError as error:
+                log.error("could not delete object %s, whose bytes are not the ones of its "
+                          "name (%s); the sweep retries", key, error)  # fmt: skip
+                left_behind = True
+            raise ContentChangedError(reader.hexdigest(), left_behind=left_behind)
+        return True
+
+    def _put(self, reader: HashingReader, key: str, sha256: str) -> None:
         try:
-            self.client.upload_file(
-                str(path),
+            self.client.upload_fileobj(
+                reader,  # type: ignore[arg-type]  # a reader is all s3transfer needs
                 self.settings.bucket,
                 key,
-                ExtraArgs={"ContentType": "audio/ogg"},
+                ExtraArgs={"ContentType": "audio/ogg", "Metadata": {HASH_METADATA: sha256}},
                 Config=self.transfer,
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
@@ -150,7 +220,6 @@ class ObjectStore:
             ):
                 raise _describe(cause) from None
             raise StorageError(f"upload failed: {_first_line(str(error))}") from None
-        return True
 
     def audio_uri(self, key: str) -> str:
         """The `audio.uri` for the recognition request, per `storage.link`."""

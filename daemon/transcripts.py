@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -14,11 +15,119 @@ _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d*)?)s\s*$")
 def parse_duration(value: Any) -> float | None:
     """Seconds from a protobuf JSON duration string such as "0.879999999s"."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
             return float(match.group(1))
+    return None
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a message naming a malformed part."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _is_whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def documented_failure(operation: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The operation's `error` when it is the documented failure: an object with an integer code."""
+    failure = operation.get("error")
+    if isinstance(failure, dict) and _is_whole_number(failure.get("code")):
+        return failure
+    return None
+
+
+def _optional_problem(
+    container: Mapping[str, Any], key: str, where: str, expected: tuple[type, ...]
+) -> str | None:
+    """A problem unless `key` is missing or null (both mean none) or of an `expected` type."""
+    value = container.get(key)
+    if value is None or (isinstance(value, expected) and not isinstance(value, bool)):
+        return None
+    return f"{where}.{key} is {_kind(value)}, not {_kind(expected[0]())}"
+
+
+def _chunk_problem(chunk: Any, where: str) -> str | None:
+    """What is malformed in one chunk: the parts the renderers read, nothing else."""
+    if not isinstance(chunk, dict):
+        return f"{where} is {_kind(chunk)}, not an object"
+    problem = _optional_problem(chunk, "channelTag", where, (str, int))
+    problem = problem or _optional_problem(chunk, "alternatives", where, (list,))
+    if problem:
+        return problem
+    for index, alternative in enumerate(chunk.get("alternatives") or []):
+        inner = f"{where}.alternatives[{index}]"
+        if not isinstance(alternative, dict):
+            return f"{inner} is {_kind(alternative)}, not an object"
+        problem = _optional_problem(alternative, "text", inner, (str,))
+        problem = problem or _optional_problem(alternative, "words", inner, (list,))
+        if problem:
+            return problem
+        for number, word in enumerate(alternative.get("words") or []):
+            if not isinstance(word, dict):
+                return f"{inner}.words[{number}] is {_kind(word)}, not an object"
+            if "word" in word and not isinstance(word["word"], str):
+                return f"{inner}.words[{number}].word is {_kind(word['word'])}, not a string"
+    return None
+
+
+def result_problem(operation: Any) -> str | None:
+    """Why a finished operation is no transcript, or None when it is one.
+
+    A transcript is `done: true` with a `response` object whose `chunks` is a list of chunks
+    of the documented shape, or absent (the documented "no speech"). Anything else (no or a null
+    `response`, `chunks` that is not a list, an `error` that is not an object with an integer
+    `code`) is named here, e.g. "response.chunks is a string, not a list". The daemon checks a
+    result with this before writing it and `render` before reading one: what one writes, the
+    other reads. A missing or null `text` is a chunk without text, not a problem.
+    """
+    if not isinstance(operation, dict):
+        return f"the operation is {_kind(operation)}, not an object"
+    done = operation.get("done")
+    if done is not True:
+        if done is None or done is False:
+            return "the operation is not done"
+        return f"done is {_kind(done)}, not true"
+    failure = documented_failure(operation)
+    if failure is not None:
+        message = failure.get("message") or "no message"
+        return f"the operation ended in an error (code {failure['code']}: {message})"
+    error = operation.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            return f"error is {_kind(error)}, not an object"
+        if error.get("code") is None:
+            return "error.code is missing"
+        return f"error.code is {_kind(error['code'])}, not a whole number"
+    if "response" not in operation:
+        return "response is missing"
+    response = operation["response"]
+    if not isinstance(response, dict):
+        return f"response is {_kind(response)}, not an object"
+    if "chunks" not in response:
+        return None
+    found = response["chunks"]
+    if not isinstance(found, list):
+        return f"response.chunks is {_kind(found)}, not a list"
+    for index, chunk in enumerate(found):
+        problem = _chunk_problem(chunk, f"response.chunks[{index}]")
+        if problem:
+            return problem
     return None
 
 
@@ -39,8 +148,8 @@ def chunk_text(chunk: Mapping[str, Any]) -> str:
     if not isinstance(alternatives, list) or not alternatives:
         return ""
     first = alternatives[0]
-    text = first.get("text", "") if isinstance(first, dict) else ""
-    return " ".join(str(text).split())
+    text = first.get("text") if isinstance(first, dict) else None
+    return " ".join(text.split()) if isinstance(text, str) else ""  # no text: never "None"
 
 
 def chunk_start(chunk: Mapping[str, Any]) -> float | None:
@@ -59,7 +168,8 @@ def chunk_start(chunk: Mapping[str, Any]) -> float | None:
 
 
 def channel_tag(chunk: Mapping[str, Any]) -> str:
-    return str(chunk.get("channelTag", "1"))
+    tag = chunk.get("channelTag")
+    return "1" if tag is None else str(tag)
 
 
 def render_txt(operation: Mapping[str, Any]) -> str:

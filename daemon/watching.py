@@ -4,6 +4,8 @@ Filesystem events are hints: created, modified, closed and moved-in events all f
 a periodic scan is the safety net (inotify drops events when its queue overflows, and network
 mounts send none). Completeness is decided from size and mtime staying still (`Settler`).
 The watchdog handler only enqueues; any exception in it would kill the observer thread.
+Watched folders may come and go (deleted, moved, a late or lost mount): `Watcher.refresh` notices
+with one stat per folder, and watches a folder again once it is back.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon import config as config_module
+from daemon.logs import shown
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 # created inside a folder that was moved in), it is judged by stillness alone after this long.
 OPEN_WRITER_GRACE_SECONDS = 60.0
 POLLING_INTERVAL_SECONDS = 2.0  # polling observers (network mounts) look this often
+# A deleted, moved or unmounted folder silently ends its inotify watch; one stat per folder this
+# often notices it (and its return) long before the next rescan, for next to no cost.
+FOLDER_CHECK_SECONDS = 2.0
 
 TEMPORARY_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp")
 TEMPORARY_PREFIXES = (".", "~", "#")
@@ -47,6 +53,16 @@ WRITING = "writing"  # modified: someone is writing
 CREATED = "created"  # a new name: being written if empty, else a link or a finished copy
 CLOSED = "closed"  # closed after writing, or renamed into place: the writer is done
 SEEN = "seen"  # found by a scan: judged by stillness alone
+
+# What became of a watched folder since its observer was scheduled (`folder_change`).
+UNCHANGED = "unchanged"  # still the folder watched (or still missing): nothing to do
+GONE = "gone"  # deleted, moved away or unmounted: stop watching, wait for it
+APPEARED = "appeared"  # missing until now (at start, or gone before): watch it
+REPLACED = "replaced"  # another folder under the same path (recreated, moved in, a mount): watch it
+ENDED = "ended"  # the same folder, but its watch ended by itself (deleted, then recreated
+# with the same inode number): watch it again
+
+Identity = tuple[int, int]  # (st_dev, st_ino): which folder a path is, not just its name
 
 
 class Waker:
@@ -96,6 +112,32 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
 def inside(path: str, folder: str) -> bool:
     """True if `path` is `folder` or below it (both already resolved)."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def folder_identity(path: str | os.PathLike[str]) -> Identity | None:
+    """Which folder `path` is now; None if it is missing, not a folder, or cannot be looked at."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
+
+
+def folder_change(watched: Identity | None, current: Identity | None, *, watch_ended: bool) -> str:
+    """What became of a folder: UNCHANGED, GONE, APPEARED, REPLACED or ENDED.
+
+    `watched` is the folder's identity when its observer was scheduled (None: not watched, it
+    was missing); `current` is the path's identity now; `watch_ended` says the observer's watch
+    stopped by itself, which watchdog does when the folder is deleted. The identity alone would
+    miss a folder deleted and created again at once: the new one may get the same inode number.
+    """
+    if current is None:
+        return UNCHANGED if watched is None else GONE
+    if watched is None:
+        return APPEARED
+    if watched != current:
+        return REPLACED
+    return ENDED if watch_ended else UNCHANGED
 
 
 @dataclass
@@ -197,6 +239,10 @@ def scan(folder: config_module.WatchFolder) -> Iterator[str]:
         directory = stack.pop()
         try:
             entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            if directory == root:
+                return  # a missing watch folder is waited for; the Watcher says so once
+            continue  # a subfolder removed while we looked
         except OSError as error:
             log.warning("cannot list folder %s: %s", directory, error.strerror)
             continue
@@ -272,18 +318,66 @@ def _inotify_observer() -> BaseObserver:
     return observer
 
 
+@dataclass
+class _Watch:
+    """One watched folder: its observer while it exists, and which folder that observer watches."""
+
+    folder: config_module.WatchFolder
+    observer: BaseObserver | None = None  # None while the folder is missing (waited for)
+    identity: Identity | None = None  # the folder the observer was scheduled on
+    watched_before: bool = False  # for the log: "back" rather than "exists now"
+    failing: str | None = None  # why watching it failed last time (logged once per reason)
+
+
 class Watcher:
-    """The observers of every watched folder, feeding one queue of hints."""
+    """The observers of every watched folder, feeding one queue of hints.
+
+    A folder that is missing (at start, or deleted, moved away or unmounted later) has no
+    observer; `refresh` notices it coming back, or being replaced by another folder under the
+    same path, and watches it (again).
+    """
 
     def __init__(self, folders: Sequence[config_module.WatchFolder], wake: Waker):
         self.wake = wake  # set on every hint so the main loop reacts at once
         self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
-        self.observers: list[BaseObserver] = []
-        self.folders = tuple(folders)
+        self.watches = [_Watch(folder) for folder in folders]
+        self.next_refresh = 0.0
+
+    @property
+    def folders(self) -> tuple[config_module.WatchFolder, ...]:
+        return tuple(watch.folder for watch in self.watches)
+
+    @property
+    def observers(self) -> list[BaseObserver]:
+        return [watch.observer for watch in self.watches if watch.observer is not None]
+
+    def missing(self) -> list[config_module.WatchFolder]:
+        """Folders waited for: missing, gone, or not watchable yet."""
+        return [watch.folder for watch in self.watches if watch.observer is None]
 
     def start(self) -> None:
-        for folder in self.folders:
-            self.observers.append(self._observe(folder))
+        """Watch every folder that exists; missing ones are waited for (the caller, which knows
+        their config keys, reports them). OSError if an existing folder cannot be watched."""
+        for watch in self.watches:
+            self._begin(watch)
+
+    def _begin(self, watch: _Watch) -> None:
+        """Schedule an observer on the folder if it exists; OSError if that fails."""
+        identity = folder_identity(watch.folder.path)
+        if identity is None:
+            return
+        try:
+            watch.observer = self._observe(watch.folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # gone between the stat and the watch: waited for like any missing folder
+        watch.identity = identity  # from before the watch: a change in between shows next time
+        watch.watched_before = True
+
+    def _end(self, watch: _Watch) -> None:
+        if watch.observer is not None:
+            _stop_all([watch.observer])
+        watch.observer = None
+        watch.identity = None
 
     def _observe(self, folder: config_module.WatchFolder) -> BaseObserver:
         event_filter = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent]
@@ -301,42 +395,118 @@ class Watcher:
         observer.start()
         return observer
 
+    def refresh(self, now: float) -> list[config_module.WatchFolder]:
+        """Check, at most every FOLDER_CHECK_SECONDS (`now`: monotonic), that each folder is
+        still the one watched: one stat per folder. A folder gone is let go and waited for; one
+        back, replaced or whose watch ended is watched again. Returns the folders watched anew:
+        files may have arrived unseen meanwhile, so the caller scans them now."""
+        if now < self.next_refresh:
+            return []
+        self.next_refresh = now + FOLDER_CHECK_SECONDS
+        renewed = []
+        for watch in self.watches:
+            observer = watch.observer
+            # Only an observer thread that still runs can have a watch that ended by itself;
+            # a dead observer thread is a death (`alive`), unless its folder is gone.
+            ended = observer is not None and observer.is_alive() and not _watching(observer)
+            change = folder_change(
+                watch.identity, folder_identity(watch.folder.path), watch_ended=ended
+            )
+            if change == UNCHANGED:
+                continue
+            if change == GONE:
+                log.warning(
+                    "watch folder %s is gone (deleted, moved or unmounted); waiting for it to "
+                    "come back",
+                    shown(watch.folder.path),
+                )
+                self._end(watch)
+                continue
+            if self._renew(watch, change):
+                renewed.append(watch.folder)
+        return renewed
+
+    def _renew(self, watch: _Watch, change: str) -> bool:
+        """Watch the folder now under the path; True if it is watched."""
+        before = watch.watched_before
+        self._end(watch)
+        try:
+            self._begin(watch)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            if watch.failing != reason:
+                log.error(
+                    "cannot watch folder %s: %s; trying again every %.0f s",
+                    shown(watch.folder.path), reason, FOLDER_CHECK_SECONDS,
+                )  # fmt: skip
+            watch.failing = reason
+            return False
+        if watch.observer is None:
+            return False  # gone again already
+        watch.failing = None
+        folder = shown(watch.folder.path)
+        if change == REPLACED:
+            log.warning(
+                "watch folder %s is another folder now (created again, moved in or mounted); "
+                "watching it again",
+                folder,
+            )
+        elif change == ENDED:
+            log.warning("the watch on folder %s ended (deleted and created again); watching it "
+                        "again", folder)  # fmt: skip
+        elif before:
+            log.info("watch folder %s is back; watching it again", folder)
+        else:
+            log.info("watch folder %s exists now; watching it", folder)
+        return True
+
     def reschedule(
         self, folders: Sequence[config_module.WatchFolder]
     ) -> tuple[list[config_module.WatchFolder], list[config_module.WatchFolder]]:
         """Watch exactly `folders` from now on (a config reload); returns (added, removed).
 
         A folder whose settings changed is removed and added again: its handler carries them.
-        New observers start before old ones stop, so if one cannot start (OSError, e.g. the
-        inotify watch limit) nothing has changed and the error propagates.
+        A new folder that is missing is waited for. New observers start before old ones stop,
+        so if one cannot start (OSError, e.g. the inotify watch limit) nothing has changed and
+        the error propagates.
         """
         wanted = tuple(folders)
-        added = [folder for folder in wanted if folder not in self.folders]
-        started: list[BaseObserver] = []
+        current = self.folders
+        added = [folder for folder in wanted if folder not in current]
+        started: list[_Watch] = []
         try:
             for folder in added:
-                started.append(self._observe(folder))
+                watch = _Watch(folder)
+                self._begin(watch)
+                started.append(watch)
         except BaseException:
-            _stop_all(started)
+            _stop_all([watch.observer for watch in started if watch.observer is not None])
             raise
-        # Folders are compared by value (all their settings), not hashed: a pair list suffices.
-        current = list(zip(self.folders, self.observers, strict=True))
-        removed = [folder for folder, _ in current if folder not in wanted]
-        _stop_all([observer for folder, observer in current if folder not in wanted])
-        pairs = [pair for pair in current if pair[0] in wanted]
-        pairs += zip(added, started, strict=True)
-        self.folders = wanted
-        self.observers = [
-            next(observer for known, observer in pairs if known == folder) for folder in wanted
+        # Folders are compared by value (all their settings), not hashed: a list suffices.
+        removed = [watch.folder for watch in self.watches if watch.folder not in wanted]
+        for watch in self.watches:
+            if watch.folder not in wanted:
+                self._end(watch)
+        kept = [watch for watch in self.watches if watch.folder in wanted] + started
+        self.watches = [
+            next(watch for watch in kept if watch.folder == folder) for folder in wanted
         ]
         return added, removed
 
     def alive(self) -> bool:
-        return all(observer.is_alive() for observer in self.observers)
+        """False if an observer thread died while its folder is still the one it watches. A
+        folder deleted, moved or unmounted under its observer is `refresh`'s business."""
+        return all(
+            watch.observer.is_alive() or folder_identity(watch.folder.path) != watch.identity
+            for watch in self.watches
+            if watch.observer is not None
+        )
 
     def stop(self) -> None:
         _stop_all(self.observers)
-        self.observers.clear()
+        for watch in self.watches:
+            watch.observer = None
+            watch.identity = None
 
     def drain(self, limit: int = 10_000) -> list[Hint]:
         hints: list[Hint] = []
@@ -346,6 +516,13 @@ class Watcher:
             except queue.Empty:
                 break
         return hints
+
+
+def _watching(observer: BaseObserver) -> bool:
+    """True while the observer's watch runs: watchdog ends it (not the observer thread) when
+    the watched folder is deleted."""
+    emitters = list(observer.emitters)
+    return bool(emitters) and all(emitter.is_alive() for emitter in emitters)
 
 
 def _stop_all(observers: Sequence[BaseObserver]) -> None:

@@ -22,6 +22,9 @@ BOTH_ENDPOINTS = ENDPOINTS  # a fault applies everywhere unless scoped
 
 DEFAULT_ERROR_STATUS = 500  # the most common server-side failure
 DEFAULT_RETRY_AFTER_SECONDS = 1  # short, so tests honouring it stay fast
+# Done operations that are not what the documentation promises (exactly one of a `response`
+# object or an `error` object): what a garbling proxy or a changed API could answer.
+MALFORMED_KINDS = ("no_response", "null_response", "chunks_not_list", "error_string")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class FaultSettings:
     # The next this many operations end in that error whatever the rate (a countdown, so a test
     # can say "fail once, then succeed" without depending on random draws).
     operation_error_next: int = 0
+    # The next this many operations answer every status check after they are done with a
+    # malformed operation of this kind (one of MALFORMED_KINDS) instead of their result.
+    malformed_kind: str = MALFORMED_KINDS[0]
+    malformed_next: int = 0
     auth_fail: bool = False  # every API request 401, as with a revoked key
 
     def to_json(self) -> dict[str, Any]:
@@ -126,6 +133,17 @@ def merge_fault_settings(current: FaultSettings, changes: Mapping[str, object]) 
                     f"fault 'operation_error_next': expected a whole number >= 0, got {value!r}"
                 )
             values[name] = value
+        elif name == "malformed_kind":
+            if value not in MALFORMED_KINDS:
+                kinds = ", ".join(MALFORMED_KINDS)
+                raise ValueError(f"fault 'malformed_kind': expected one of {kinds}, got {value!r}")
+            values[name] = value
+        elif name == "malformed_next":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"fault 'malformed_next': expected a whole number >= 0, got {value!r}"
+                )
+            values[name] = value
         elif name == "retry_after_seconds":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(
@@ -170,3 +188,18 @@ def decide_faults(faults: FaultSettings, endpoint: str, draw: Callable[[], float
         rate_limited=rate_limited,
         error_status=faults.error_status if error else None,
     )
+
+
+def malformed_answer(operation: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """A done `operation` answered as `kind` (one of MALFORMED_KINDS) instead of as it is."""
+    answer = {name: value for name, value in operation.items() if name not in ("response", "error")}
+    answer["done"] = True
+    if kind == "null_response":
+        answer["response"] = None
+    elif kind == "chunks_not_list":
+        answer["response"] = {"@type": logic.RESPONSE_TYPE, "chunks": "not a list"}
+    elif kind == "error_string":
+        answer["error"] = "Invalid audio received"
+    elif kind != "no_response":
+        raise ValueError(f"unknown malformed kind {kind!r}")
+    return answer

@@ -110,6 +110,7 @@ class _Operation:
     delay_seconds: float = 0.0  # simulated processing time from creation
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    malformed: str | None = None  # a faults.MALFORMED_KINDS answer instead of its result
 
     def done_at(self) -> float | None:
         if self.finished_at is None:
@@ -127,6 +128,7 @@ INJECTED_FAULT_KINDS = {
         "rate_limit",
         "error",
         "operation_error",
+        "malformed",
     ),
     faults_module.OPERATION: ("slow", "drop", "auth_fail", "rate_limit", "error"),
 }
@@ -464,6 +466,12 @@ class SpeechKitService:
                 )
             if forced_error is not None:
                 self._counters.injected[faults_module.SUBMIT]["operation_error"] += 1
+            if faults.malformed_next > 0:
+                operation.malformed = faults.malformed_kind
+                self._faults = dataclasses.replace(
+                    self._faults, malformed_next=faults.malformed_next - 1
+                )
+                self._counters.injected[faults_module.SUBMIT]["malformed"] += 1
             timing = self._timing
             answer = logic.operation_json(
                 operation_id=operation.operation_id,
@@ -514,17 +522,17 @@ class SpeechKitService:
                         modified_at=max(now, operation.created_at),
                     ),
                 )
-            return Reply(
-                200,
-                logic.operation_json(
-                    operation_id=operation.operation_id,
-                    created_at=operation.created_at,
-                    created_by=operation.created_by,
-                    modified_at=done_at,
-                    response=operation.response,
-                    error=operation.error,
-                ),
+            answer = logic.operation_json(
+                operation_id=operation.operation_id,
+                created_at=operation.created_at,
+                created_by=operation.created_by,
+                modified_at=done_at,
+                response=operation.response,
+                error=operation.error,
             )
+            if operation.malformed is not None:
+                answer = faults_module.malformed_answer(answer, operation.malformed)
+            return Reply(200, answer)
 
     def _forget_expired(self, now: float) -> None:
         """Drop operations whose results outlived the retention time (caller holds the lock)."""

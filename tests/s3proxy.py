@@ -6,17 +6,23 @@ links made for the proxy work through it. Told to, it refuses every request of a
 with 403 AccessDenied, as Object Storage does when the keys' role lacks the permission
 (`storage.uploader` and DELETE).
 
+Told to, it also holds the next requests of a method for a while and then answers them with
+500 InternalError, as a struggling store does: the client retries, and what it sends again
+shows whether it re-reads a file that may have changed meanwhile.
+
 The request body is sent on in one place (`_Handler.forward`): a bytes-per-second limit for
 slow uploads belongs there when a test needs one.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.client
 import http.server
 import socket
 import threading
+import time
 import urllib.parse
 from types import TracebackType
 from typing import Self
@@ -32,6 +38,11 @@ ACCESS_DENIED = (
 # Framing is ours toward the client: the upstream body arrives whole and goes out with a length.
 NOT_FORWARDED_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding"})
 NO_BODY_STATUSES = frozenset({204, 304})
+INTERNAL_ERROR = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message>"
+    b"</Error>"
+)
 
 
 class S3Proxy:
@@ -44,6 +55,9 @@ class S3Proxy:
         self.upstream = (parsed.hostname, parsed.port)
         self.refused_methods: frozenset[str] = frozenset()
         self.refused: list[str] = []  # "METHOD /path" of every request answered with 403
+        self.received: collections.Counter[str] = collections.Counter()  # requests per method
+        self._failing: dict[str, int] = {}
+        self._fail_after_seconds = 0.0
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -57,6 +71,22 @@ class S3Proxy:
     def refuse(self, *methods: str) -> None:
         """Answer every request of these methods with 403 AccessDenied; none: forward all."""
         self.refused_methods = frozenset(method.upper() for method in methods)
+
+    def fail_next(self, method: str, count: int, *, after_seconds: float = 0.0) -> None:
+        """Hold each of the next `count` requests of `method` for `after_seconds`, then answer
+        500 InternalError without passing it on."""
+        with self._lock:
+            self._failing[method.upper()] = count
+            self._fail_after_seconds = after_seconds
+
+    def take_failure(self, method: str) -> float | None:
+        """Count a request; the seconds to hold it before failing it, or None to forward it."""
+        with self._lock:
+            self.received[method] += 1
+            if self._failing.get(method, 0) <= 0:
+                return None
+            self._failing[method] -= 1
+            return self._fail_after_seconds
 
     def record_refusal(self, line: str) -> None:
         with self._lock:
@@ -149,6 +179,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command in proxy.refused_methods:
             proxy.record_refusal(f"{self.command} {self.path}")
             self.answer(403, ACCESS_DENIED, content_type="application/xml")
+            return
+        hold = proxy.take_failure(self.command)
+        if hold is not None:
+            time.sleep(hold)
+            self.answer(500, INTERNAL_ERROR, content_type="application/xml")
             return
         try:
             status, reason, headers, payload = self.forward(body)

@@ -209,12 +209,18 @@ def test_bad_config_exits_2_naming_file_and_key(make_daemon: Callable[..., Daemo
     assert f"{daemon.config}: at 'settle_seconds': expected a number, got a string" in result.stderr
 
 
-def test_missing_watch_folder_exits_2(make_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+def test_a_watch_path_that_is_not_a_folder_exits_2(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    # A missing folder is waited for (a late mount: tests/e2e/test_watch_folders.py); a file
+    # where a folder should be is a config error that no restart fixes.
+    (tmp_path / "nowhere").write_text("a file, not a folder")
     daemon = make_daemon(watch_dirs=[tmp_path / "nowhere"])
     result = daemon.cli("run", check=False)
     assert result.returncode == 2
-    assert "nowhere" in result.stderr
-    assert "does not exist" in result.stderr
+    assert f"{daemon.config}: at 'watch[0].path': {tmp_path / 'nowhere'} is not a folder" in (
+        result.stderr
+    )
 
 
 def test_secrets_never_appear_in_logs_outputs_or_status(

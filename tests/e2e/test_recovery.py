@@ -56,11 +56,12 @@ def test_a_rewritten_file_is_transcribed_again_and_outputs_replaced(
         temp = inbox / "memo.ogg.part"
         shutil.copy(fixture_path("stereo.ogg"), temp)
         os.replace(temp, target)
+        # NAME.json is written last: once it holds the new operation, the .txt is new too.
         wait_for(
-            lambda: (inbox / "memo.txt").read_text(encoding="utf-8") == STEREO_TXT,
-            "the transcript of the new content",
+            lambda: done_outputs(inbox, "memo")[1]["id"] != first_id,
+            "the result of the new content",
         )
-        assert done_outputs(inbox, "memo")[1]["id"] != first_id
+        assert (inbox / "memo.txt").read_text(encoding="utf-8") == STEREO_TXT
         assert speechkit.stats()["submissions"] == 2
         daemon.wait_for_count("done", 2)
         assert daemon.stop() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def test_signed_requests_and_presigned_links_pass_through(
     audio = tmp_path / "a.ogg"
     audio.write_bytes(data)
     store = store_through(proxy, seaweedfs, bucket)
-    assert store.upload(audio, "speechkit-watch/a.ogg", len(data)) is True
-    assert store.exists("speechkit-watch/a.ogg", len(data))  # HEAD keeps its Content-Length
+    digest = hashlib.sha256(data).hexdigest()
+    assert store.upload(audio, "speechkit-watch/a.ogg", len(data), digest) is True
+    # HEAD keeps its Content-Length and our metadata
+    assert store.exists("speechkit-watch/a.ogg", len(data), digest)
     link = store.audio_uri("speechkit-watch/a.ogg")
     assert link.startswith(proxy.url + "/")
     assert requests.get(link, timeout=10).content == data
@@ -57,7 +60,7 @@ def test_a_refused_method_gets_access_denied_and_never_reaches_storage(
     audio = tmp_path / "a.ogg"
     audio.write_bytes(b"OggS")
     store = store_through(proxy, seaweedfs, bucket)
-    store.upload(audio, "speechkit-watch/a.ogg", 4)
+    store.upload(audio, "speechkit-watch/a.ogg", 4, hashlib.sha256(b"OggS").hexdigest())
     proxy.refuse("DELETE")
     with pytest.raises(storage.StorageError, match=r"AccessDenied \(HTTP 403\)") as refused:
         store.delete("speechkit-watch/a.ogg")

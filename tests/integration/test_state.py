@@ -178,3 +178,29 @@ def test_only_one_of_two_twins_claims_the_upload(tmp_path: Path) -> None:
     store.update(other, 2.0, sha256="same", specification='{"model": "deferred-general"}')
     assert store.claim_upload(other, "prefix/same.ogg", 3.0) is True  # other settings: no twin
     store.close()
+
+
+def test_work_already_paid_for_comes_first(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    rows = {}
+    for index, wanted in enumerate(
+        [state.QUEUED, state.UPLOADING, state.SUBMITTING, state.PENDING]
+    ):
+        row_id = store.add_version(path=f"/in/{wanted}.ogg", folder="/in", size=1,
+                                   mtime_ns=1, now=10.0 + index)  # fmt: skip
+        store.update(row_id, 10.0 + index, state=wanted, due_at=10.0 + index)
+        rows[wanted] = row_id
+    order = [row.state for row in store.due(100.0, limit=10)]
+    assert order == [state.PENDING, state.SUBMITTING, state.UPLOADING, state.QUEUED]
+    assert [row.state for row in store.due(100.0, limit=1)] == [state.PENDING]
+
+
+def test_a_deleted_or_replaced_state_file_is_noticed(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    assert store.replaced() is None
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(store.path.read_bytes())
+    store.path.unlink()
+    assert store.replaced() == "it was deleted"
+    copy.rename(store.path)
+    assert store.replaced() == "another file took its place"

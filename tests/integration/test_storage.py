@@ -37,9 +37,10 @@ def test_upload_is_idempotent_and_presigned_link_reads_it_back(
     audio = tmp_path / "a.ogg"
     audio.write_bytes(data)
     store = storage.ObjectStore(settings(seaweedfs, bucket))
-    key = store.key_for(hashlib.sha256(data).hexdigest())
-    assert store.upload(audio, key, len(data)) is True
-    assert store.upload(audio, key, len(data)) is False  # already there: not sent again
+    digest = hashlib.sha256(data).hexdigest()
+    key = store.key_for(digest)
+    assert store.upload(audio, key, len(data), digest) is True
+    assert store.upload(audio, key, len(data), digest) is False  # already there: not sent again
     link = store.audio_uri(key)
     assert "X-Amz-Signature" in link
     assert requests.get(link, timeout=10).content == data
@@ -67,8 +68,9 @@ def test_multipart_upload_of_a_large_file(
     audio = tmp_path / "big.ogg"
     audio.write_bytes(data)
     store = storage.ObjectStore(settings(seaweedfs, bucket))
-    key = store.key_for(hashlib.sha256(data).hexdigest())
-    assert store.upload(audio, key, len(data))
+    digest = hashlib.sha256(data).hexdigest()
+    key = store.key_for(digest)
+    assert store.upload(audio, key, len(data), digest)
     head = seaweedfs.client().head_object(Bucket=bucket, Key=key)
     assert head["ContentLength"] == len(data)
     assert "-" in head["ETag"]  # a multipart ETag: "<md5 of md5s>-<parts>"
@@ -84,7 +86,7 @@ def test_wrong_secret_is_reported_as_an_auth_problem(
         settings(seaweedfs, bucket, secret_access_key=config.Secret("wrong-secret"))
     )
     with pytest.raises(storage.StorageError) as caught:
-        store.upload(audio, "speechkit-watch/a.ogg", 4)
+        store.upload(audio, "speechkit-watch/a.ogg", 4, hashlib.sha256(b"OggS").hexdigest())
     assert caught.value.auth
     assert "wrong-secret" not in str(caught.value)
 
@@ -99,6 +101,41 @@ def test_unreachable_storage_is_a_transient_error(tmp_path: Path) -> None:
         endpoint_url=f"http://127.0.0.1:{devstack.pick_ports()['s3.port']}",
     )
     with pytest.raises(storage.StorageError) as caught:
-        storage.ObjectStore(unreachable).upload(audio, "k.ogg", 4)
+        storage.ObjectStore(unreachable).upload(audio, "k.ogg", 4, "00" * 32)
     assert not caught.value.auth
     assert "unreachable" in str(caught.value)
+
+
+def test_bytes_that_do_not_hash_to_their_key_are_deleted_and_never_used(
+    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    original = b"OggS" + bytes(range(256)) * 40
+    audio = tmp_path / "a.ogg"
+    audio.write_bytes(original)
+    digest = hashlib.sha256(original).hexdigest()
+    audio.write_bytes(original[::-1])  # rewritten in place, same size, before the upload
+    store = storage.ObjectStore(settings(seaweedfs, bucket))
+    key = store.key_for(digest)
+    with pytest.raises(storage.ContentChangedError) as changed:
+        store.upload(audio, key, len(original), digest)
+    assert changed.value.sent_sha256 == hashlib.sha256(original[::-1]).hexdigest()
+    assert not changed.value.left_behind
+    assert seaweedfs.list_keys(bucket=bucket) == []
+
+
+def test_an_object_of_unknown_origin_under_our_key_is_not_trusted(
+    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    data = b"OggS" + bytes(range(256)) * 40
+    audio = tmp_path / "a.ogg"
+    audio.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    store = storage.ObjectStore(settings(seaweedfs, bucket))
+    key = store.key_for(digest)
+    # Same size, other bytes, no hash of ours: what an older version or another tool left there.
+    seaweedfs.client().put_object(Bucket=bucket, Key=key, Body=data[::-1])
+    assert not store.exists(key, len(data), digest)
+    assert store.upload(audio, key, len(data), digest) is True
+    body = seaweedfs.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert body == data
+    store.delete(key)

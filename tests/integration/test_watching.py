@@ -82,3 +82,77 @@ def test_scan_finds_audio_recursively_but_not_outputs_or_escaping_links(tmp_path
     assert flat == ["inside.ogg", "top.ogg"]
     assert watching.stat_regular(str(inbox / "escape.ogg"), str(inbox)) is None
     assert watching.stat_regular(str(inbox / "inside.ogg"), str(inbox)) is not None
+
+
+def refresh_until(watcher: watching.Watcher, wanted: int) -> list[WatchFolder]:
+    """Refresh (as the main loop does) until `wanted` folders were watched anew."""
+    renewed: list[WatchFolder] = []
+    now = watcher.next_refresh  # the injected clock: every call is due
+    deadline = time.monotonic() + WAIT_SECONDS
+    while len(renewed) < wanted and time.monotonic() < deadline:
+        renewed += watcher.refresh(now)
+        now += watching.FOLDER_CHECK_SECONDS
+        time.sleep(0.05)
+    return renewed
+
+
+def test_a_folder_deleted_and_created_again_is_watched_again(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    folder = WatchFolder(path=inbox)
+    watcher = watching.Watcher([folder], watching.Waker())
+    watcher.start()
+    try:
+        os.rmdir(inbox)
+        inbox.mkdir()  # ext4 hands out the same inode number again at once
+        assert refresh_until(watcher, 1) == [folder]
+        assert watcher.alive()
+        (inbox / "a.ogg").write_bytes(b"x")
+        hints = collect(watcher, until=1)
+    finally:
+        watcher.stop()
+    assert watching.CLOSED in [hint.kind for hint in hints if Path(hint.path).name == "a.ogg"]
+
+
+def test_a_folder_moved_away_is_let_go_and_its_successor_watched(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    folder = WatchFolder(path=inbox)
+    watcher = watching.Watcher([folder], watching.Waker())
+    watcher.start()
+    try:
+        os.rename(inbox, tmp_path / "old")
+        assert watcher.alive()  # a folder gone is not a dead observer
+        assert watcher.refresh(watcher.next_refresh) == []
+        assert watcher.missing() == [folder]
+        assert not watcher.observers
+        (tmp_path / "old" / "stale.ogg").write_bytes(b"x")  # the old folder: no longer ours
+        inbox.mkdir()
+        assert refresh_until(watcher, 1) == [folder]
+        (inbox / "new.ogg").write_bytes(b"x")
+        hints = collect(watcher, until=1)
+    finally:
+        watcher.stop()
+    assert {Path(hint.path).name for hint in hints} == {"new.ogg"}
+
+
+def test_a_missing_folder_is_waited_for_and_a_reload_keeps_waiting(tmp_path: Path) -> None:
+    present, late = tmp_path / "present", tmp_path / "late"
+    present.mkdir()
+    watcher = watching.Watcher([WatchFolder(path=present)], watching.Waker())
+    watcher.start()
+    try:
+        added, removed = watcher.reschedule([WatchFolder(path=present), WatchFolder(path=late)])
+        assert (added, removed) == ([WatchFolder(path=late)], [])
+        assert watcher.missing() == [WatchFolder(path=late)]
+        assert len(watcher.observers) == 1
+        assert watcher.alive()
+        late.mkdir()
+        assert refresh_until(watcher, 1) == [WatchFolder(path=late)]
+        assert watcher.missing() == []
+        (late / "call.ogg").write_bytes(b"x")
+        hints = collect(watcher, until=1)
+    finally:
+        watcher.stop()
+    assert {Path(hint.path).name for hint in hints} == {"call.ogg"}
+    assert not watcher.observers

@@ -56,3 +56,22 @@ def test_pause_starts_once_blocks_until_then_lets_one_probe_through() -> None:
     assert pause.resume() is True  # the probe succeeded: the caller logs the recovery
     assert pause.blocked_until(121.0, 60.0) is None
     assert pause.resume() is False
+
+
+def test_wait_for_slot_counts_the_calls_already_waiting_without_taking_one() -> None:
+    window = quota.SlidingWindow(3, window=100.0, history=[10.0, 20.0])
+    assert window.wait_for_slot(30.0) == 0.0  # one slot free
+    assert window.wait_for_slot(30.0, ahead=1) == 80.0  # that slot is promised: 10 + 100 - 30
+    assert window.wait_for_slot(30.0, ahead=2) == 90.0
+    assert window.wait_for_slot(30.0, ahead=3) == 100.0  # beyond a window of waiting: look later
+    assert window.used(30.0) == 2  # nothing was taken
+
+
+def test_a_released_slot_is_free_again() -> None:
+    window = quota.SlidingWindow(1, window=100.0)
+    assert window.acquire(5.0) == 0.0
+    assert window.acquire(6.0) > 0
+    window.release(5.0)
+    assert window.acquire(6.0) == 0.0
+    window.release(42.0)  # a slot never taken: nothing happens
+    assert window.used(6.0) == 1

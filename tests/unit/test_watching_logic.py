@@ -89,3 +89,39 @@ def test_folder_for_picks_the_deepest_watched_folder() -> None:
     assert watching.folder_for("/in/a.ogg", [outer, inner]) is outer
     with pytest.raises(ValueError, match="not inside a watched folder"):
         watching.folder_for("/elsewhere/a.ogg", [outer, inner])
+
+
+FOLDER_A = (64769, 1001)  # (st_dev, st_ino)
+FOLDER_B = (64769, 2002)
+
+
+@pytest.mark.parametrize(
+    ("watched", "current", "watch_ended", "expected"),
+    [
+        (FOLDER_A, FOLDER_A, False, watching.UNCHANGED),  # the folder we watch, watched
+        (FOLDER_A, None, False, watching.GONE),  # deleted, moved away or unmounted
+        (FOLDER_A, None, True, watching.GONE),  # deleted: watchdog ended the watch too
+        (None, None, False, watching.UNCHANGED),  # still missing: nothing new to say
+        (None, FOLDER_A, False, watching.APPEARED),  # missing at start (a late mount), now there
+        (FOLDER_A, FOLDER_B, False, watching.REPLACED),  # moved away and a new one made
+        (FOLDER_A, FOLDER_B, True, watching.REPLACED),  # deleted and created again
+        # Deleted and created again between two looks, with the inode number reused (ext4
+        # does this at once): only the ended watch tells.
+        (FOLDER_A, FOLDER_A, True, watching.ENDED),
+    ],
+)
+def test_folder_change_tells_what_became_of_a_watched_folder(
+    watched: watching.Identity | None,
+    current: watching.Identity | None,
+    watch_ended: bool,
+    expected: str,
+) -> None:
+    assert watching.folder_change(watched, current, watch_ended=watch_ended) == expected
+
+
+def test_folder_identity_is_none_for_a_missing_path_or_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    assert watching.folder_identity(tmp_path / "missing") is None
+    assert watching.folder_identity(tmp_path / "file") is None
+    found = tmp_path.stat()
+    assert watching.folder_identity(tmp_path) == (found.st_dev, found.st_ino)
