@@ -44,7 +44,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from daemon import oggopus, state  # noqa: E402
+from daemon import state  # noqa: E402
+from daemon.audio import oggopus  # noqa: E402
 from speechkit_local import devstack  # noqa: E402
 from tests.fixtures_audio import opus_tags_packet, read_fixture, replace_tags  # noqa: E402
 

@@ -25,7 +25,7 @@ import requests
 from daemon import credentials as credentials_module
 from daemon import recognition, storage
 from daemon.config import Config, SpeechKit, Storage
-from daemon.watching import OWN_TEMP_SUFFIX
+from daemon.layout import OWN_TEMP_SUFFIX
 
 OK, PROBLEM, SKIP, WARNING = "ok", "PROBLEM", "skip", "warning"
 STATUS_WIDTH = 9  # "PROBLEM" and two spaces: the messages line up

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__, config, logs, outputs, quota, state, transcripts
+from daemon import __version__, config, layout, logs, quota, render, state
+from daemon.render import files, transcripts
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -306,14 +307,12 @@ def render_command(settings: config.Config, arguments: argparse.Namespace) -> in
                   f"{problem}", file=sys.stderr)  # fmt: skip
             status = EXIT_FAILED
             continue
-        files = {
-            outputs.output_path(result, result.parent, extension): outputs.RENDERERS[extension](
-                operation
-            )
-            for extension in settings.outputs
-            if extension != "json"
+        documents = {
+            layout.output_path(result, result.parent, extension): text
+            for extension, text in render.documents(operation, settings.outputs).items()
+            if extension != "json"  # the result itself, which is what is read here
         }
-        outputs.write_all(files)
-        for path in files:
+        files.write_all(documents)
+        for path in documents:
             print(path)
     return status

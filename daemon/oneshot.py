@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from daemon import outputs, state, watching
+from daemon import render, state, watching
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
 from daemon.pipeline import Pipeline
@@ -151,7 +151,8 @@ class Transcriber:
         ending = pipeline.ending(row)
         text = Path(ending.txt).read_text(encoding="utf-8") if ending.txt else ""
         if not ending.txt and ending.json:
-            text = outputs.RENDERERS["txt"](json.loads(Path(ending.json).read_text("utf-8")))
+            operation = json.loads(Path(ending.json).read_text("utf-8"))
+            text = render.documents(operation, ["txt"])["txt"]
         print(f"==> {row.moved_to or row.path} <==", file=self.out)
         print(text, end="", file=self.out)
         self.out.flush()

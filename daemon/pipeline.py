@@ -23,21 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from daemon import (
+    audio,
     credentials,
     hooks,
-    oggopus,
-    outputs,
+    layout,
     quota,
     recognition,
+    render,
     scheduling,
     state,
-    transcripts,
     watching,
 )
 from daemon.config import Config, WatchFolder
 from daemon.crashpoints import crash_point
 from daemon.logs import shown
 from daemon.recognition import ApiError, RecognitionClient
+from daemon.render import files, transcripts
 from daemon.storage import ContentChangedError, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -180,9 +181,9 @@ class Pipeline:
         if row.sha256 is None or row.duration_seconds is None:
             # First visit: check and hash. A row waiting for a twin keeps what it learned.
             try:
-                info = oggopus.inspect_file(path)
+                info = audio.prepare(path)
                 digest = sha256_file(path)
-            except oggopus.AudioRefused as refusal:
+            except audio.AudioRefused as refusal:
                 self.fail(row, "check", refusal.reason, expect=state.QUEUED, code=refusal.code)
                 return False
             except OSError as error:
@@ -257,7 +258,7 @@ class Pipeline:
     def _saved_result(self, row: state.FileRow) -> dict[str, Any] | None:
         """The finished operation saved beside an earlier file, if it is still there intact."""
         audio = Path(row.moved_to or row.path)
-        operation = _read_result(outputs.output_path(audio, self.output_dir(row), "json"))
+        operation = _read_result(layout.output_path(audio, self.output_dir(row), "json"))
         if operation is not None and operation.get("id") == row.operation_id:
             return operation
         return None
@@ -269,13 +270,13 @@ class Pipeline:
         if self.store.versions_of(row.path) != 1:
             return False  # a file with a history here is judged by it, not by what lies around
         audio, out_dir = Path(row.path), self.output_dir(row)
-        written = [outputs.output_path(audio, out_dir, name) for name in self.config.outputs]
+        written = [layout.output_path(audio, out_dir, name) for name in self.config.outputs]
         try:
             if any(path.stat().st_mtime_ns < row.mtime_ns for path in written):
                 return False
         except OSError:
             return False  # an output is missing
-        operation = _read_result(outputs.output_path(audio, out_dir, "json"))
+        operation = _read_result(layout.output_path(audio, out_dir, "json"))
         if operation is None:
             return False
         now = self.clock()
@@ -576,15 +577,15 @@ class Pipeline:
         """Write the outputs, then record DONE, then delete the object."""
         audio = Path(row.path)
         out_dir = self.output_dir(row)
-        files = {
-            outputs.output_path(audio, out_dir, extension): outputs.RENDERERS[extension](operation)
-            for extension in outputs.writing_order(self.config.outputs)
+        documents = {
+            layout.output_path(audio, out_dir, extension): text
+            for extension, text in render.documents(operation, self.config.outputs).items()
         }
         now = self.clock()
         try:
             crash_point("before_outputs")
-            outputs.write_all(files)
-            outputs.remove(outputs.error_path(audio, out_dir))
+            files.write_all(documents)
+            files.remove(layout.error_path(audio, out_dir))
         except OSError as error:
             # Full disk, read-only or missing folder: the result stays with the service (3 days),
             # so keep the file pending and fetch it again later. Nothing is marked done.
@@ -638,7 +639,7 @@ class Pipeline:
             extra={"code": code, "operation_id": operation_id},
         )  # fmt: skip
         try:
-            outputs.write_all({outputs.error_path(audio, out_dir): document})
+            files.write_all({layout.error_path(audio, out_dir): document})
         except OSError as error:
             log.error("cannot write the error file of %s: %s", shown(audio), error.strerror)
         failed = self.store.update(
@@ -666,16 +667,16 @@ class Pipeline:
                 log.info("deleted %s after transcription (after_done: delete)", shown(audio))
                 return
             assert folder.move_to is not None  # noqa: S101 - the config requires it
-            target_dir = watching.relative_output_dir(
+            target_dir = layout.relative_output_dir(
                 audio, replace(folder, output_dir=folder.move_to)
             )
             target_dir.mkdir(parents=True, exist_ok=True)
-            target = outputs.unused_name(target_dir, audio.name)
+            target = files.unused_name(target_dir, audio.name)
             companions = []
             if folder.output_dir is None:  # outputs beside the audio move along with it
                 for extension in self.config.outputs:
-                    source = outputs.output_path(audio, audio.parent, extension)
-                    companions.append((source, outputs.output_path(target, target_dir, extension)))
+                    source = layout.output_path(audio, audio.parent, extension)
+                    companions.append((source, layout.output_path(target, target_dir, extension)))
             shutil.move(audio, target)
             for source, destination in companions:
                 if source.exists():
@@ -697,10 +698,8 @@ class Pipeline:
 
     def output_dir(self, row: state.FileRow) -> Path:
         """Where the outputs of a row are now (they follow the audio when it was moved)."""
-        folder = self._folder(row)
-        if row.moved_to is not None and folder.output_dir is None:
-            return Path(row.moved_to).parent
-        return watching.relative_output_dir(Path(row.path), folder)
+        moved_to = None if row.moved_to is None else Path(row.moved_to)
+        return layout.output_dir(Path(row.path), self._folder(row), moved_to)
 
     def ending(self, row: state.FileRow) -> hooks.Ending:
         """The facts of a finished row, as the hook and `transcribe` see them."""
@@ -713,11 +712,11 @@ class Pipeline:
         if row.state == state.DONE:
             return hooks.Ending(
                 audio=str(audio), result="done",
-                txt=existing(outputs.output_path(audio, out_dir, "txt")),
-                json=existing(outputs.output_path(audio, out_dir, "json")),
+                txt=existing(layout.output_path(audio, out_dir, "txt")),
+                json=existing(layout.output_path(audio, out_dir, "json")),
             )  # fmt: skip
         return hooks.Ending(
-            audio=str(audio), result="failed", error=existing(outputs.error_path(audio, out_dir))
+            audio=str(audio), result="failed", error=existing(layout.error_path(audio, out_dir))
         )
 
     def run_hook(self, row: state.FileRow) -> None:

@@ -26,11 +26,12 @@ from types import FrameType
 from typing import Any
 
 from daemon import config as config_module
-from daemon import logs, notify, oneshot, outputs, quota, scheduling, state, watching
+from daemon import logs, notify, oneshot, quota, scheduling, state, watching
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
 from daemon.pipeline import CHECK_CALL, SUBMIT_CALL, Pipeline
 from daemon.recognition import RecognitionClient
+from daemon.render import files
 from daemon.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class Service:
             self.config, store, objects, api, clock=self.clock, rng=self.rng,
             stopping=self.stopping, on_changed=self._file_changed,
         )  # fmt: skip
-        removed = outputs.clean_temp_files(
+        removed = files.clean_temp_files(
             self._output_folders(), recursive=any(folder.recursive for folder in self.config.watch)
         )
         if removed:

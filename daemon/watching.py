@@ -18,7 +18,6 @@ import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from watchdog.events import (
     FileClosedEvent,
@@ -32,6 +31,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon import config as config_module
+from daemon.layout import OWN_TEMP_SUFFIX
 from daemon.logs import shown
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ FOLDER_CHECK_SECONDS = 2.0
 
 TEMPORARY_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp")
 TEMPORARY_PREFIXES = (".", "~", "#")
-OWN_TEMP_SUFFIX = ".skw-tmp"  # our own atomic-write temp files (hidden too)
 
 # Event kinds put on the queue.
 WRITING = "writing"  # modified: someone is writing
@@ -545,14 +544,3 @@ def folder_for(
     if best is None:
         raise ValueError(f"{path} is not inside a watched folder")
     return best
-
-
-def relative_output_dir(audio_path: Path, folder: config_module.WatchFolder) -> Path:
-    """Where the outputs of `audio_path` go: beside it, or under `output_dir` keeping subfolders."""
-    if folder.output_dir is None:
-        return audio_path.parent
-    try:
-        relative = audio_path.parent.relative_to(folder.path)
-    except ValueError:
-        relative = Path()
-    return folder.output_dir / relative

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.oggopus import page_crc
+from daemon.audio.oggopus import page_crc
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from daemon import oggopus
+from daemon.audio import oggopus
 from speechkit_local import LocalSpeechKit, ServerSettings, devstack
 from speechkit_local.logic import NANOSECONDS_PER_SECOND, RESPONSE_TYPE, format_duration
 from tests.fixtures_audio import fixture_path

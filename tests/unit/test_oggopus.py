@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import oggopus
-from daemon.oggopus import AudioInfo, AudioRefused, inspect_bytes, inspect_file
+from daemon.audio import oggopus
+from daemon.audio.oggopus import AudioInfo, AudioRefused, inspect_bytes, inspect_file
 from tests import fixtures_audio
 from tests.fixtures_audio import fixture_path, read_fixture
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon import subtitles, transcripts
+from daemon.render import subtitles, transcripts
 from speechkit_local import faults
 
 RESPONSE_TYPE = "type.googleapis.com/yandex.cloud.ai.stt.v2.LongRunningRecognitionResponse"

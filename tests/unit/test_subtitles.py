@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon import subtitles, transcripts
+from daemon.render import subtitles, transcripts
 from speechkit_local import logic
 
 SRT_BLOCK = re.compile(

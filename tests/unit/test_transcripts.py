@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemon import transcripts
+from daemon.render import transcripts
 
 
 def chunk(text: str, tag: str = "1", start: str | None = None) -> dict[str, Any]:
@@ -92,6 +92,6 @@ def test_duration_strings() -> None:
 
 
 def test_the_json_result_is_written_last() -> None:
-    from daemon import outputs  # noqa: PLC0415
+    from daemon import render  # noqa: PLC0415
 
-    assert outputs.writing_order(["json", "txt", "srt", "vtt"]) == ["txt", "srt", "vtt", "json"]
+    assert render.writing_order(["json", "txt", "srt", "vtt"]) == ["txt", "srt", "vtt", "json"]

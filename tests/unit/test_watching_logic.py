@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import watching
+from daemon import layout, watching
 from daemon.config import WatchFolder
 
 FOLDER = WatchFolder(path=Path("/in"))
@@ -77,8 +77,8 @@ def test_a_lost_close_event_is_covered_by_the_grace_time() -> None:
 
 def test_output_dir_keeps_the_subfolder_structure() -> None:
     folder = WatchFolder(path=Path("/in"), recursive=True, output_dir=Path("/out"))
-    assert watching.relative_output_dir(Path("/in/a/b/c.ogg"), folder) == Path("/out/a/b")
-    assert watching.relative_output_dir(Path("/in/c.ogg"), WatchFolder(path=Path("/in"))) == Path(
+    assert layout.relative_output_dir(Path("/in/a/b/c.ogg"), folder) == Path("/out/a/b")
+    assert layout.relative_output_dir(Path("/in/c.ogg"), WatchFolder(path=Path("/in"))) == Path(
         "/in"
     )
 

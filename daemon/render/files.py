@@ -1,7 +1,8 @@
-"""Writing outputs beside the audio: atomically (temp file in the same folder, fsync, rename).
+"""Writing output files: atomically (temp file in the same folder, fsync, rename).
 
 A reader never sees a partial file. Temp names are hidden and end in `.skw-tmp`, so they never
-match a watch pattern; leftovers from a crash are removed at start.
+match a watch pattern; leftovers from a crash are removed at start. Where a file's outputs go
+and what they are called is `daemon.layout`'s; what they say is `daemon.render`'s.
 """
 
 from __future__ import annotations
@@ -12,47 +13,8 @@ import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from daemon import subtitles, transcripts
 from daemon.crashpoints import crash_point
-from daemon.watching import OWN_TEMP_SUFFIX
-
-RENDERERS = {
-    "txt": transcripts.render_txt,
-    "json": transcripts.render_json,
-    "srt": subtitles.render_srt,
-    "vtt": subtitles.render_vtt,
-}
-ERROR_SUFFIX = ".error.json"
-
-
-def writing_order(formats: Iterable[str]) -> list[str]:
-    """NAME.json last: whoever waits for it finds every other output already there."""
-    return sorted(formats, key=lambda name: name == "json")
-
-
-NAME_MAX_BYTES = 255  # the file name limit of Linux file systems
-
-
-def stem(audio_path: Path) -> str:
-    """NAME: the audio file name without its extension (`call.ogg` -> `call`)."""
-    return audio_path.stem if audio_path.suffix else audio_path.name
-
-
-def fit_name(name_stem: str, suffix: str) -> str:
-    """`stem + suffix`, with the stem shortened if the name would pass the 255-byte limit."""
-    room = NAME_MAX_BYTES - len(os.fsencode(suffix))
-    encoded = os.fsencode(name_stem)
-    if len(encoded) > room:
-        name_stem = encoded[:room].decode("utf-8", errors="ignore")
-    return name_stem + suffix
-
-
-def output_path(audio_path: Path, out_dir: Path, extension: str) -> Path:
-    return out_dir / fit_name(stem(audio_path), f".{extension}")
-
-
-def error_path(audio_path: Path, out_dir: Path) -> Path:
-    return out_dir / fit_name(stem(audio_path), ERROR_SUFFIX)
+from daemon.layout import OWN_TEMP_SUFFIX, fit_name
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from daemon import transcripts
+from daemon.render import transcripts
 
 LINE_CHARACTERS = 42  # the usual subtitle line length (Netflix, BBC guidelines)
 MAX_LINES = 2  # more than two lines covers the picture and cannot be read in time
