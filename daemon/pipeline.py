@@ -27,6 +27,7 @@ from daemon import (
     credentials,
     hooks,
     layout,
+    lifecycle,
     quota,
     recognition,
     render,
@@ -53,10 +54,6 @@ UPLOAD_LEAD_SECONDS = 60.0
 RECOGNITION, STORAGE = "recognition API", "storage"
 # URLs that answered something other than the API (a bare 404, an HTML page): paused on their own.
 RECOGNIZE_URL, OPERATIONS_URL = "speechkit.recognize_url", "speechkit.operations_url"
-# Each submission may be billed. Whatever the reason to submit again (a forgotten operation, an
-# operation ending in the service's own error, a lost answer), a file version is submitted at
-# most this often; then it fails with the reasons, so that a person looks instead of a bill.
-MAX_SUBMISSIONS = 3
 # Operation errors that are the service's own trouble (google.rpc.Code): DEADLINE_EXCEEDED,
 # RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE. Submitted again; other codes fail the file.
 RETRYABLE_OPERATION_CODES = frozenset({4, 8, 10, 13, 14})
@@ -231,11 +228,11 @@ class Pipeline:
             if other.state == state.DONE:
                 saved = self._saved_result(other)
                 if saved is not None:
-                    if self.store.update(
-                        row.id, now, expect=state.QUEUED, state=state.PENDING,
-                        operation_id=other.operation_id, submitted_at=other.submitted_at,
-                        duplicate_of=other.id, due_at=now,
-                    ):  # fmt: skip
+                    assert other.operation_id is not None  # noqa: S101 - checked above
+                    reused = lifecycle.reused_operation(
+                        other.operation_id, other.submitted_at, other.id, due_at=now
+                    )
+                    if self.store.apply(row, reused, now):
                         log.info(
                             "%s has the same content as %s: reusing its result",
                             shown(row.path), shown(other.path),
@@ -248,10 +245,10 @@ class Pipeline:
                 "%s has the same content as %s: reusing its operation %s",
                 shown(row.path), shown(other.path), other.operation_id,
             )  # fmt: skip
-            return self.store.update(
-                row.id, now, expect=state.QUEUED, state=state.PENDING,
-                operation_id=other.operation_id, submitted_at=other.submitted_at,
-                duplicate_of=other.id, due_at=now if other.due_at is None else other.due_at,
+            due_at = now if other.due_at is None else other.due_at
+            return self.store.apply(
+                row, lifecycle.reused_operation(other.operation_id, other.submitted_at, other.id,
+                                                due_at), now,
             )  # fmt: skip
         return None
 
@@ -280,10 +277,7 @@ class Pipeline:
         if operation is None:
             return False
         now = self.clock()
-        if self.store.update(
-            row.id, now, expect=state.QUEUED, state=state.DONE, operation_id=operation["id"],
-            due_at=None, finished_at=now,
-        ):  # fmt: skip
+        if self.store.apply(row, lifecycle.adopted(operation["id"], now), now):
             log.info(
                 "adopted %s as done: its outputs, newer than the audio, are already there "
                 "(operation %s); it is not transcribed or paid for again",
@@ -320,10 +314,8 @@ class Pipeline:
             return False
         if uploaded:
             log.info("uploaded %s as %s", shown(path), key)
-        if self.store.update(
-            row.id, self.clock(), expect=state.UPLOADING, state=state.SUBMITTING, attempts=0,
-            due_at=self.clock(),
-        ):  # fmt: skip
+        now = self.clock()
+        if self.store.apply(row, lifecycle.uploaded(now), now):
             return True
         # The row moved on while the object went up (a newer version, `retry`): unless another
         # file needs the same bytes, nothing will ever use this object.
@@ -360,11 +352,8 @@ class Pipeline:
         # The same size and time with other bytes (rewritten in place): hash this version again
         # once the writer has had time to finish.
         now = self.clock()
-        self.store.update(
-            row.id, now, expect=state.UPLOADING, state=state.QUEUED, sha256=None,
-            duration_seconds=None, channels=None, object_key=None,
-            due_at=now + max(self.config.settle_seconds, DUPLICATE_WAIT_SECONDS),
-        )  # fmt: skip
+        wait = max(self.config.settle_seconds, DUPLICATE_WAIT_SECONDS)
+        self.store.apply(row, lifecycle.rewritten_while_uploading(now, wait), now)
         return False
 
     def submit(self, row: state.FileRow) -> bool:
@@ -408,11 +397,9 @@ class Pipeline:
             row.duration_seconds or 0.0, row.channels or 1, self.seconds_per_minute()
         )
         try:
-            self.store.update(
-                row.id, self.clock(), expect=state.SUBMITTING, state=state.PENDING,
-                operation_id=operation_id, submitted_at=submitted_at, checks=0, attempts=0,
-                submissions=row.submissions + 1, due_at=submitted_at + delay,
-            )  # fmt: skip
+            self.store.apply(
+                row, lifecycle.submitted(row, operation_id, submitted_at, delay), self.clock()
+            )
         except state.StateWriteError:
             if row.id not in self.unwritten_operations:
                 log.error(
@@ -426,7 +413,7 @@ class Pipeline:
         crash_point("after_commit")
         self._auth_ok(RECOGNITION)
         self._url_ok(RECOGNIZE_URL)
-        again = f" (submission {row.submissions + 1} of at most {MAX_SUBMISSIONS})"
+        again = f" (submission {row.submissions + 1} of at most {lifecycle.MAX_SUBMISSIONS})"
         log.info(
             "submitted %s: operation %s, first status check in %.1f s%s",
             shown(row.path), operation_id, delay, again if row.submissions else "",
@@ -470,9 +457,7 @@ class Pipeline:
                 checks, row.duration_seconds or 0.0, row.channels or 1,
                 self.seconds_per_minute(), self.config.polling.max_interval_seconds,
             )  # fmt: skip
-            self.store.update(
-                row.id, now, expect=state.PENDING, checks=checks, attempts=0, due_at=now + delay
-            )
+            self.store.apply(row, lifecycle.checked(row, now, delay), now)
             log.debug("operation %s not done yet; next check in %.1f s", row.operation_id, delay)
             return False
         if row.duplicate_of is None:
@@ -525,33 +510,28 @@ class Pipeline:
         self, row: state.FileRow, why: str, *, delay: float = 0.0, code: int | None = None
     ) -> bool:
         """Submit again with a fresh link (upload first: the object may have been deleted),
-        unless this file version has been submitted MAX_SUBMISSIONS times already."""
+        unless this file version has been submitted lifecycle.MAX_SUBMISSIONS times already."""
         digest = row.sha256
         assert digest is not None  # noqa: S101 - a pending row was hashed
+        if self._submission_cap_reached(row, "recognition", why, code):
+            return False
         now = self.clock()
-        # The reason waits in `message` (free while a row is active) for the cap's failure text.
-        row = replace(row, message=why, error_code=code)
-        if self._submission_cap_reached(row, "recognition"):
-            return False
         log.warning("%s of %s; submitting again in %.0f s (submission %d of at most %d)",
-                    why, shown(row.path), delay, row.submissions + 1, MAX_SUBMISSIONS)  # fmt: skip
-        return self.store.update(
-            row.id, now, expect=state.PENDING, state=state.UPLOADING, operation_id=None,
-            object_key=self.objects.key_for(digest), duplicate_of=None, attempts=0,
-            due_at=now + delay, message=why, error_code=code,
-        )  # fmt: skip
+                    why, shown(row.path), delay, row.submissions + 1,
+                    lifecycle.MAX_SUBMISSIONS)  # fmt: skip
+        change = lifecycle.submit_again(why, now, delay, self.objects.key_for(digest), code)
+        return self.store.apply(row, change, now)
 
-    def _submission_cap_reached(self, row: state.FileRow, stage: str) -> bool:
+    def _submission_cap_reached(
+        self, row: state.FileRow, stage: str, why: str | None = None, code: int | None = None
+    ) -> bool:
         """Fail the row instead of paying once more when it has been submitted often enough."""
-        if row.submissions < MAX_SUBMISSIONS:
+        reason = lifecycle.submission_refused(row, why)
+        if reason is None:
             return False
-        self.fail(
-            row, stage,
-            f"submitted {row.submissions} times without a transcript (each may be billed); the "
-            f"last reason to submit again: {row.message or 'unknown'}. Not submitted again: look "
-            "into it, then `speechkit-watch retry` the file",
-            expect=row.state, code=row.error_code, operation_id=row.operation_id,
-        )  # fmt: skip
+        self.fail(row, stage, reason, expect=row.state,
+                  code=code if why is not None else row.error_code,
+                  operation_id=row.operation_id)  # fmt: skip
         return True
 
     def _not_the_api(
@@ -601,11 +581,9 @@ class Pipeline:
             )  # fmt: skip
             return False
         crash_point("after_outputs")
-        finished = self.store.update(
-            row.id, now, expect=state.PENDING, state=state.DONE, checks=checks, due_at=None,
-            finished_at=now, stage=None, message=None, error_code=None,
-            hook_pending=int(self.config.on_complete is not None),
-        )  # fmt: skip
+        finished = self.store.apply(
+            row, lifecycle.finished(now, checks, hook=self.config.on_complete is not None), now
+        )
         if finished:
             lines = len(transcripts.chunks(operation))  # one .txt line per chunk
             log.info(
@@ -642,11 +620,10 @@ class Pipeline:
             files.write_all({layout.error_path(audio, out_dir): document})
         except OSError as error:
             log.error("cannot write the error file of %s: %s", shown(audio), error.strerror)
-        failed = self.store.update(
-            row.id, now, expect=expect, state=state.FAILED, stage=stage, message=message,
-            error_code=code if isinstance(code, int) else None, due_at=None, finished_at=now,
-            hook_pending=int(self.config.on_complete is not None),
-        )  # fmt: skip
+        change = lifecycle.failed(
+            now, stage, message, code, hook=self.config.on_complete is not None
+        )
+        failed = self.store.apply(replace(row, state=state.State(expect)), change, now)
         if failed:
             log.error("failed %s at %s: %s", shown(audio), stage, message)
             if row.object_key is not None:
@@ -903,8 +880,8 @@ class Pipeline:
         return self._transient(row, expect, "read", message)
 
     def _drop(self, row: state.FileRow, expect: str, why: str) -> None:
-        if self.store.update(
-            row.id, self.clock(), expect=expect, state=state.GONE, due_at=None, message=why
+        if self.store.apply(
+            replace(row, state=state.State(expect)), lifecycle.gone(why), self.clock()
         ):
             log.info("dropped %s: %s", shown(row.path), why)
 
@@ -919,9 +896,7 @@ class Pipeline:
             return True  # a passing permission or I/O problem shows up in the read itself
         if (now_stat.st_size, now_stat.st_mtime_ns) == (row.size, row.mtime_ns):
             return True
-        if self.store.update(
-            row.id, self.clock(), expect=row.state, state=state.SUPERSEDED, due_at=None
-        ):
+        if self.store.apply(row, lifecycle.superseded(), self.clock()):
             log.info("%s changed while being processed; it will be judged again", shown(row.path))
             if object_written:
                 self.delete_object(self.store.get(row.id))

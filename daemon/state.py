@@ -20,22 +20,33 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from daemon import lifecycle
+from daemon.lifecycle import State
+
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000  # `status`/`retry` may wait this long for the daemon's short write
 
-# States. Active ones have a next step; terminal ones do not.
-QUEUED = "queued"  # settled; next: local check, hash, upload
-UPLOADING = "uploading"  # checked and hashed; next: put the object (idempotent: key from the hash)
-SUBMITTING = "submitting"  # object stored; recorded before the submit POST so a crash is visible
-PENDING = "pending"  # the service accepted it; `operation_id` is set; next: a status check
-DONE = "done"  # outputs written
-FAILED = "failed"  # permanent problem; `stage` and `message` say why; `retry` re-queues
-SUPERSEDED = "superseded"  # a newer version of the same path replaced this one before it ended
-GONE = "gone"  # the file disappeared before it was finished
+# The states and their moves are `daemon.lifecycle`'s; these names are kept for readers of rows.
+QUEUED = State.QUEUED
+UPLOADING = State.UPLOADING
+SUBMITTING = State.SUBMITTING
+PENDING = State.PENDING
+DONE = State.DONE
+FAILED = State.FAILED
+SUPERSEDED = State.SUPERSEDED
+GONE = State.GONE
 
-ACTIVE_STATES = (QUEUED, UPLOADING, SUBMITTING, PENDING)
-TERMINAL_STATES = (DONE, FAILED, SUPERSEDED, GONE)
+ACTIVE_STATES = lifecycle.ACTIVE
+TERMINAL_STATES = lifecycle.TERMINAL
 ALL_STATES = ACTIVE_STATES + TERMINAL_STATES
+# What a newer version of a path replaces, and what `retry` re-queues: set-based moves, checked
+# against the table once here like every single move in `update`.
+_REPLACED_BY_A_NEW_VERSION = (*ACTIVE_STATES, FAILED)
+_RETRIED = FAILED
+if not all(lifecycle.allowed(old, SUPERSEDED) for old in _REPLACED_BY_A_NEW_VERSION) or not (
+    lifecycle.allowed(_RETRIED, QUEUED) and lifecycle.allowed(QUEUED, UPLOADING)
+):  # pragma: no cover - a table edit that breaks the store's set-based moves
+    raise lifecycle.TransitionRefusedError("the state store's set-based moves leave the table")
 
 
 class StateFileError(Exception):
@@ -130,7 +141,7 @@ class FileRow:
     folder: str
     size: int
     mtime_ns: int
-    state: str
+    state: State
     created_at: float
     updated_at: float
     sha256: str | None = None
@@ -230,6 +241,7 @@ def _row(record: sqlite3.Row) -> FileRow:
     for column in _PATH_COLUMNS:
         if values[column] is not None:
             values[column] = os.fsdecode(values[column])
+    values["state"] = State(values["state"])
     return FileRow(**values)
 
 
@@ -529,11 +541,20 @@ class Store:
         assert row_id is not None  # noqa: S101 - sqlite always sets it after INSERT
         return row_id
 
+    def apply(self, row: FileRow, change: lifecycle.Change, now: float) -> bool:
+        """Record a lifecycle decision for a row, if it is still in the state it was read in."""
+        fields = dict(change.fields)
+        if change.state is not None:
+            fields["state"] = change.state
+        return self.update(row.id, now, expect=row.state, **fields)
+
     def update(self, row_id: int, now: float, *, expect: str | None = None, **changes: Any) -> bool:
         """Change columns of a row; with `expect`, only if the row is still in that state.
 
         The check guards against a row that moved on meanwhile (superseded by a newer version of
         the file, re-queued by `retry`): the caller then drops its step. True if the row changed.
+        A change of `state` must be a move that `lifecycle.TRANSITIONS` allows from the state the
+        row is in: anything else is a bug and raises TransitionRefusedError, changing nothing.
         """
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
@@ -541,11 +562,22 @@ class Store:
         for column in _PATH_COLUMNS:
             if changes.get(column) is not None:
                 changes[column] = _encode(changes[column])
+        target = changes.get("state")
+        if target is not None:
+            changes["state"] = str(State(target))
         changes["updated_at"] = now
         assignments = ", ".join(f"{column} = ?" for column in changes)
         condition = "id = ?" if expect is None else "id = ? AND state = ?"
-        parameters = (row_id,) if expect is None else (row_id, expect)
+        parameters = (row_id,) if expect is None else (row_id, str(expect))
         with self._transaction() as db:
+            if target is not None:
+                found = db.execute("SELECT state FROM files WHERE id = ?", (row_id,)).fetchone()
+                if found is None or (expect is not None and found[0] != expect):
+                    return False  # gone or moved on: nothing to check, nothing changes
+                if not lifecycle.allowed(found[0], target):
+                    raise lifecycle.TransitionRefusedError(
+                        f"file #{row_id}: {found[0]} -> {target} is not a move of the lifecycle"
+                    )
             cursor = db.execute(
                 f"UPDATE files SET {assignments} WHERE {condition}",  # noqa: S608 - checked names
                 (*changes.values(), *parameters),
@@ -569,7 +601,7 @@ class Store:
     def requeue(self, *, paths: Iterable[str] = (), all_failed: bool = False, now: float) -> int:
         """Put failed rows (all, or the newest row of each named path) back in the queue.
 
-        The submission count starts again: a person looked (see pipeline.MAX_SUBMISSIONS)."""
+        The submission count starts again: a person looked (see lifecycle.MAX_SUBMISSIONS)."""
         changed = 0
         with self._transaction() as db:
             if all_failed:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import state
+from daemon import lifecycle, state
 
 
 def open_store(tmp_path: Path) -> state.Store:
@@ -31,6 +31,7 @@ def test_a_version_moves_through_states_and_survives_reopening(tmp_path: Path) -
     assert [row.id for row in store.due(100.0, limit=10)] == [row_id]
     assert store.update(row_id, 101.0, expect=state.QUEUED, state=state.UPLOADING, sha256="ab")
     assert not store.update(row_id, 102.0, expect=state.QUEUED, state=state.FAILED)
+    store.update(row_id, 102.5, state=state.SUBMITTING)
     store.update(row_id, 103.0, state=state.PENDING, operation_id="e03x", due_at=200.0)
     store.close()
     again = open_store(tmp_path)
@@ -188,7 +189,10 @@ def test_work_already_paid_for_comes_first(tmp_path: Path) -> None:
     ):
         row_id = store.add_version(path=f"/in/{wanted}.ogg", folder="/in", size=1,
                                    mtime_ns=1, now=10.0 + index)  # fmt: skip
-        store.update(row_id, 10.0 + index, state=wanted, due_at=10.0 + index)
+        path = [state.QUEUED, state.UPLOADING, state.SUBMITTING, state.PENDING]
+        for step in path[1 : path.index(wanted) + 1]:  # the way a file really goes
+            store.update(row_id, 10.0 + index, state=step)
+        store.update(row_id, 10.0 + index, due_at=10.0 + index)
         rows[wanted] = row_id
     order = [row.state for row in store.due(100.0, limit=10)]
     assert order == [state.PENDING, state.SUBMITTING, state.UPLOADING, state.QUEUED]
@@ -204,3 +208,23 @@ def test_a_deleted_or_replaced_state_file_is_noticed(tmp_path: Path) -> None:
     assert store.replaced() == "it was deleted"
     copy.rename(store.path)
     assert store.replaced() == "another file took its place"
+
+
+def test_a_move_the_lifecycle_does_not_allow_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path)
+    row_id = store.add_version(path="/in/a.ogg", folder="/in", size=1, mtime_ns=1, now=1.0)
+    with pytest.raises(lifecycle.TransitionRefusedError, match="queued -> submitting"):
+        store.update(row_id, 2.0, state=state.SUBMITTING, operation_id="e03x")
+    row = store.get(row_id)
+    assert (row.state, row.operation_id, row.updated_at) == (state.QUEUED, None, 1.0)
+    with pytest.raises(lifecycle.TransitionRefusedError):
+        store.apply(row, lifecycle.uploaded(3.0), 3.0)  # the upload comes after the claim
+    assert store.update(row_id, 3.0, state=state.UPLOADING)
+    row = store.get(row_id)
+    assert store.apply(row, lifecycle.uploaded(3.0), 3.0)
+    assert store.get(row_id).state == state.SUBMITTING
+    # Applied to a row read before it moved on: nothing happens (compare-and-set).
+    assert not store.apply(row, lifecycle.gone("vanished"), 4.0)
+    assert store.get(row_id).state == state.SUBMITTING
