@@ -26,7 +26,7 @@ from daemon import render, state, watching
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
 from daemon.pipeline import Pipeline
-from daemon.recognition import RecognitionClient
+from daemon.speechkit.v2 import RecognitionClient, V2Backend
 from daemon.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ class Transcriber:
             log.warning("%s changed while it was being transcribed", shown(path))
 
         return Pipeline(
-            config, store, ObjectStore(config.storage), RecognitionClient(config.speechkit),
+            config, store, ObjectStore(config.storage),
+            V2Backend(RecognitionClient(config.speechkit)),
             clock=time.time, rng=random.Random(),  # noqa: S311 - jitter, not cryptography
             stopping=self.stopping, on_changed=changed,
         )  # fmt: skip

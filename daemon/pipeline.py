@@ -17,7 +17,7 @@ import random
 import re
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,16 +29,16 @@ from daemon import (
     layout,
     lifecycle,
     quota,
-    recognition,
     render,
     scheduling,
+    speechkit,
     state,
     watching,
 )
 from daemon.config import Config, WatchFolder
 from daemon.crashpoints import crash_point
 from daemon.logs import shown
-from daemon.recognition import ApiError, RecognitionClient
+from daemon.outcomes import Failure, Kind, Service
 from daemon.render import files, transcripts
 from daemon.storage import ContentChangedError, ObjectStore, StorageError
 
@@ -51,7 +51,7 @@ DUPLICATE_WAIT_SECONDS = 2.0  # a twin being uploaded gets its operation id with
 # A file is uploaded at most this long before the submission quota has a slot for it, so that
 # the submission follows the upload instead of an hour-long backlog sitting in the bucket.
 UPLOAD_LEAD_SECONDS = 60.0
-RECOGNITION, STORAGE = "recognition API", "storage"
+RECOGNITION, STORAGE = Service.RECOGNITION, Service.STORAGE
 # URLs that answered something other than the API (a bare 404, an HTML page): paused on their own.
 RECOGNIZE_URL, OPERATIONS_URL = "speechkit.recognize_url", "speechkit.operations_url"
 # Operation errors that are the service's own trouble (google.rpc.Code): DEADLINE_EXCEEDED,
@@ -100,7 +100,7 @@ class Pipeline:
         config: Config,
         store: state.Store,
         objects: ObjectStore,
-        api: RecognitionClient,
+        api: speechkit.Backend,
         *,
         clock: Callable[[], float],
         rng: random.Random,
@@ -144,7 +144,7 @@ class Pipeline:
         with self._lock:
             return self.config.polling.seconds_per_minute * self.speed_factor
 
-    def _learn(self, row: state.FileRow, operation: dict[str, Any]) -> None:
+    def _learn(self, row: state.FileRow, operation: Mapping[str, Any]) -> None:
         observation = scheduling.observed_speed_factor(
             operation, row.duration_seconds or 0.0, row.channels or 1,
             self.config.polling.seconds_per_minute,
@@ -303,11 +303,11 @@ class Pipeline:
         except ContentChangedError as changed:
             return self._changed_while_uploading(row, changed)
         except StorageError as error:
-            return self._transient(row, state.UPLOADING, "upload", str(error), auth=error.auth)
+            return self._transient(row, "upload", error)
         except FileNotFoundError:
             return self._vanished_or_retry(row, state.UPLOADING, "file disappeared")
         except OSError as error:
-            return self._transient(row, state.UPLOADING, "upload", f"cannot read: {error.strerror}")
+            return self._transient(row, "upload", f"cannot read: {error.strerror}")
         crash_point("after_upload")
         self._auth_ok(STORAGE)
         if not self._unchanged(row, object_written=True):
@@ -369,7 +369,7 @@ class Pipeline:
         try:
             uri = self.objects.audio_uri(row.object_key)
         except StorageError as error:
-            return self._transient(row, state.SUBMITTING, "submit", str(error), auth=error.auth)
+            return self._transient(row, "submit", error)
         if self._submission_cap_reached(row, "submit"):
             return False
         if not self.store.has_room():
@@ -382,11 +382,11 @@ class Pipeline:
             return False
         crash_point("before_submit")
         try:
-            operation = self.api.submit(uri, specification)
-        except ApiError as error:
+            operation_id = self.api.submit(uri, specification)
+        except Failure as error:
             return self._submit_failed(row, error)
         crash_point("after_submit")
-        self._record_submission(row, (operation["id"], self.clock()))
+        self._record_submission(row, (operation_id, self.clock()))
         return False
 
     def _record_submission(self, row: state.FileRow, accepted: tuple[str, float]) -> None:
@@ -436,23 +436,20 @@ class Pipeline:
         if not self._may_call(row, (RECOGNITION, OPERATIONS_URL), CHECK_CALL):
             return False
         try:
-            operation = self.api.get_operation(row.operation_id)
-        except ApiError as error:
-            if error.kind == recognition.NOT_FOUND:
+            status = self.api.status(row.operation_id)
+        except Failure as error:
+            if error.kind == Kind.NOT_FOUND:
                 return self._resubmit(
                     row, f"operation {row.operation_id} is unknown to the service (expired?)"
                 )
-            if error.kind == recognition.NOT_THE_API:
+            if error.kind == Kind.NOT_THE_API:
                 return self._not_the_api(row, OPERATIONS_URL, self.config.speechkit.operations_url,
                                          "status checks", error)  # fmt: skip
-            return self._transient(
-                row, state.PENDING, "status check", str(error),
-                auth=error.kind == recognition.AUTH, retry_after=error.retry_after,
-            )  # fmt: skip
+            return self._transient(row, "status check", error)
         self._auth_ok(RECOGNITION)
         self._url_ok(OPERATIONS_URL)
         checks = row.checks + 1
-        if not operation.get("done"):
+        if isinstance(status, speechkit.Running):
             delay = scheduling.later_check_delay(
                 checks, row.duration_seconds or 0.0, row.channels or 1,
                 self.seconds_per_minute(), self.config.polling.max_interval_seconds,
@@ -461,31 +458,28 @@ class Pipeline:
             log.debug("operation %s not done yet; next check in %.1f s", row.operation_id, delay)
             return False
         if row.duplicate_of is None:
-            self._learn(row, operation)
+            self._learn(row, status.operation)
         with self._lock:  # this answer's place in a streak of malformed ones
             malformed = self._malformed.pop(row.id, 0) + 1
-        failure = transcripts.documented_failure(operation)
-        if failure is not None:
-            code = failure.get("code")
-            message = str(failure.get("message") or "recognition failed")
+        if isinstance(status, speechkit.Failed):
             self.store.update(row.id, now, expect=state.PENDING, checks=checks)
-            if code in RETRYABLE_OPERATION_CODES:
+            if status.code in RETRYABLE_OPERATION_CODES:
                 return self._resubmit(
                     self.store.get(row.id),
                     f"operation {row.operation_id} ended with the service's own error "
-                    f"(code {code}: {message})",
+                    f"(code {status.code}: {status.message})",
                     delay=scheduling.retry_delay(row.submissions, self.rng),
-                    code=code,
+                    code=status.code,
                 )
             self.fail(
-                row, "recognition", f"the service could not recognise the audio: {message}",
-                expect=state.PENDING, code=code, operation_id=row.operation_id,
+                row, "recognition",
+                f"the service could not recognise the audio: {status.message}",
+                expect=state.PENDING, code=status.code, operation_id=row.operation_id,
             )  # fmt: skip
             return False
-        problem = transcripts.result_problem(operation)
-        if problem is None:
-            return self.finish(row, operation, checks)
-        reason = f"the service answered with a malformed result: {problem}"
+        if isinstance(status, speechkit.Finished):
+            return self.finish(row, self.api.result(status), checks)
+        reason = f"the service answered with a malformed result: {status.problem}"
         if malformed >= MALFORMED_RESULT_CHECKS:
             self.fail(
                 row, "recognition",
@@ -501,9 +495,7 @@ class Pipeline:
             "%s (operation %s of %s); checking again in %.1f s (answer %d of at most %d)",
             reason, row.operation_id, shown(row.path), delay, malformed, MALFORMED_RESULT_CHECKS,
         )  # fmt: skip
-        self.store.update(
-            row.id, now, expect=state.PENDING, checks=checks, attempts=malformed, due_at=now + delay
-        )
+        self.store.apply(row, lifecycle.later(now, delay, checks=checks, attempts=malformed), now)
         return False
 
     def _resubmit(
@@ -535,7 +527,7 @@ class Pipeline:
         return True
 
     def _not_the_api(
-        self, row: state.FileRow, name: str, url: str, calls: str, error: ApiError
+        self, row: state.FileRow, name: str, url: str, calls: str, error: Failure
     ) -> bool:
         """Something other than the API answered at `url`: pause those calls, keep the row."""
         now = self.clock()
@@ -766,17 +758,17 @@ class Pipeline:
             log.info("deleted %d orphaned object(s) left by an earlier crash", deleted)
         return deleted
 
-    def _submit_failed(self, row: state.FileRow, error: ApiError) -> bool:
-        if error.kind == recognition.NOT_THE_API:
+    def _submit_failed(self, row: state.FileRow, error: Failure) -> bool:
+        if error.kind == Kind.NOT_THE_API:
             return self._not_the_api(row, RECOGNIZE_URL, self.config.speechkit.recognize_url,
                                      "submissions", error)  # fmt: skip
-        if error.kind == recognition.PERMANENT:
+        if error.kind == Kind.PERMANENT:
             self.fail(
                 row, "submit", f"the service refused the request: {error.message}",
                 expect=state.SUBMITTING, code=error.code,
             )  # fmt: skip
             return False
-        if error.kind == recognition.AMBIGUOUS:
+        if error.kind == Kind.AMBIGUOUS:
             # No way to ask the v2 API which operations exist, so the choice is between losing the
             # file and maybe paying twice: we submit again, and say so.
             log.warning(
@@ -784,37 +776,29 @@ class Pipeline:
                 "may be billed twice",
                 shown(row.path), error.message,
             )  # fmt: skip
-            self.store.update(
-                row.id, self.clock(), expect=state.SUBMITTING, submissions=row.submissions + 1,
-                message=f"the answer to a submission was lost ({error.message})",
-            )  # fmt: skip
-        return self._transient(
-            row, state.SUBMITTING, "submit", str(error),
-            auth=error.kind == recognition.AUTH, retry_after=error.retry_after,
-        )  # fmt: skip
+            lost = lifecycle.submission_lost(
+                row, f"the answer to a submission was lost ({error.message})"
+            )
+            self.store.apply(row, lost, self.clock())
+            row = self.store.get(row.id)
+        return self._transient(row, "submit", error)
 
-    def _transient(
-        self,
-        row: state.FileRow,
-        expect: str,
-        stage: str,
-        message: str,
-        *,
-        auth: bool = False,
-        retry_after: float | None = None,
-    ) -> bool:
+    def _transient(self, row: state.FileRow, stage: str, failure: Failure | str) -> bool:
+        """Try the step again later: after a backoff, or, when a service refused our
+        credentials, once that service's pause ends (the failure names the service)."""
         now = self.clock()
         attempts = row.attempts + 1
-        if auth:
+        retry_after = failure.retry_after if isinstance(failure, Failure) else None
+        if isinstance(failure, Failure) and failure.kind == Kind.AUTH:
             delay = max(self.config.auth_retry_seconds, retry_after or 0.0)
-            self._auth_refused(STORAGE if stage == "upload" else RECOGNITION, message, now + delay)
+            self._auth_refused(failure.service, str(failure), now + delay)
         else:
             delay = scheduling.retry_delay(attempts, self.rng, retry_after)
             log.warning(
                 "%s of %s failed (%s); attempt %d, retrying in %.1f s",
-                stage, shown(row.path), message, attempts, delay,
+                stage, shown(row.path), failure, attempts, delay,
             )  # fmt: skip
-        self.store.update(row.id, now, expect=expect, attempts=attempts, due_at=now + delay)
+        self.store.apply(row, lifecycle.later(now, delay, attempts=attempts), now)
         return False
 
     def _auth_refused(self, service: str, message: str, until: float) -> None:
@@ -877,7 +861,7 @@ class Pipeline:
         if not Path(row.path).exists():
             self._drop(row, expect, "the file disappeared before it was transcribed")
             return False
-        return self._transient(row, expect, "read", message)
+        return self._transient(replace(row, state=state.State(expect)), "read", message)
 
     def _drop(self, row: state.FileRow, expect: str, why: str) -> None:
         if self.store.apply(

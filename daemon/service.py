@@ -30,8 +30,8 @@ from daemon import logs, notify, oneshot, quota, scheduling, state, watching
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
 from daemon.pipeline import CHECK_CALL, SUBMIT_CALL, Pipeline
-from daemon.recognition import RecognitionClient
 from daemon.render import files
+from daemon.speechkit.v2 import RecognitionClient, V2Backend
 from daemon.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class Service:
         self._start_following_wall_clock(store)  # before the pipeline reads the quota's calls
         self._alive_while_starting()
         objects = ObjectStore(self.config.storage)
-        api = RecognitionClient(self.config.speechkit)
+        api = V2Backend(RecognitionClient(self.config.speechkit))
         pipeline = Pipeline(
             self.config, store, objects, api, clock=self.clock, rng=self.rng,
             stopping=self.stopping, on_changed=self._file_changed,

@@ -20,6 +20,7 @@ import boto3.s3.transfer
 import botocore.config
 import botocore.exceptions
 
+from daemon import outcomes
 from daemon.config import Storage
 
 if TYPE_CHECKING:
@@ -44,12 +45,13 @@ AUTH_ERROR_CODES = frozenset(
 )
 
 
-class StorageError(Exception):
-    """A storage call failed. `auth` says the keys were refused; all storage errors are retried."""
+class StorageError(outcomes.Failure):
+    """A storage call failed: the keys were refused (`auth`), or anything else, which is retried
+    (a `Failure` whose service is storage)."""
 
     def __init__(self, message: str, *, auth: bool = False) -> None:
-        super().__init__(message)
-        self.auth = auth
+        kind = outcomes.Kind.AUTH if auth else outcomes.Kind.TRANSIENT
+        super().__init__(kind, message, service=outcomes.Service.STORAGE)
 
 
 class ContentChangedError(Exception):

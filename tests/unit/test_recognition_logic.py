@@ -6,7 +6,7 @@ import pytest
 import requests
 import urllib3.exceptions
 
-from daemon import recognition
+from daemon.speechkit import v2 as recognition
 
 
 @pytest.mark.parametrize(

@@ -1,62 +1,62 @@
 """The SpeechKit v2 asynchronous recognition API: submit `longRunningRecognize`, read operations.
 
-A thin adapter over `requests`. Every call has a timeout. Errors are classified from the HTTP
-status and the gRPC code in the body (never from message text) into what the daemon does next.
+A thin adapter over `requests`, one implementation of `daemon.speechkit.Backend`. Every call has
+a timeout. Errors are classified from the HTTP status and the gRPC code in the body (never from
+message text) into the kinds of `daemon.outcomes`.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import requests
 import urllib3.exceptions
 
-from daemon import __version__
+from daemon import __version__, outcomes
 from daemon import credentials as credentials_module
 from daemon.config import SpeechKit
+from daemon.outcomes import Kind
+from daemon.render import transcripts
+from daemon.speechkit import Failed, Finished, Malformed, Running, Status
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"speechkit-watch/{__version__}"
 
-# What the daemon does about an error.
-TRANSIENT = "transient"  # retry later with backoff (network, 5xx, 429)
-AUTH = "auth"  # credentials refused: pause, retry slowly, never fail the file
-PERMANENT = "permanent"  # the request itself is wrong for this file: fail the file
-NOT_FOUND = "not_found"  # the API itself says (404, code 5) that the operation does not exist
-AMBIGUOUS = "ambiguous"  # the submit may have reached the service; its answer was lost
-# Something answered that is not the API: a 404 or other client error without the API's JSON
-# error body (a wrong URL, a proxy, an HTML page). Says nothing about the file or operation:
-# pause calls to that URL and probe again later; never resubmit or fail a file for it.
-NOT_THE_API = "not_the_api"
+# The kinds of daemon.outcomes, by the names this API's callers know them by.
+TRANSIENT = Kind.TRANSIENT
+AUTH = Kind.AUTH
+PERMANENT = Kind.PERMANENT
+NOT_FOUND = Kind.NOT_FOUND
+AMBIGUOUS = Kind.AMBIGUOUS
+NOT_THE_API = Kind.NOT_THE_API
 
 CODE_NOT_FOUND = 5  # google.rpc.Code NOT_FOUND: the API's "no such operation"
 
 
-@dataclass
-class ApiError(Exception):
-    kind: str
-    message: str
-    status: int | None = None
-    code: int | None = None
-    retry_after: float | None = None
-    request_id: str | None = None
+class ApiError(outcomes.Failure):
+    """A failure of the recognition API (a `Failure` whose service is the recognition API)."""
 
-    def __str__(self) -> str:
-        parts = [self.message]
-        if self.status is not None:
-            parts.append(f"HTTP {self.status}")
-        if self.code is not None:
-            parts.append(f"code {self.code}")
-        if self.request_id:
-            parts.append(f"x-request-id {self.request_id}")
-        return "; ".join(parts)
+    def __init__(
+        self,
+        kind: Kind | str,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            kind, message, service=outcomes.Service.RECOGNITION, status=status, code=code,
+            retry_after=retry_after, request_id=request_id,
+        )  # fmt: skip
 
 
-def classify(status: int, code: int | None) -> str:
+def classify(status: int, code: int | None) -> Kind:
     """What to do about an HTTP error status and the gRPC code of the API's JSON error body.
 
     `code` is None when the body is not the API's error shape. Only the API's own word counts
@@ -254,3 +254,38 @@ def _describe(error: requests.RequestException) -> str:
     if "RemoteDisconnected" in text or "Connection aborted" in text:
         return "connection closed without an answer"
     return type(error).__name__
+
+
+class V2Backend:
+    """`daemon.speechkit.Backend` over API v2: the result is the finished operation itself."""
+
+    def __init__(self, client: RecognitionClient) -> None:
+        self.client = client
+
+    def submit(self, audio_uri: str, specification: Mapping[str, Any]) -> str:
+        return str(self.client.submit(audio_uri, dict(specification))["id"])
+
+    def status(self, operation_id: str) -> Status:
+        """The operation's status in the backends' plain words; the shape of a done one is
+        checked here, so that only a well-formed result is ever called finished."""
+        operation = self.client.get_operation(operation_id)
+        if not operation.get("done"):
+            return Running(operation)
+        failure = transcripts.documented_failure(operation)
+        if failure is not None:
+            code = failure.get("code")
+            message = str(failure.get("message") or "recognition failed")
+            return Failed(operation, int(code) if isinstance(code, int) else 0, message)
+        problem = transcripts.result_problem(operation)
+        if problem is not None:
+            return Malformed(operation, problem)
+        return Finished(operation)
+
+    def result(self, finished: Finished) -> dict[str, Any]:
+        return dict(finished.operation)
+
+    def forget(self, operation_id: str) -> None:
+        """v2 cannot remove results early: they expire 3 days after completion."""
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,68 @@
+"""Recognition backends: what the steps need of a speech recognition API, whichever it is.
+
+A backend submits a recognition of audio behind a link, tells the status of an operation as one
+of a few plain answers, gives the result document of a finished one (what NAME.json holds and
+the outputs are rendered from), and forgets an operation's results early where the API can.
+`v2` is SpeechKit's API v2 (`longRunningRecognize` + operations). Failures are the `Failure`s
+of `daemon.outcomes`, with the recognition API as their service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Running:
+    """Not done yet."""
+
+    operation: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Done with a well-formed result (possibly of no speech)."""
+
+    operation: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Done, and the service says it could not recognise it (a gRPC code and its message)."""
+
+    operation: Mapping[str, Any]
+    code: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Done, but the answer is neither a well-formed result nor a documented failure."""
+
+    operation: Mapping[str, Any]
+    problem: str  # what is malformed, e.g. "response.chunks is a string, not a list"
+
+
+Status = Running | Finished | Failed | Malformed
+
+
+class Backend(Protocol):
+    def submit(self, audio_uri: str, specification: Mapping[str, Any]) -> str:
+        """Start a recognition; the operation id. Never retried inside: a lost answer is the
+        caller's to decide (an AMBIGUOUS failure)."""
+        ...
+
+    def status(self, operation_id: str) -> Status: ...
+
+    def result(self, finished: Finished) -> dict[str, Any]:
+        """The result document of a finished operation: saved as NAME.json, rendered into the
+        outputs."""
+        ...
+
+    def forget(self, operation_id: str) -> None:
+        """Remove the results early where the API can; else nothing."""
+        ...
+
+    def close(self) -> None: ...
