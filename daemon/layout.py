@@ -9,7 +9,9 @@ OWN_TEMP_SUFFIX, so that no watch pattern ever matches them.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from daemon import config as config_module
 
@@ -40,6 +42,26 @@ def error_path(audio_path: Path, out_dir: Path) -> Path:
     return out_dir / fit_name(stem(audio_path), ERROR_SUFFIX)
 
 
+def inside(path: str, folder: str) -> bool:
+    """True if `path` is `folder` or below it (both already resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def folder_for(
+    path: str, folders: Sequence[config_module.WatchFolder]
+) -> config_module.WatchFolder:
+    """The watched folder a path belongs to (the deepest one containing it)."""
+    best: config_module.WatchFolder | None = None
+    for folder in folders:
+        if inside(path, str(folder.path)) and (
+            best is None or len(str(folder.path)) > len(str(best.path))
+        ):
+            best = folder
+    if best is None:
+        raise ValueError(f"{path} is not inside a watched folder")
+    return best
+
+
 def relative_output_dir(audio_path: Path, folder: config_module.WatchFolder) -> Path:
     """Where the outputs of `audio_path` go: beside it, or under `output_dir` keeping subfolders."""
     if folder.output_dir is None:
@@ -57,3 +79,27 @@ def output_dir(audio_path: Path, folder: config_module.WatchFolder, moved_to: Pa
     if moved_to is not None and folder.output_dir is None:
         return moved_to.parent
     return relative_output_dir(audio_path, folder)
+
+
+class _Row(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def folder(self) -> str: ...
+    @property
+    def moved_to(self) -> str | None: ...
+
+
+def folder_of(config: config_module.Config, path: str, folder: str) -> config_module.WatchFolder:
+    """The watched folder whose settings a file follows; one that left the config (a reload)
+    lets its files finish with the global settings, their outputs beside them."""
+    try:
+        return folder_for(path, config.watch)
+    except ValueError:
+        return config_module.WatchFolder(path=Path(folder), recognition=config.recognition)
+
+
+def row_output_dir(config: config_module.Config, row: _Row) -> Path:
+    """Where the outputs of a recorded file version are now."""
+    moved_to = None if row.moved_to is None else Path(row.moved_to)
+    return output_dir(Path(row.path), folder_of(config, row.path, row.folder), moved_to)

@@ -1,4 +1,4 @@
-"""`speechkit-watch transcribe FILE...`: the daemon's pipeline for named files, without watching.
+"""`speechkit-watch transcribe FILE...`: the daemon's steps for named files, without watching.
 
 Same local check, upload, submission, status checks and outputs as the daemon, on the same state
 file, so it works while the daemon runs: the rows it creates carry `owner = transcribe:PID` and
@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from daemon import render, state, watching
+from daemon import layout, render, state
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
-from daemon.pipeline import Pipeline
 from daemon.speechkit.v2 import RecognitionClient, V2Backend
+from daemon.steps import Steps
 from daemon.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -83,20 +83,20 @@ class Transcriber:
             paths.append(path)
         store = state.Store(config.state_file)
         try:
-            pipeline = self._pipeline(config, store)
+            steps = self._steps(config, store)
             rows = {path: self._claim(store, config, path) for path in paths}
-            failures += self._drive(store, pipeline, rows)
+            failures += self._drive(store, steps, rows)
         finally:
             with contextlib.suppress(sqlite3.Error):
                 store.release(self.owner)
             store.close()
         return 0 if failures == 0 else 1
 
-    def _pipeline(self, config: Config, store: state.Store) -> Pipeline:
+    def _steps(self, config: Config, store: state.Store) -> Steps:
         def changed(path: str) -> None:
             log.warning("%s changed while it was being transcribed", shown(path))
 
-        return Pipeline(
+        return Steps(
             config, store, ObjectStore(config.storage),
             V2Backend(RecognitionClient(config.speechkit)),
             clock=time.time, rng=random.Random(),  # noqa: S311 - jitter, not cryptography
@@ -120,14 +120,14 @@ class Transcriber:
                 store.update(latest.id, now, owner=self.owner)
             # Otherwise the daemon is on it: wait for its result instead of paying twice.
             return latest.id
-        folder = watching.folder_for(str(path), config.watch)
+        folder = layout.folder_for(str(path), config.watch)
         row_id = store.add_version(
             path=str(path), folder=str(folder.path), size=version[0], mtime_ns=version[1], now=now
         )
         store.update(row_id, now, owner=self.owner)
         return row_id
 
-    def _drive(self, store: state.Store, pipeline: Pipeline, rows: dict[Path, int]) -> int:
+    def _drive(self, store: state.Store, steps: Steps, rows: dict[Path, int]) -> int:
         """Advance our rows until each ends; the number that did not end well."""
         waiting, failures = dict(rows), 0
         with concurrent.futures.ThreadPoolExecutor(self.config.concurrency) as workers:
@@ -138,18 +138,18 @@ class Transcriber:
                     row = store.get(row_id)
                     if row.state in state.TERMINAL_STATES and not busy:
                         del waiting[path]
-                        failures += not self._report(pipeline, row)
+                        failures += not self._report(steps, row)
                     elif row.owner == self.owner and not busy and (row.due_at or 0) <= time.time():
-                        running[row_id] = workers.submit(pipeline.advance, row_id)
+                        running[row_id] = workers.submit(steps.advance, row_id)
                 time.sleep(POLL_SECONDS)
         return failures + len(waiting)
 
-    def _report(self, pipeline: Pipeline, row: state.FileRow) -> bool:
+    def _report(self, steps: Steps, row: state.FileRow) -> bool:
         """Print a finished file's transcript (or why it failed); True if it is done."""
         if row.state != state.DONE:
             print(f"speechkit-watch: {shown(row.path)}: {row.message or row.state}", file=self.err)
             return False
-        ending = pipeline.ending(row)
+        ending = steps.aftercare.ending(row)
         text = Path(ending.txt).read_text(encoding="utf-8") if ending.txt else ""
         if not ending.txt and ending.json:
             operation = json.loads(Path(ending.json).read_text("utf-8"))

@@ -1,7 +1,7 @@
 """The daemon's main loop and lifecycle: start-up, watching, dispatching steps, clean shutdown.
 
 One thread (this loop) owns the settling candidates and decides what runs; a bounded pool of
-worker threads runs the steps (`Pipeline.advance`); watchdog's observer threads only enqueue
+worker threads runs the steps (`Steps.advance`); watchdog's observer threads only enqueue
 hints. The loop sleeps until the next thing is due or a hint arrives, so an idle daemon costs
 nothing. Signal handlers only set a flag.
 
@@ -26,12 +26,12 @@ from types import FrameType
 from typing import Any
 
 from daemon import config as config_module
-from daemon import logs, notify, oneshot, quota, scheduling, state, watching
+from daemon import gate, layout, logs, notify, oneshot, quota, scheduling, state, watching
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
-from daemon.pipeline import CHECK_CALL, SUBMIT_CALL, Pipeline
 from daemon.render import files
 from daemon.speechkit.v2 import RecognitionClient, V2Backend
+from daemon.steps import Steps
 from daemon.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -200,11 +200,11 @@ class Service:
         except state.StateFileError as error:
             raise StartupError(str(error)) from None
         store = self.store
-        self._start_following_wall_clock(store)  # before the pipeline reads the quota's calls
+        self._start_following_wall_clock(store)  # before the gate reads the quota's calls
         self._alive_while_starting()
         objects = ObjectStore(self.config.storage)
         api = V2Backend(RecognitionClient(self.config.speechkit))
-        pipeline = Pipeline(
+        steps = Steps(
             self.config, store, objects, api, clock=self.clock, rng=self.rng,
             stopping=self.stopping, on_changed=self._file_changed,
         )  # fmt: skip
@@ -227,13 +227,13 @@ class Service:
         self.notifier.ready(self._status_text(store))
         self.next_ping = self.monotonic()
         try:
-            self._loop(store, pipeline, executor)
+            self._loop(store, steps, executor)
         finally:
             in_flight = sum(not future.done() for future in self.in_flight.values())
             self.notifier.stopping(f"stopping: {in_flight} step(s) in flight")
             self.watcher.stop()
             clean = self._drain(self.executor or executor)
-            self._write_accepted_operations(pipeline)
+            self._write_accepted_operations(steps)
             api.close()
             self.notifier.close()
             if clean:
@@ -249,18 +249,18 @@ class Service:
         return 0
 
     @staticmethod
-    def _write_accepted_operations(pipeline: Pipeline) -> None:
+    def _write_accepted_operations(steps: Steps) -> None:
         """At a stop, one last try at writing operation ids the state file could not take."""
-        if not pipeline.unwritten_operations:
+        if not steps.unwritten_operations:
             return
         try:
-            pipeline.write_unwritten_operations()
+            steps.write_unwritten_operations()
         except state.StateWriteError as error:
             log.error(
                 "%s: operation(s) %s were accepted but are not recorded; after a restart their "
                 "files are submitted again",
                 error, ", ".join(operation for operation, _ in
-                                 pipeline.unwritten_operations.values()),
+                                 steps.unwritten_operations.values()),
             )  # fmt: skip
 
     def _drain(self, executor: concurrent.futures.ThreadPoolExecutor) -> bool:
@@ -285,7 +285,7 @@ class Service:
     def _loop(
         self,
         store: state.Store,
-        pipeline: Pipeline,
+        steps: Steps,
         executor: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
         next_rescan = self.monotonic()  # the start-up scan, right after READY
@@ -294,10 +294,10 @@ class Service:
         next_state_check = self.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
-            self._follow_wall_clock(store, pipeline)
+            self._follow_wall_clock(store, steps)
             if self.reload_requested:
                 self.reload_requested = False
-                if self._reload(store, pipeline):
+                if self._reload(store, steps):
                     executor = self.executor or executor
                     next_rescan = self.monotonic()  # new folders: their files are found now
             self._take_hints()
@@ -314,12 +314,12 @@ class Service:
                     )  # fmt: skip
                 next_rescan = self.monotonic() + self.config.rescan_seconds
             if self.monotonic() >= next_sweep:
-                self._dispatch_sweep(store, pipeline, executor)
+                self._dispatch_sweep(store, steps, executor)
                 next_sweep = self.monotonic() + SWEEP_SECONDS
             if self.monotonic() >= next_backlog_report:
-                self._report_backlog(store, pipeline)
+                self._report_backlog(store, steps)
                 next_backlog_report = self.monotonic() + BACKLOG_LOG_SECONDS
-            self._dispatch(store, pipeline, executor)
+            self._dispatch(store, steps, executor)
             if not self.watcher.alive():
                 raise ObserverDiedError(
                     "a folder observer thread died; exiting so that systemd restarts the daemon"
@@ -340,9 +340,9 @@ class Service:
                 "(files whose outputs are already there are not transcribed again)"
             )
 
-    def _report_backlog(self, store: state.Store, pipeline: Pipeline) -> None:
+    def _report_backlog(self, store: state.Store, steps: Steps) -> None:
         backlog = store.backlog()
-        window = pipeline.windows["submit"]
+        window = steps.gate.windows[gate.SUBMIT_CALL]
         seconds = quota.backlog_seconds(backlog, window.limit, window.used(self.clock()))
         if seconds > 0:
             log.warning(
@@ -378,7 +378,7 @@ class Service:
         for path in changed:
             self.known.pop(path, None)
             try:
-                folder = watching.folder_for(path, self.config.watch)
+                folder = layout.folder_for(path, self.config.watch)
             except ValueError:
                 continue
             self._note(path, watching.SEEN, folder)
@@ -452,7 +452,7 @@ class Service:
     def _dispatch(
         self,
         store: state.Store,
-        pipeline: Pipeline,
+        steps: Steps,
         executor: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
         for row_id, future in list(self.in_flight.items()):
@@ -465,17 +465,17 @@ class Service:
         if free <= 0 or self._state_paused():
             return
         for row in store.due(self.clock(), limit=free, exclude=self.in_flight):
-            future = executor.submit(self._advance_safely, pipeline, row.id)
+            future = executor.submit(self._advance_safely, steps, row.id)
             self.in_flight[row.id] = future
             future.add_done_callback(lambda _: self.wake.set())
 
-    def _advance_safely(self, pipeline: Pipeline, row_id: int) -> None:
+    def _advance_safely(self, steps: Steps, row_id: int) -> None:
         with self._steps_lock:
             self.step_started[row_id] = self.monotonic()
         try:
             if os.environ.get(HANG_VARIABLE) == "step":
                 threading.Event().wait()  # a step that never returns, for the watchdog tests
-            pipeline.advance(row_id)
+            steps.advance(row_id)
             self._state_writable()
         except state.StateWriteError as error:
             self._state_unwritable(error)
@@ -527,14 +527,14 @@ class Service:
     def _dispatch_sweep(
         self,
         store: state.Store,
-        pipeline: Pipeline,
+        steps: Steps,
         executor: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
         """Work a crash cut short, in workers: object deletions and hooks."""
         if self.config.storage.delete_after:
-            self.background.append(executor.submit(pipeline.sweep_objects))
+            self.background.append(executor.submit(steps.aftercare.sweep_objects))
         if self.config.on_complete is not None:
-            self.background.append(executor.submit(pipeline.sweep_hooks))
+            self.background.append(executor.submit(steps.aftercare.sweep_hooks))
 
     def _release_dead_owners(self, store: state.Store) -> None:
         """Rows of a `transcribe` process that died go back to the daemon."""
@@ -568,7 +568,7 @@ class Service:
                 moved,
             )
 
-    def _follow_wall_clock(self, store: state.Store, pipeline: Pipeline) -> None:
+    def _follow_wall_clock(self, store: state.Store, steps: Steps) -> None:
         """Once per loop pass: a step of the wall clock moves the schedule by the same amount."""
         now = self.clock()
         offset = now - self.since_boot()
@@ -579,9 +579,9 @@ class Service:
             except state.StateFileError as error:
                 self._clock_step_unwritten(error)
                 return  # the offset is kept: the same step is seen, and moved, at the next pass
-            for window in pipeline.windows.values():
+            for window in steps.gate.windows.values():
                 window.shift(step, now)
-            for pause in pipeline.pauses.values():
+            for pause in steps.gate.pauses.values():
                 pause.shift(step)
             log.warning(
                 "the wall clock stepped %s by %.0f s; due times moved with it (%d unfinished "
@@ -597,7 +597,7 @@ class Service:
             self.racing_clock_step = {row: future for row, future in self.racing_clock_step.items()
                                       if not future.done()}  # fmt: skip
             self._pull_in_future_times(store, now)
-            for window in pipeline.windows.values():
+            for window in steps.gate.windows.values():
                 window.shift(0.0, now)  # calls taken with a clock read before the step
 
     def _pull_in_future_times(self, store: state.Store, now: float) -> int:
@@ -696,7 +696,7 @@ class Service:
 
     # -- SIGHUP: reload the config ------------------------------------------------------------
 
-    def _reload(self, store: state.Store, pipeline: Pipeline) -> bool:
+    def _reload(self, store: state.Store, steps: Steps) -> bool:
         """Re-read the config file; apply it if valid, else keep the running one (False)."""
         self.notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         source = self.config.source
@@ -722,9 +722,7 @@ class Service:
             return False
         old = self.config
         self.config = settings
-        pipeline.config = settings
-        pipeline.windows[SUBMIT_CALL].limit = settings.quota.submissions_per_hour
-        pipeline.windows[CHECK_CALL].limit = settings.quota.status_checks_per_hour
+        steps.config = settings  # the gate's limits and what follows a file's end, too
         logs.configure(settings.log_level, settings.secrets())
         self._refit_candidates(settings)
         if settings.concurrency != old.concurrency and self.executor is not None:
@@ -758,12 +756,12 @@ class Service:
         self.settler = settler
         for path, observation in list(settler.candidates.items()):
             try:
-                observation.folder = watching.folder_for(path, settings.watch)
+                observation.folder = layout.folder_for(path, settings.watch)
             except ValueError:
                 settler.forget(path)
         for hint in self.watcher.drain():
             try:
-                folder = watching.folder_for(hint.path, settings.watch)
+                folder = layout.folder_for(hint.path, settings.watch)
             except ValueError:
                 continue
             self._note(hint.path, hint.kind, folder)

@@ -31,7 +31,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon import config as config_module
-from daemon.layout import OWN_TEMP_SUFFIX
+from daemon.layout import OWN_TEMP_SUFFIX, inside
 from daemon.logs import shown
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,6 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
         return False
     lowered = name.lower()
     return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
-
-
-def inside(path: str, folder: str) -> bool:
-    """True if `path` is `folder` or below it (both already resolved)."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def folder_identity(path: str | os.PathLike[str]) -> Identity | None:
@@ -529,18 +524,3 @@ def _stop_all(observers: Sequence[BaseObserver]) -> None:
         observer.stop()
     for observer in observers:
         observer.join(timeout=5)
-
-
-def folder_for(
-    path: str, folders: Sequence[config_module.WatchFolder]
-) -> config_module.WatchFolder:
-    """The watched folder a path belongs to (the deepest one containing it)."""
-    best: config_module.WatchFolder | None = None
-    for folder in folders:
-        if inside(path, str(folder.path)) and (
-            best is None or len(str(folder.path)) > len(str(best.path))
-        ):
-            best = folder
-    if best is None:
-        raise ValueError(f"{path} is not inside a watched folder")
-    return best

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.pipeline import MALFORMED_RESULT_CHECKS
+from daemon.steps import MALFORMED_RESULT_CHECKS
 from speechkit_local import LocalSpeechKit
 from tests.e2e.harness import Daemon
 from tests.e2e.test_pipeline import MONO_TXT, STEREO_TXT, UNICODE_TXT, done_outputs

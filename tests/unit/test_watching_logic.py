@@ -85,10 +85,10 @@ def test_output_dir_keeps_the_subfolder_structure() -> None:
 
 def test_folder_for_picks_the_deepest_watched_folder() -> None:
     outer, inner = WatchFolder(path=Path("/in")), WatchFolder(path=Path("/in/sub"))
-    assert watching.folder_for("/in/sub/a.ogg", [outer, inner]) is inner
-    assert watching.folder_for("/in/a.ogg", [outer, inner]) is outer
+    assert layout.folder_for("/in/sub/a.ogg", [outer, inner]) is inner
+    assert layout.folder_for("/in/a.ogg", [outer, inner]) is outer
     with pytest.raises(ValueError, match="not inside a watched folder"):
-        watching.folder_for("/elsewhere/a.ogg", [outer, inner])
+        layout.folder_for("/elsewhere/a.ogg", [outer, inner])
 
 
 FOLDER_A = (64769, 1001)  # (st_dev, st_ino)

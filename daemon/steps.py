@@ -1,4 +1,4 @@
-"""The steps of one file version, from a settled file to its transcript.
+"""The steps of one file version, from a settled file to its transcript: each calls an adapter.
 
 Each step reads the row, does one piece of I/O and records the outcome in the state store before
 the next begins: QUEUED (check, hash) -> UPLOADING (put object) -> SUBMITTING (recorded before the
@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import random
-import re
-import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -24,19 +22,17 @@ from typing import Any
 
 from daemon import (
     audio,
-    credentials,
-    hooks,
     layout,
     lifecycle,
-    quota,
     render,
     scheduling,
     speechkit,
     state,
-    watching,
 )
+from daemon.aftercare import Aftercare
 from daemon.config import Config, WatchFolder
 from daemon.crashpoints import crash_point
+from daemon.gate import CHECK_CALL, OPERATIONS_URL, RECOGNIZE_URL, SUBMIT_CALL, Gate
 from daemon.logs import shown
 from daemon.outcomes import Failure, Kind, Service
 from daemon.render import files, transcripts
@@ -48,12 +44,7 @@ HASH_BLOCK_BYTES = 1024 * 1024  # large reads keep hashing near disk speed
 RESULT_RETENTION_SECONDS = 3 * 86400  # the service forgets results 3 days after completion
 RETENTION_MARGIN_SECONDS = 3600  # resubmit a little before the service would answer 404
 DUPLICATE_WAIT_SECONDS = 2.0  # a twin being uploaded gets its operation id within seconds
-# A file is uploaded at most this long before the submission quota has a slot for it, so that
-# the submission follows the upload instead of an hour-long backlog sitting in the bucket.
-UPLOAD_LEAD_SECONDS = 60.0
 RECOGNITION, STORAGE = Service.RECOGNITION, Service.STORAGE
-# URLs that answered something other than the API (a bare 404, an HTML page): paused on their own.
-RECOGNIZE_URL, OPERATIONS_URL = "speechkit.recognize_url", "speechkit.operations_url"
 # Operation errors that are the service's own trouble (google.rpc.Code): DEADLINE_EXCEEDED,
 # RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE. Submitted again; other codes fail the file.
 RETRYABLE_OPERATION_CODES = frozenset({4, 8, 10, 13, 14})
@@ -61,11 +52,7 @@ RETRYABLE_OPERATION_CODES = frozenset({4, 8, 10, 13, 14})
 # again with backoff, in case a proxy or the service garbled one answer; this many malformed
 # answers in a row fail the file, never an empty transcript indistinguishable from silence.
 MALFORMED_RESULT_CHECKS = 3
-SUBMIT_CALL, CHECK_CALL = "submit", "check"
-STORAGE_CREDENTIALS = "storage.access_key_id / storage.secret_access_key"
-HOOK_MAX_ATTEMPTS = 2  # a hook cut short by a crash runs once more, never in a loop
 _REUSABLE_SECONDS = RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
-_OUR_KEY = re.compile(r"^[0-9a-f]{64}\.ogg$")  # what storage.object_key makes, after the prefix
 
 
 def _read_result(saved: Path) -> dict[str, Any] | None:
@@ -92,7 +79,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Pipeline:
+class Steps:
     """Advances file versions one step at a time; safe to call from several worker threads."""
 
     def __init__(
@@ -107,6 +94,8 @@ class Pipeline:
         stopping: threading.Event,
         on_changed: Callable[[str], None],
     ) -> None:
+        self.gate = Gate(config, store, clock)
+        self.aftercare = Aftercare(config, store, objects, clock=clock, stopping=stopping)
         self.config = config
         self.store = store
         self.objects = objects
@@ -115,21 +104,7 @@ class Pipeline:
         self.rng = rng
         self.stopping = stopping
         self.on_changed = on_changed  # a file changed under us: look at it again
-        since = clock() - quota.WINDOW_SECONDS
-        self.windows = {
-            SUBMIT_CALL: quota.SlidingWindow(
-                config.quota.submissions_per_hour, history=store.recent_calls(SUBMIT_CALL, since)
-            ),
-            CHECK_CALL: quota.SlidingWindow(
-                config.quota.status_checks_per_hour, history=store.recent_calls(CHECK_CALL, since)
-            ),
-        }
-        self.pauses = {
-            name: quota.Pause() for name in (RECOGNITION, STORAGE, RECOGNIZE_URL, OPERATIONS_URL)
-        }
-        self._pacing: set[str] = set()
         self._lock = threading.Lock()
-        self._uploading: set[int] = set()  # rows past the upload gate, not yet SUBMITTING
         # Row id -> (operation id, submitted at) accepted by the service while the state file
         # could not be written: written before anything else, never submitted again.
         self.unwritten_operations: dict[int, tuple[str, float]] = {}
@@ -138,6 +113,18 @@ class Pipeline:
         # Malformed answers in a row per row id. In memory: after a restart the count starts
         # again, which costs at most MALFORMED_RESULT_CHECKS more status checks.
         self._malformed: dict[int, int] = {}
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, settings: Config) -> None:
+        """A reload: new files, the gate and what follows a file's end use the new settings."""
+        self._config = settings
+        self.gate.config = settings
+        self.gate.set_limits(settings.quota)
+        self.aftercare.config = settings
 
     def seconds_per_minute(self) -> float:
         """Expected processing time per audio minute and channel: configured x learned."""
@@ -294,8 +281,7 @@ class Pipeline:
         try:
             return self._upload(row, path, row.object_key, row.sha256)
         finally:
-            with self._lock:
-                self._uploading.discard(row.id)
+            self.gate.uploaded(row.id)
 
     def _upload(self, row: state.FileRow, path: Path, key: str, digest: str) -> bool:
         try:
@@ -309,7 +295,7 @@ class Pipeline:
         except OSError as error:
             return self._transient(row, "upload", f"cannot read: {error.strerror}")
         crash_point("after_upload")
-        self._auth_ok(STORAGE)
+        self.gate.credentials_accepted(STORAGE)
         if not self._unchanged(row, object_written=True):
             return False
         if uploaded:
@@ -319,23 +305,17 @@ class Pipeline:
             return True
         # The row moved on while the object went up (a newer version, `retry`): unless another
         # file needs the same bytes, nothing will ever use this object.
-        self.delete_object(self.store.get(row.id))
+        self.aftercare.delete_object(self.store.get(row.id))
         return False
 
     def _submission_near(self, row: state.FileRow) -> bool:
         """Upload only shortly before the submission quota can let the file go: a backlog waits
         on disk, not in the bucket (where it is billed and its links age)."""
         now = self.clock()
-        with self._lock:  # uploads that passed this gate count until they are SUBMITTING
-            waiting = self.store.count_in_states([state.SUBMITTING]) + len(self._uploading)
-            wait = self.windows[SUBMIT_CALL].wait_for_slot(now, ahead=waiting)
-            if wait <= UPLOAD_LEAD_SECONDS:
-                self._uploading.add(row.id)
-                return True
-        self._pacing_started(SUBMIT_CALL, wait)
-        self.store.update(
-            row.id, now, expect=state.UPLOADING, due_at=now + wait - UPLOAD_LEAD_SECONDS
-        )
+        wait = self.gate.upload_wait(row.id, now)
+        if wait <= 0:
+            return True
+        self.store.apply(row, lifecycle.later(now, wait), now)
         return False
 
     def _changed_while_uploading(self, row: state.FileRow, changed: ContentChangedError) -> bool:
@@ -411,8 +391,8 @@ class Pipeline:
             raise
         self.unwritten_operations.pop(row.id, None)
         crash_point("after_commit")
-        self._auth_ok(RECOGNITION)
-        self._url_ok(RECOGNIZE_URL)
+        self.gate.credentials_accepted(RECOGNITION)
+        self.gate.url_answers(RECOGNIZE_URL)
         again = f" (submission {row.submissions + 1} of at most {lifecycle.MAX_SUBMISSIONS})"
         log.info(
             "submitted %s: operation %s, first status check in %.1f s%s",
@@ -446,8 +426,8 @@ class Pipeline:
                 return self._not_the_api(row, OPERATIONS_URL, self.config.speechkit.operations_url,
                                          "status checks", error)  # fmt: skip
             return self._transient(row, "status check", error)
-        self._auth_ok(RECOGNITION)
-        self._url_ok(OPERATIONS_URL)
+        self.gate.credentials_accepted(RECOGNITION)
+        self.gate.url_answers(OPERATIONS_URL)
         checks = row.checks + 1
         if isinstance(status, speechkit.Running):
             delay = scheduling.later_check_delay(
@@ -532,18 +512,9 @@ class Pipeline:
         """Something other than the API answered at `url`: pause those calls, keep the row."""
         now = self.clock()
         until = now + self.config.auth_retry_seconds
-        if self.pauses[name].pause(until):
-            log.error(
-                "%s at %s get answers that are not the SpeechKit API (%s): check %s; %s are "
-                "paused and tried again every %.0f s; no file is submitted again or failed for it",
-                calls, url, error.message, name, calls, self.config.auth_retry_seconds,
-            )  # fmt: skip
-        self.store.update(row.id, now, expect=row.state, due_at=until)
+        self.gate.not_the_api(name, url, calls, error, until)
+        self.store.apply(row, lifecycle.later(until, 0.0), now)
         return False
-
-    def _url_ok(self, name: str) -> None:
-        if self.pauses[name].resume():
-            log.info("%s answers as the SpeechKit API again; work resumes", name)
 
     def finish(self, row: state.FileRow, operation: dict[str, Any], checks: int) -> bool:
         """Write the outputs, then record DONE, then delete the object."""
@@ -583,9 +554,9 @@ class Pipeline:
                 shown(audio), row.operation_id, lines, checks,
             )  # fmt: skip
             crash_point("before_delete")
-            self.delete_object(row)
-            self._after_done(self.store.get(row.id))
-            self.run_hook(self.store.get(row.id))
+            self.aftercare.delete_object(row)
+            self.aftercare.after_done(self.store.get(row.id))
+            self.aftercare.run_hook(self.store.get(row.id))
         return False
 
     # -- outcomes ------------------------------------------------------------------------------
@@ -619,144 +590,12 @@ class Pipeline:
         if failed:
             log.error("failed %s at %s: %s", shown(audio), stage, message)
             if row.object_key is not None:
-                self.delete_object(self.store.get(row.id))
-            self.run_hook(self.store.get(row.id))
-
-    # -- after a file ends ---------------------------------------------------------------------
-
-    def _after_done(self, row: state.FileRow) -> None:
-        """`after_done: move | delete` for a transcribed file (still the version transcribed)."""
-        folder = self._folder(row)
-        if folder.after_done == "keep" or not self._still_this_version(row):
-            return
-        audio = Path(row.path)
-        try:
-            if folder.after_done == "delete":
-                audio.unlink()
-                log.info("deleted %s after transcription (after_done: delete)", shown(audio))
-                return
-            assert folder.move_to is not None  # noqa: S101 - the config requires it
-            target_dir = layout.relative_output_dir(
-                audio, replace(folder, output_dir=folder.move_to)
-            )
-            target_dir.mkdir(parents=True, exist_ok=True)
-            target = files.unused_name(target_dir, audio.name)
-            companions = []
-            if folder.output_dir is None:  # outputs beside the audio move along with it
-                for extension in self.config.outputs:
-                    source = layout.output_path(audio, audio.parent, extension)
-                    companions.append((source, layout.output_path(target, target_dir, extension)))
-            shutil.move(audio, target)
-            for source, destination in companions:
-                if source.exists():
-                    shutil.move(source, destination)
-        except OSError as error:
-            log.error(
-                "after_done: could not %s %s: %s", folder.after_done, shown(audio), error.strerror
-            )
-            return
-        self.store.update(row.id, self.clock(), moved_to=str(target))
-        log.info("moved %s to %s (after_done: move)", shown(audio), shown(target))
-
-    def _still_this_version(self, row: state.FileRow) -> bool:
-        try:
-            found = os.stat(row.path)
-        except OSError:
-            return False
-        return (found.st_size, found.st_mtime_ns) == (row.size, row.mtime_ns)
+                self.aftercare.delete_object(self.store.get(row.id))
+            self.aftercare.run_hook(self.store.get(row.id))
 
     def output_dir(self, row: state.FileRow) -> Path:
         """Where the outputs of a row are now (they follow the audio when it was moved)."""
-        moved_to = None if row.moved_to is None else Path(row.moved_to)
-        return layout.output_dir(Path(row.path), self._folder(row), moved_to)
-
-    def ending(self, row: state.FileRow) -> hooks.Ending:
-        """The facts of a finished row, as the hook and `transcribe` see them."""
-        audio = Path(row.moved_to or row.path)
-        out_dir = self.output_dir(row)
-
-        def existing(path: Path) -> str:
-            return str(path) if path.exists() else ""
-
-        if row.state == state.DONE:
-            return hooks.Ending(
-                audio=str(audio), result="done",
-                txt=existing(layout.output_path(audio, out_dir, "txt")),
-                json=existing(layout.output_path(audio, out_dir, "json")),
-            )  # fmt: skip
-        return hooks.Ending(
-            audio=str(audio), result="failed", error=existing(layout.error_path(audio, out_dir))
-        )
-
-    def run_hook(self, row: state.FileRow) -> None:
-        """Run `on_complete` for a finished row once (again only if a crash cut it short)."""
-        hook = self.config.on_complete
-        if hook is None or not row.hook_pending:
-            return
-        now = self.clock()
-        if row.hook_attempts >= HOOK_MAX_ATTEMPTS:
-            log.warning("on_complete for %s not run again: it was cut short %d times",
-                        shown(row.path), row.hook_attempts)  # fmt: skip
-            self.store.update(row.id, now, hook_pending=0)
-            return
-        self.store.update(row.id, now, hook_attempts=row.hook_attempts + 1)
-        hooks.run(hook, self.ending(row), self.config.secrets())
-        self.store.update(row.id, self.clock(), hook_pending=0)
-
-    def sweep_hooks(self) -> None:
-        """Hooks that a crash or stop kept from running."""
-        for row in self.store.hooks_pending():
-            if self.stopping.is_set():
-                return
-            self.run_hook(row)
-
-    def delete_object(self, row: state.FileRow) -> None:
-        if row.object_key is None or not self.config.storage.delete_after or row.object_deleted:
-            return
-        # Another version with the same content may still need the object.
-        if self.store.object_in_use(row.object_key, exclude=row.id):
-            return
-        try:
-            self.objects.delete(row.object_key)
-        except StorageError as error:
-            log.warning(
-                "could not delete object %s (will retry at start): %s", row.object_key, error
-            )
-            return
-        self.store.update(row.id, self.clock(), object_deleted=1)
-
-    def sweep_objects(self) -> int:
-        """Delete objects nothing needs any more: failed deletions and crash orphans.
-
-        The bucket is listed before the in-use check of each key, so an upload that starts
-        meanwhile is either not listed or already recorded as in use.
-        """
-        for row in self.store.undeleted_objects():
-            if self.stopping.is_set():
-                return 0
-            self.delete_object(row)
-        try:
-            keys = self.objects.list_keys()
-        except StorageError as error:
-            log.warning("could not list the bucket to find orphaned objects: %s", error)
-            return 0
-        deleted = 0
-        for key in keys:
-            if self.stopping.is_set() or not _OUR_KEY.match(
-                key[len(self.objects.settings.prefix) :]
-            ):
-                continue
-            if self.store.object_in_use(key, exclude=-1):
-                continue
-            try:
-                self.objects.delete(key)
-            except StorageError as error:
-                log.warning("could not delete orphaned object %s: %s", key, error)
-                continue
-            deleted += 1
-        if deleted:
-            log.info("deleted %d orphaned object(s) left by an earlier crash", deleted)
-        return deleted
+        return layout.row_output_dir(self.config, row)
 
     def _submit_failed(self, row: state.FileRow, error: Failure) -> bool:
         if error.kind == Kind.NOT_THE_API:
@@ -791,7 +630,7 @@ class Pipeline:
         retry_after = failure.retry_after if isinstance(failure, Failure) else None
         if isinstance(failure, Failure) and failure.kind == Kind.AUTH:
             delay = max(self.config.auth_retry_seconds, retry_after or 0.0)
-            self._auth_refused(failure.service, str(failure), now + delay)
+            self.gate.credentials_refused(failure, now + delay)
         else:
             delay = scheduling.retry_delay(attempts, self.rng, retry_after)
             log.warning(
@@ -801,61 +640,23 @@ class Pipeline:
         self.store.apply(row, lifecycle.later(now, delay, attempts=attempts), now)
         return False
 
-    def _auth_refused(self, service: str, message: str, until: float) -> None:
-        """Pause every call to `service`; one loud line when the pause begins."""
-        if self.pauses[service].pause(until):
-            log.error(
-                "the %s refused our credentials (%s): check %s; work that needs it is paused and "
-                "retried every %.0f s; no file is failed for this",
-                service, message, self._credential_key(service), self.config.auth_retry_seconds,
-            )  # fmt: skip
-
-    def _credential_key(self, service: str) -> str:
-        if service == STORAGE:
-            return STORAGE_CREDENTIALS
-        return credentials.config_key(self.config.speechkit)
-
-    def _auth_ok(self, service: str) -> None:
-        if self.pauses[service].resume():
-            log.info("the %s accepts our credentials again; work resumes", service)
-
     def _may_call(
         self, row: state.FileRow, pauses: str | tuple[str, ...], call: str | None = None
     ) -> bool:
         """Whether a step may call a service now: none of its `pauses` holds, and the hourly
         quota allows it. If not, the row is rescheduled for when it may, without a request."""
         now = self.clock()
-        for name in (pauses,) if isinstance(pauses, str) else pauses:
-            blocked = self.pauses[name].blocked_until(now, self.config.auth_retry_seconds)
-            if blocked is not None:
-                self.store.update(row.id, now, expect=row.state, due_at=blocked)
-                return False
+        blocked = self.gate.blocked_until((pauses,) if isinstance(pauses, str) else pauses, now)
+        if blocked is not None:
+            self.store.apply(row, lifecycle.later(blocked, 0.0), now)
+            return False
         if call is None:
             return True
-        wait = self.windows[call].acquire(now)
+        wait = self.gate.take(call, now)
         if wait > 0:
-            self._pacing_started(call, wait)
-            self.store.update(row.id, now, expect=row.state, due_at=now + wait)
+            self.store.apply(row, lifecycle.later(now, wait), now)
             return False
-        with self._lock:
-            self._pacing.discard(call)
-        try:
-            self.store.record_call(call, now)
-        except state.StateWriteError:
-            self.windows[call].release(now)  # a call that cannot be recorded is not made
-            raise
         return True
-
-    def _pacing_started(self, call: str, wait: float) -> None:
-        """One warning when calls of a kind begin to wait for the hourly quota."""
-        with self._lock:
-            first = call not in self._pacing
-            self._pacing.add(call)
-        if first:
-            log.warning(
-                "hourly quota of %d %s calls reached; pacing them (next slot in %.0f s)",
-                self.windows[call].limit, call, wait,
-            )  # fmt: skip
 
     def _vanished_or_retry(self, row: state.FileRow, expect: str, message: str) -> bool:
         if not Path(row.path).exists():
@@ -883,7 +684,7 @@ class Pipeline:
         if self.store.apply(row, lifecycle.superseded(), self.clock()):
             log.info("%s changed while being processed; it will be judged again", shown(row.path))
             if object_written:
-                self.delete_object(self.store.get(row.id))
+                self.aftercare.delete_object(self.store.get(row.id))
         self.on_changed(row.path)
         return False
 
@@ -891,8 +692,4 @@ class Pipeline:
         return self._folder(row).recognition.specification()
 
     def _folder(self, row: state.FileRow) -> WatchFolder:
-        try:
-            return watching.folder_for(row.path, self.config.watch)
-        except ValueError:
-            # The folder left the config; finish the file with the global settings.
-            return WatchFolder(path=Path(row.folder), recognition=self.config.recognition)
+        return layout.folder_of(self.config, row.path, row.folder)
