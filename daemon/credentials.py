@@ -9,6 +9,10 @@ Four ways a service account authenticates (SPEECHKIT.md, "Authentication"), one 
 - `speechkit.metadata_service: true`: the VM metadata service hands out the token of the
   service account attached to the VM, renewed the same way.
 
+The key file itself is read and parsed by `daemon.secrets` when the config loads, so a bad key
+file is a config error; the providers here get the parsed key from the config
+(`parse_key_file` and `ServiceAccountKey` stay reachable here under their old names).
+
 Tokens are renewed on demand, not by a background thread: the worker that first finds the token
 due for renewal exchanges a new one (bounded by the request timeout) while the other workers
 keep using the current token, which is still valid for a quarter of its life. Only when no valid
@@ -33,11 +37,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from daemon import __version__, logs
-from daemon.config import Secret
+from daemon.secrets import FormatError, ServiceAccountKey, parse_key_file  # noqa: F401 - see top
 
 if TYPE_CHECKING:
     from daemon.config import SpeechKit
@@ -47,7 +51,6 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"speechkit-watch/{__version__}"
 # The audience Yandex IAM expects in every JWT (SPEECHKIT.md), whatever URL it is posted to.
 IAM_AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
-KEY_FILE_BANNER = "PLEASE DO NOT REMOVE THIS LINE!"  # `yc` may put this line before the PEM
 JWT_LIFETIME_SECONDS = 3600  # the longest IAM accepts: tolerates the most clock skew
 MAX_TOKEN_AGE_SECONDS = 3600.0  # Yandex's advice: get a new IAM token about every hour
 REFRESH_MARGIN_SECONDS = 600.0  # renew at the latest 10 min before expiry ...
@@ -59,7 +62,6 @@ MAX_RETRY_SECONDS = 60.0  # and then at least once a minute, for as long as it t
 # The metadata service answers only requests that carry this header (it stops SSRF tricks).
 METADATA_HEADERS: Mapping[str, str] = {"Metadata-Flavor": "Google"}
 MAX_SERVICE_MESSAGE = 200  # an error message quoted from IAM is cut to this many characters
-MIN_KEY_LINE_CHARACTERS = 16  # a PEM's short last line could match ordinary text in a log
 
 
 class CredentialsError(Exception):
@@ -71,69 +73,8 @@ class CredentialsError(Exception):
         self.auth = auth
 
 
-class FormatError(ValueError):
-    """A key file or a token service's answer is not shaped as it should be."""
-
-
 # ---------------------------------------------------------------------------------------------
-# The authorized key file and the JWT (pure)
-
-
-@dataclass(frozen=True)
-class ServiceAccountKey:
-    """An authorized key of a service account; the private key never shows in repr."""
-
-    key_id: str
-    service_account_id: str
-    private_key_pem: Secret
-    private_key: rsa.RSAPrivateKey = field(repr=False, compare=False)
-
-    def secret_texts(self) -> list[str]:
-        """The PEM and each of its base64 lines: a log showing any one of them leaks the key."""
-        pem = self.private_key_pem.reveal()
-        lines = [line for line in pem.splitlines() if not line.startswith("-----")]
-        return [pem, *(line for line in lines if len(line) >= MIN_KEY_LINE_CHARACTERS)]
-
-
-def strip_key_banner(pem: str) -> str:
-    """The PEM block alone: `yc` may write `PLEASE DO NOT REMOVE THIS LINE! ...` before it."""
-    start = pem.find("-----BEGIN")
-    return pem[start:] if start >= 0 else pem
-
-
-def parse_key_file(text: str) -> ServiceAccountKey:
-    """Parse the JSON of `yc iam key create --output key.json`; ValueError says what is wrong.
-
-    Messages never quote the file's content.
-    """
-    try:
-        document = json.loads(text)
-    except ValueError:
-        raise FormatError(
-            "not an authorized key file: not JSON (expected the output of "
-            "`yc iam key create --output key.json`)"
-        ) from None
-    if not isinstance(document, dict):
-        raise FormatError("not an authorized key file: expected a JSON object")
-    fields = {}
-    for name in ("id", "service_account_id", "private_key"):
-        value = document.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise FormatError(f"not an authorized key file: '{name}' is missing or empty")
-        fields[name] = value.strip()
-    pem = strip_key_banner(fields["private_key"])
-    try:
-        private_key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
-    except (ValueError, TypeError, UnicodeEncodeError):
-        raise FormatError("'private_key' is not an unencrypted PEM private key") from None
-    if not isinstance(private_key, rsa.RSAPrivateKey):
-        raise FormatError("'private_key' is not an RSA key (PS256 needs RSA)")
-    return ServiceAccountKey(
-        key_id=fields["id"],
-        service_account_id=fields["service_account_id"],
-        private_key_pem=Secret(pem),
-        private_key=private_key,
-    )
+# The JWT (pure)
 
 
 def base64url(data: bytes) -> str:

@@ -269,3 +269,44 @@ def test_offline_commands_load_the_config_without_secrets(tmp_path: Path) -> Non
     assert settings.speechkit.api_key is not None
     assert settings.speechkit.api_key.reveal() == config.UNREAD_SECRET
     assert settings.state_file == Path("/var/lib/speechkit-watch/state.db")
+
+
+def _documented_value(document: Any, key_path: str) -> Any:
+    node = document
+    for part in key_path.replace("[]", ".0").split("."):
+        node = node[int(part)] if part.isdigit() else node[part]
+    return node
+
+
+def _plain(value: Any) -> Any:
+    """A declared default as YAML writes it."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def test_example_config_shows_each_declared_default() -> None:
+    document = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    keys = dict(_declared_keys(config.SCHEMA))
+    shown = {
+        path: _documented_value(document, path)
+        for path, key in keys.items()
+        if key.default is not config.REQUIRED
+        and key.kind != "section"  # a section's keys are compared one by one
+        and not key.secret  # the example shows where a secret comes from: ${ENV}
+        and not path.startswith("watch[].recognition.")
+    }
+    assert len(shown) > 30
+    declared = {path: _plain(keys[path].default) for path in shown}
+    assert shown == declared
+
+
+def _declared_keys(keys: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    for key in keys:
+        path = f"{prefix}.{key.name}" if prefix else key.name
+        found.append((path, key))
+        found.extend(_declared_keys(key.children, path + "[]" if key.kind == "sections" else path))
+    return found

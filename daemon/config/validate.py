@@ -1,0 +1,368 @@
+"""Validation: the declared keys walked over a YAML document, every problem collected at once.
+
+Each problem names the file and the key path (`config.yaml: at 'watch[1].path': message`).
+Secret files (`*_file` keys, the service account's key file) are read here through
+`daemon.secrets`, so an unreadable one is reported with the rest. Cross-key checks (exactly one
+credential, language and model pairs, folders) run once every key on its own is valid.
+Validation knows nothing of the environment: `${ENV}` references are resolved by the
+`interpolate` function the loader passes in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from daemon import secrets
+from daemon.config.declaration import AUTO_LANGUAGE, CREDENTIAL_KEYS, LANGUAGE_MODELS
+from daemon.config.schema import REQUIRED, Key
+
+# A string with `${ENV}` references -> (the text with them resolved, the names that are unset).
+Interpolate = Callable[[str], tuple[str, list[str]]]
+UNREAD_SECRET = "(not read)"  # noqa: S105 - not a password: stands for a secret when a command loads the config without them
+
+
+class ConfigError(Exception):
+    """Configuration problems; each line names the file, the key path and the problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def document(
+    content: Any,
+    keys: Sequence[Key],
+    *,
+    source: Path,
+    interpolate: Interpolate,
+    with_secrets: bool,
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The values of a parsed YAML document for every key, defaults filled in; and warnings.
+
+    Raises ConfigError listing every problem. With `with_secrets=False` secrets are neither
+    read nor required to be available: each stands as UNREAD_SECRET.
+    """
+    validator = _Validator(source, interpolate, with_secrets=with_secrets)
+    if content is None:
+        content = {}
+    if not isinstance(content, dict):
+        raise ConfigError(
+            [f"{source}: the config must be a mapping of keys, not a {_kind(content)}"]
+        )
+    values = validator.section(content, keys, "")
+    if not validator.problems:
+        validator.cross_checks(values)
+    if validator.problems:
+        raise ConfigError(validator.problems)
+    return values, tuple(validator.warnings)
+
+
+class _Validator:
+    def __init__(self, source: Path, interpolate: Interpolate, *, with_secrets: bool) -> None:
+        self.source = source
+        self.interpolate_text = interpolate
+        self.with_secrets = with_secrets
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def problem(self, key_path: str, message: str) -> None:
+        self.problems.append(f"{self.source}: at '{key_path}': {message}")
+
+    def section(
+        self, mapping: Mapping[str, Any], keys: Sequence[Key], prefix: str
+    ) -> dict[str, Any]:
+        known = {key.name: key for key in keys}
+        secret_files = {f"{key.name}_file": key for key in keys if key.secret}
+        result: dict[str, Any] = {}
+        for name in mapping:
+            if name not in known and name not in secret_files:
+                self.problem(_join(prefix, str(name)), f"unknown key{_suggest(str(name), known)}")
+        for key in keys:
+            key_path = _join(prefix, key.name)
+            present = key.name in mapping
+            if key.secret:
+                file_key = f"{key.name}_file"
+                if present and file_key in mapping:
+                    self.problem(key_path, f"set either '{key.name}' or '{file_key}', not both")
+                    continue
+                if not self.with_secrets and (
+                    file_key in mapping or (present and mapping[key.name] is not None)
+                ):
+                    result[key.name] = UNREAD_SECRET
+                    continue
+                if file_key in mapping:
+                    result[key.name] = self.secret_file(mapping[file_key], _join(prefix, file_key))
+                    continue
+            if not present:
+                if key.default is REQUIRED:
+                    hint = f" (or '{key.name}_file')" if key.secret else ""
+                    self.problem(key_path, f"required{hint}")
+                    continue
+                value = key.default
+                if key.kind == "section" and value is not None:
+                    value = self.section(value, key.children, key_path)
+                result[key.name] = value
+                continue
+            result[key.name] = self.value(mapping[key.name], key, key_path)
+        return result
+
+    def secret_file(self, raw: Any, key_path: str) -> Any:
+        file_name = self.string(raw, key_path)
+        if file_name is None:
+            return None
+        try:
+            text = secrets.read_secret_file(file_name)
+        except secrets.SecretFileError as error:
+            self.problem(key_path, str(error))
+            return None
+        self.warn_if_readable_by_others(Path(file_name), key_path)
+        return text
+
+    def warn_if_readable_by_others(self, path: Path, key_path: str) -> None:
+        """A secret in a file every local user can read is not much of a secret."""
+        warning = secrets.exposure_warning(path)
+        if warning is not None:
+            self.warnings.append(f"{self.source}: at '{key_path}': {warning}")
+
+    def string(self, raw: Any, key_path: str) -> str | None:
+        if not isinstance(raw, str):
+            self.problem(key_path, f"expected a string, got {_kind(raw)}")
+            return None
+        return self.interpolate(raw, key_path)
+
+    def interpolate(self, text: str, key_path: str) -> str | None:
+        result, missing = self.interpolate_text(text)
+        for name in missing:
+            self.problem(key_path, f"environment variable {name} is not set")
+        return None if missing else result
+
+    def value(self, raw: Any, key: Key, key_path: str) -> Any:
+        if raw is None:
+            if key.nullable:
+                return None
+            self.problem(key_path, "must not be empty")
+            return None
+        handler = _KIND_HANDLERS[key.kind]
+        return handler(self, raw, key, key_path)
+
+    def credential_checks(self, speechkit: dict[str, Any]) -> None:
+        """Exactly one way to authenticate; a key file is read and parsed here (fail fast)."""
+        for name in ("api_key", "iam_token"):
+            if speechkit.get(name) == "":
+                self.problem(
+                    f"speechkit.{name}",
+                    "must not be empty (leave the key out, or write null, to use another one)",
+                )
+                return
+        chosen = [name for name in CREDENTIAL_KEYS if speechkit.get(name)]
+        if len(chosen) != 1:
+            found = f"found {' and '.join(chosen)}" if chosen else "none is set"
+            self.problem(
+                "speechkit",
+                "set exactly one of api_key, iam_token, service_account_key_file, "
+                f"metadata_service: true ({found})",
+            )
+            return
+        if speechkit.get("iam_token"):
+            self.warnings.append(
+                f"{self.source}: at 'speechkit.iam_token': a static IAM token expires within "
+                "12 hours, and then every request is refused; for a service that keeps running "
+                "use service_account_key_file, metadata_service or api_key"
+            )
+        key_file = speechkit.get("service_account_key_file")
+        if key_file is None or not self.with_secrets:
+            return
+        key_path = "speechkit.service_account_key_file"
+        try:
+            speechkit["service_account_key"] = secrets.read_key_file(key_file)
+        except secrets.SecretFileError as error:
+            self.problem(key_path, str(error))
+            return
+        self.warn_if_readable_by_others(Path(key_file), key_path)
+
+    def recognition_checks(self, values: dict[str, Any]) -> None:
+        """Pairs of settings the service refuses together, for the global and each folder's."""
+        base = values["recognition"]
+        places = [("recognition", base)] + [
+            (f"watch[{index}].recognition", {**base, **_set_values(folder["recognition"])})
+            for index, folder in enumerate(values["watch"])
+            if _set_values(folder["recognition"])
+        ]
+        for prefix, settings in places:
+            language, model = settings.get("language"), settings.get("model")
+            if language is None or model is None:
+                continue  # already reported
+            allowed = LANGUAGE_MODELS.get(language)
+            if allowed is not None and model not in allowed:
+                self.problem(
+                    f"{prefix}.language",
+                    f"{language} is recognised only by model {' or '.join(allowed)}, and "
+                    f"'{prefix}.model' is {model}: set model: {allowed[0]}, or another language",
+                )
+            if language == AUTO_LANGUAGE and settings.get("literature_text"):
+                self.warnings.append(
+                    f"{self.source}: at '{prefix}.literature_text': with language auto the "
+                    "service does not normalize the text, so literature_text has no effect"
+                )
+
+    def cross_checks(self, values: dict[str, Any]) -> None:
+        self.credential_checks(values["speechkit"])
+        self.recognition_checks(values)
+        if not values["watch"]:
+            self.problem("watch", "list at least one folder to watch")
+        hook = values["on_complete"]
+        if hook is not None and not hook["command"]:
+            self.problem("on_complete.command", "give the program to run")
+        seen: dict[str, int] = {}
+        for index, folder in enumerate(values["watch"]):
+            if folder["after_done"] == "move" and not folder["move_to"]:
+                self.problem(f"watch[{index}].move_to", "required when after_done is move")
+            resolved = str(Path(folder["path"]).resolve())
+            if resolved in seen:
+                self.problem(f"watch[{index}].path", f"the same folder as watch[{seen[resolved]}]")
+            seen[resolved] = index
+
+
+def _check_str(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    text = validator.string(raw, key_path)
+    if text is not None and not text and not key.nullable:
+        validator.problem(key_path, "must not be empty")
+        return None
+    return text
+
+
+def _check_url(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    text = validator.string(raw, key_path)
+    if text is not None and not re.match(r"^https?://[^/\s]+", text):
+        validator.problem(key_path, f"expected an http:// or https:// URL, got {text!r}")
+        return None
+    return text
+
+
+def _check_path(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    text = _check_str(validator, raw, key, key_path)
+    if text is None:
+        return None
+    return Path(text).expanduser()
+
+
+def _check_enum(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    text = validator.string(raw, key_path)
+    if text is not None and text not in key.choices:
+        validator.problem(key_path, f"expected one of {', '.join(key.choices)}; got {text!r}")
+        return None
+    return text
+
+
+def _check_language(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    """A language code in any case, as the service reads it; the canonical spelling is kept."""
+    text = validator.string(raw, key_path)
+    if text is None:
+        return None
+    canonical = {choice.lower(): choice for choice in key.choices}.get(text.lower())
+    if canonical is None:
+        validator.problem(key_path, f"expected one of {', '.join(key.choices)}; got {text!r}")
+    return canonical
+
+
+def _check_bool(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    if isinstance(raw, bool):
+        return raw
+    validator.problem(key_path, f"expected true or false, got {_kind(raw)}")
+    return None
+
+
+def _check_number(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    integer = key.kind == "int"
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, int | float)
+        or (integer and isinstance(raw, float))
+    ):
+        validator.problem(
+            key_path, f"expected {'an integer' if integer else 'a number'}, got {_kind(raw)}"
+        )
+        return None
+    if key.minimum is not None and raw < key.minimum:
+        validator.problem(key_path, f"must be at least {key.minimum:g}, got {raw}")
+        return None
+    return int(raw) if integer else float(raw)
+
+
+def _check_list(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    if not isinstance(raw, list):
+        validator.problem(key_path, f"expected a list, got {_kind(raw)}")
+        return None
+    items: list[str] = []
+    for index, item in enumerate(raw):
+        text = validator.string(item, f"{key_path}[{index}]")
+        if text is None:
+            continue
+        if key.item_choices and text not in key.item_choices:
+            choices = ", ".join(key.item_choices)
+            validator.problem(f"{key_path}[{index}]", f"expected one of {choices}; got {text!r}")
+            continue
+        items.append(text)
+    return items
+
+
+def _check_section(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    if not isinstance(raw, dict):
+        validator.problem(key_path, f"expected a mapping of keys, got {_kind(raw)}")
+        return None
+    return validator.section(raw, key.children, key_path)
+
+
+def _check_sections(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    if not isinstance(raw, list):
+        validator.problem(key_path, f"expected a list of folders, got {_kind(raw)}")
+        return []
+    sections = []
+    for index, item in enumerate(raw):
+        item_path = f"{key_path}[{index}]"
+        if not isinstance(item, dict):
+            validator.problem(item_path, f"expected a mapping with 'path', got {_kind(item)}")
+            continue
+        sections.append(validator.section(item, key.children, item_path))
+    return sections
+
+
+_KIND_HANDLERS: dict[str, Callable[[_Validator, Any, Key, str], Any]] = {
+    "str": _check_str,
+    "url": _check_url,
+    "path": _check_path,
+    "enum": _check_enum,
+    "language": _check_language,
+    "bool": _check_bool,
+    "int": _check_number,
+    "float": _check_number,
+    "list": _check_list,
+    "section": _check_section,
+    "sections": _check_sections,
+}
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a mapping"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def _suggest(name: str, known: Mapping[str, Key]) -> str:
+    import difflib  # noqa: PLC0415 - only needed on the error path
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _set_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
