@@ -22,10 +22,10 @@ from typing import Any
 
 import requests
 
-from daemon import credentials as credentials_module
 from daemon import storage
 from daemon.config import Config, SpeechKit, Storage
 from daemon.layout import OWN_TEMP_SUFFIX
+from daemon.speechkit import credentials as credentials_module
 from daemon.speechkit import v2 as recognition
 
 OK, PROBLEM, SKIP, WARNING = "ok", "PROBLEM", "skip", "warning"

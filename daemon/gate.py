@@ -13,9 +13,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from daemon import credentials, quota, state
+from daemon import quota, state
 from daemon.config import Config, Quota
 from daemon.outcomes import Failure, Service
+from daemon.speechkit import credentials
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ import requests
 import urllib3.exceptions
 
 from daemon import __version__, outcomes
-from daemon import credentials as credentials_module
 from daemon.config import SpeechKit
 from daemon.outcomes import Kind
 from daemon.render import transcripts
 from daemon.speechkit import Failed, Finished, Malformed, Running, Status
+from daemon.speechkit import credentials as credentials_module
 
 log = logging.getLogger(__name__)
 

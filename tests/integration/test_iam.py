@@ -20,7 +20,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from daemon import config, credentials
+from daemon import config
+from daemon.speechkit import credentials
 from daemon.speechkit import v2 as recognition
 from speechkit_local import LocalSpeechKit, ServerSettings, iam
 

@@ -18,7 +18,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from daemon import checks, config, credentials, storage
+from daemon import checks, config, storage
+from daemon.speechkit import credentials
 from daemon.speechkit import v2 as recognition
 from speechkit_local import iam
 from speechkit_local.logic import RequestRejectedError
