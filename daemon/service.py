@@ -1,13 +1,11 @@
-"""The daemon's main loop and lifecycle: start-up, watching, dispatching steps, clean shutdown.
+"""The daemon's main loop and lifecycle: start-up, waiting, dispatching steps, signals, reload.
 
-One thread (this loop) owns the settling candidates and decides what runs; a bounded pool of
-worker threads runs the steps (`Steps.advance`); watchdog's observer threads only enqueue
-hints. The loop sleeps until the next thing is due or a hint arrives, so an idle daemon costs
-nothing. Signal handlers only set a flag.
-
-Under systemd (`Type=notify`) the loop reports READY once the observers run, a STATUS line with
-the queue, WATCHDOG pings while every thread is healthy (a hung step stops them, so systemd
-restarts us), and STOPPING. SIGHUP re-reads the config; a broken one is logged and ignored.
+One thread (this loop) decides what runs; a bounded pool of worker threads runs the steps
+(`Steps.advance`); watchdog's observer threads only enqueue hints. The loop sleeps until the next
+thing is due or a hint arrives, so an idle daemon costs nothing. Signal handlers only set a flag.
+What the loop drives lives elsewhere: `intake` (hints to settled file versions), `steps` (one
+file's next step), `health` (systemd and hung steps), `wallclock` (the schedule follows a set
+clock). SIGHUP re-reads the config; a broken one is logged and ignored.
 """
 
 from __future__ import annotations
@@ -26,13 +24,16 @@ from types import FrameType
 from typing import Any
 
 from daemon import config as config_module
-from daemon import gate, layout, logs, notify, oneshot, quota, scheduling, state, watching
-from daemon.config import Config, WatchFolder
+from daemon import gate, logs, notify, oneshot, quota, state, watching
+from daemon.config import Config
+from daemon.health import Health
+from daemon.intake import Intake
 from daemon.logs import shown
 from daemon.render import files
 from daemon.speechkit.v2 import RecognitionClient, V2Backend
 from daemon.steps import Steps
 from daemon.storage import ObjectStore
+from daemon.wallclock import WallClock
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ MIN_SETTLE_POLL_SECONDS = 0.05
 MAX_SETTLE_POLL_SECONDS = 0.5
 SWEEP_SECONDS = 3600.0  # objects whose deletion failed are retried hourly
 BACKLOG_LOG_SECONDS = 600.0  # a quota backlog is reported every ten minutes while it lasts
-STATUS_SECONDS = 2.0  # systemd's status line follows the queue without a query per loop pass
-HEALTH_CHECK_SECONDS = 30.0  # without a systemd watchdog, hung steps are still looked for (logged)
 # While the state file cannot be written (a full disk), steps wait this long, doubling up to the
 # cap: space that comes back is used within seconds, and a full disk costs no busy loop.
 STATE_RETRY_FIRST_SECONDS = 1.0
@@ -92,36 +91,19 @@ class Service:
         self.config = config
         self.clock = clock
         self.monotonic = monotonic
-        self.since_boot = since_boot
-        self.clock_offset: float | None = None  # wall clock - since_boot: jumps with a step
-        # Steps running when the wall clock stepped: they may write times read before it.
-        self.racing_clock_step: dict[int, concurrent.futures.Future[None]] = {}
-        self.pull_in_pending = False  # times after the wall clock's "now" may still be stored
-        self.clock_write_failed = False  # moving the schedule failed (logged once)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.stopping = threading.Event()
         self.wake = watching.Waker()  # set from signal handlers too: must be reentrant
         self.signals_received = 0
-        self.settler = watching.Settler(config.settle_seconds)
         self.watcher = watching.Watcher(config.watch, self.wake)
-        self.known: dict[str, tuple[int, int]] = {}
+        self.intake = Intake(config, self.watcher, self.wake, clock=clock, monotonic=monotonic)
+        self.health = Health(clock=clock, monotonic=monotonic)
+        self.wallclock = WallClock(clock=clock, since_boot=since_boot)
         self.in_flight: dict[int, concurrent.futures.Future[None]] = {}
-        self.changed_paths: list[str] = []
-        self._changed_lock = threading.Lock()
         self.store: state.Store | None = None
         self.scanned_once = False
         self.background: list[concurrent.futures.Future[Any]] = []
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
-        # systemd: set from the environment in run(); inert until then.
-        self.notifier = notify.Notifier(None)
-        self.watchdog_seconds: float | None = None
-        self.next_ping = 0.0
-        self.next_status = 0.0
-        self.last_status = ""
-        self.step_limit_base = notify.STEP_LIMIT_SECONDS
-        self.step_started: dict[int, float] = {}  # row id -> monotonic start, while a step runs
-        self._steps_lock = threading.Lock()
-        self.hung_reported: set[int] = set()
         self.reload_requested = False
         self.reload_failed = False
         # A state-file write episode: no steps until `state_paused_until` (monotonic).
@@ -181,9 +163,7 @@ class Service:
 
     def run(self) -> int:
         """Run until a signal; 0 after a clean stop."""
-        self.notifier = notify.Notifier.from_environment()
-        self.watchdog_seconds = notify.take_watchdog_interval(os.environ, os.getpid())
-        self.step_limit_base = notify.step_limit_base(os.environ)
+        self.health.start(os.environ)
         self.check_folders()
         lock = state.DaemonLock(self.config.state_file)
         try:
@@ -200,21 +180,21 @@ class Service:
         except state.StateFileError as error:
             raise StartupError(str(error)) from None
         store = self.store
-        self._start_following_wall_clock(store)  # before the gate reads the quota's calls
-        self._alive_while_starting()
+        self.wallclock.start(store)  # before the gate reads the quota's calls
+        self.health.alive_while_starting()
         objects = ObjectStore(self.config.storage)
         api = V2Backend(RecognitionClient(self.config.speechkit))
         steps = Steps(
             self.config, store, objects, api, clock=self.clock, rng=self.rng,
-            stopping=self.stopping, on_changed=self._file_changed,
+            stopping=self.stopping, on_changed=self.intake.file_changed,
         )  # fmt: skip
         removed = files.clean_temp_files(
             self._output_folders(), recursive=any(folder.recursive for folder in self.config.watch)
         )
         if removed:
             log.info("removed %d temp file(s) left by an earlier crash", len(removed))
-        self.known = store.known_versions()
-        self._alive_while_starting()
+        self.intake.known = store.known_versions()
+        self.health.alive_while_starting()
         self.watcher.start()
         counts = store.counts()
         log.info(
@@ -224,18 +204,17 @@ class Service:
         )  # fmt: skip
         executor = self._new_executor()
         # The start-up scan is the loop's first job: READY must not wait for a large backlog.
-        self.notifier.ready(self._status_text(store))
-        self.next_ping = self.monotonic()
+        self.health.ready(self._status_text(store))
         try:
             self._loop(store, steps, executor)
         finally:
             in_flight = sum(not future.done() for future in self.in_flight.values())
-            self.notifier.stopping(f"stopping: {in_flight} step(s) in flight")
+            self.health.notifier.stopping(f"stopping: {in_flight} step(s) in flight")
             self.watcher.stop()
             clean = self._drain(self.executor or executor)
             self._write_accepted_operations(steps)
             api.close()
-            self.notifier.close()
+            self.health.notifier.close()
             if clean:
                 store.close()
         if not clean:
@@ -294,23 +273,23 @@ class Service:
         next_state_check = self.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
-            self._follow_wall_clock(store, steps)
+            self.wallclock.follow(store, steps.gate, self.in_flight)
             if self.reload_requested:
                 self.reload_requested = False
                 if self._reload(store, steps):
                     executor = self.executor or executor
                     next_rescan = self.monotonic()  # new folders: their files are found now
-            self._take_hints()
+            self.intake.take_hints()
             self._settle(store)
-            self._refresh_folders()  # folders gone, back or replaced: before the alive() check
+            self.intake.refresh_folders()  # gone, back or replaced: before the alive() check
             if self.monotonic() >= next_rescan:
                 self._release_dead_owners(store)
-                seen = self._scan_all()
+                seen = self.intake.scan_all()
                 if not self.scanned_once:
                     self.scanned_once = True
                     log.info(
                         "first scan done: %d audio file(s) found, %d new or changed",
-                        seen, len(self.settler),
+                        seen, len(self.intake),
                     )  # fmt: skip
                 next_rescan = self.monotonic() + self.config.rescan_seconds
             if self.monotonic() >= next_sweep:
@@ -324,7 +303,7 @@ class Service:
                 raise ObserverDiedError(
                     "a folder observer thread died; exiting so that systemd restarts the daemon"
                 )
-            self._tell_systemd(store)
+            self.health.tell_systemd(store, self.config, lambda: self._status_text(store))
             if self.monotonic() >= next_state_check:
                 self._check_state_file(store)
                 next_state_check = self.monotonic() + STATE_FILE_CHECK_SECONDS
@@ -353,9 +332,10 @@ class Service:
 
     def _sleep_seconds(self, store: state.Store, next_rescan: float) -> float:
         delays = [IDLE_WAKE_SECONDS, next_rescan - self.monotonic()]
-        if self.watchdog_seconds is not None:
-            delays.append(self.next_ping - self.monotonic())
-        if len(self.settler):
+        ping = self.health.next_ping_in()
+        if ping is not None:
+            delays.append(ping)
+        if len(self.intake):
             poll = self.config.settle_seconds * SETTLE_POLL_FRACTION
             delays.append(min(MAX_SETTLE_POLL_SECONDS, max(MIN_SETTLE_POLL_SECONDS, poll)))
         if self._state_paused():
@@ -366,88 +346,14 @@ class Service:
                 delays.append(due - self.clock())
         return max(0.0, min(delays))
 
-    def _file_changed(self, path: str) -> None:
-        """Called from workers when a file changed under a step: judge it again from scratch."""
-        with self._changed_lock:
-            self.changed_paths.append(path)
-        self.wake.set()
-
-    def _take_hints(self) -> None:
-        with self._changed_lock:
-            changed, self.changed_paths = self.changed_paths, []
-        for path in changed:
-            self.known.pop(path, None)
-            try:
-                folder = layout.folder_for(path, self.config.watch)
-            except ValueError:
-                continue
-            self._note(path, watching.SEEN, folder)
-        for hint in self.watcher.drain():
-            self._note(hint.path, hint.kind, hint.folder)
-
-    def _note(self, path: str, kind: str, folder: WatchFolder) -> None:
-        found = watching.stat_regular(path, str(folder.path))
-        if found is None:
-            self.settler.forget(path)
-            return
-        if path not in self.settler.candidates and self.known.get(path) == (
-            found.st_size,
-            found.st_mtime_ns,
-        ):
-            return  # this version is already known: no need to wait for it to settle
-        self.settler.note(
-            path, kind, folder, size=found.st_size, mtime_ns=found.st_mtime_ns, now=self.monotonic()
-        )
-
-    def _scan_all(self) -> int:
-        """Look at every file of every folder (unchanged known ones cost one stat); how many."""
-        seen = 0
-        for folder in self.config.watch:
-            for path in watching.scan(folder):
-                self._note(path, watching.SEEN, folder)
-                seen += 1
-        return seen
-
-    def _refresh_folders(self) -> None:
-        """Watch folders deleted, moved away or unmounted are waited for; once back (or replaced
-        by a new folder) they are watched again and scanned at once, so that files dropped
-        meanwhile do not wait for the next rescan."""
-        for folder in self.watcher.refresh(self.monotonic()):
-            for path in watching.scan(folder):
-                self._note(path, watching.SEEN, folder)
-
     def _settle(self, store: state.Store) -> None:
         if self._state_paused():
             return  # settled files stay candidates until they can be recorded
-        now = self.monotonic()
-        for path, observation in list(self.settler.candidates.items()):
-            found = watching.stat_regular(path, str(observation.folder.path))
-            if found is None:
-                self.settler.forget(path)
-                continue
-            if not self.settler.observe(path, found.st_size, found.st_mtime_ns, now):
-                continue
-            version = (found.st_size, found.st_mtime_ns)
-            if self.known.get(path) == version:
-                self.settler.forget(path)
-                continue
-            latest = store.latest_for_path(path)  # `transcribe` may have recorded it meanwhile
-            if latest is not None and (latest.size, latest.mtime_ns) == version:
-                self.settler.forget(path)
-                self.known[path] = version
-                continue
-            try:
-                store.add_version(
-                    path=path, folder=str(observation.folder.path), size=found.st_size,
-                    mtime_ns=found.st_mtime_ns, now=self.clock(),
-                )  # fmt: skip
-            except state.StateWriteError as error:
-                self._state_unwritable(error)  # it stays a candidate, recorded once it can be
-                return
-            self._state_writable()
-            self.settler.forget(path)
-            self.known[path] = version
-            log.info("settled %s (%d bytes)", shown(path), found.st_size)
+        try:
+            if self.intake.settle(store):
+                self._state_writable()
+        except state.StateWriteError as error:
+            self._state_unwritable(error)
 
     def _dispatch(
         self,
@@ -470,8 +376,7 @@ class Service:
             future.add_done_callback(lambda _: self.wake.set())
 
     def _advance_safely(self, steps: Steps, row_id: int) -> None:
-        with self._steps_lock:
-            self.step_started[row_id] = self.monotonic()
+        self.health.step_began(row_id)
         try:
             if os.environ.get(HANG_VARIABLE) == "step":
                 threading.Event().wait()  # a step that never returns, for the watchdog tests
@@ -488,8 +393,7 @@ class Service:
             except state.StateWriteError as error:
                 self._state_unwritable(error)
         finally:
-            with self._steps_lock:
-                self.step_started.pop(row_id, None)
+            self.health.step_ended(row_id)
 
     # -- the state file cannot be written --------------------------------------------------------
 
@@ -547,78 +451,7 @@ class Service:
                     return
                 log.info("took over %d file(s) from %s, which is gone", released, owner)
 
-    # -- the wall clock steps -------------------------------------------------------------------
-    #
-    # Due times, quota windows and pauses are wall-clock times (due times must survive a restart),
-    # while waiting is monotonic. So when the wall clock is set (back an hour: everything would
-    # stall an hour; forward: every check at once, and the quota's hour cut short), the schedule
-    # is moved with it.
-
-    def _start_following_wall_clock(self, store: state.Store) -> None:
-        """At start: times written by a wall clock ahead of this one (it stepped back while the
-        daemon was stopped) are pulled in, before the quota windows are read."""
-        now = self.clock()
-        self.clock_offset = now - self.since_boot()
-        self.pull_in_pending = True
-        moved = self._pull_in_future_times(store, now)
-        if moved:
-            log.warning(
-                "the wall clock is behind the times in the state file (it was set back while the "
-                "daemon was stopped); due times of %d unfinished file(s) moved back with it",
-                moved,
-            )
-
-    def _follow_wall_clock(self, store: state.Store, steps: Steps) -> None:
-        """Once per loop pass: a step of the wall clock moves the schedule by the same amount."""
-        now = self.clock()
-        offset = now - self.since_boot()
-        step = scheduling.wall_clock_step(self.clock_offset, offset)
-        if step:
-            try:
-                moved = store.shift_times(step, now)
-            except state.StateFileError as error:
-                self._clock_step_unwritten(error)
-                return  # the offset is kept: the same step is seen, and moved, at the next pass
-            for window in steps.gate.windows.values():
-                window.shift(step, now)
-            for pause in steps.gate.pauses.values():
-                pause.shift(step)
-            log.warning(
-                "the wall clock stepped %s by %.0f s; due times moved with it (%d unfinished "
-                "file(s))",
-                "back" if step < 0 else "forward", abs(step), moved,
-            )  # fmt: skip
-            # A step running now may have read the clock before it stepped and write old times.
-            self.racing_clock_step = dict(self.in_flight)
-            self.pull_in_pending = True
-        self.clock_offset = offset
-        if self.pull_in_pending:
-            # Until every racing step is done (what they wrote is committed by then).
-            self.racing_clock_step = {row: future for row, future in self.racing_clock_step.items()
-                                      if not future.done()}  # fmt: skip
-            self._pull_in_future_times(store, now)
-            for window in steps.gate.windows.values():
-                window.shift(0.0, now)  # calls taken with a clock read before the step
-
-    def _pull_in_future_times(self, store: state.Store, now: float) -> int:
-        """Rows and calls with times after `now`; pending again while racing steps run."""
-        try:
-            moved = store.pull_in_future_times(
-                now, tolerance=scheduling.CLOCK_STEP_TOLERANCE_SECONDS
-            )
-        except state.StateFileError as error:
-            self._clock_step_unwritten(error)
-            return 0  # still pending: tried again at the next pass
-        self.pull_in_pending = bool(self.racing_clock_step)
-        self.clock_write_failed = False
-        return moved
-
-    def _clock_step_unwritten(self, error: state.StateFileError) -> None:
-        if not self.clock_write_failed:
-            log.warning("cannot move due times with the wall clock yet (tried again): %s", error)
-        self.clock_write_failed = True
-
-    # -- systemd: status, watchdog ------------------------------------------------------------
+    # -- systemd -------------------------------------------------------------------------------
 
     def _new_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         self.executor = concurrent.futures.ThreadPoolExecutor(
@@ -626,15 +459,10 @@ class Service:
         )
         return self.executor
 
-    def _alive_while_starting(self) -> None:
-        """Start-up steps (the state file check, temp file cleanup) can be slow on big trees."""
-        if self.watchdog_seconds is not None:
-            self.notifier.watchdog()
-
     def _status_text(self, store: state.Store) -> str:
         counts = store.counts()
         text = notify.status_text(
-            folders=len(self.config.watch), settling=len(self.settler),
+            folders=len(self.config.watch), settling=len(self.intake),
             in_progress=sum(counts[name] for name in state.ACTIVE_STATES),
             done=counts[state.DONE], failed=counts[state.FAILED],
         )  # fmt: skip
@@ -642,63 +470,11 @@ class Service:
             text += "; the last reload failed (see the log), running on the previous config"
         return text
 
-    def _tell_systemd(self, store: state.Store) -> None:
-        """STATUS when the queue changed; WATCHDOG=1 while healthy. Without systemd only the
-        health check runs (a hung step is still logged)."""
-        now = self.monotonic()
-        if self.notifier.enabled and now >= self.next_status:
-            self.next_status = now + STATUS_SECONDS
-            text = self._status_text(store)
-            if text != self.last_status:
-                self.notifier.status(text)
-                self.last_status = text
-        if now >= self.next_ping:
-            self.next_ping = now + (self.watchdog_seconds or HEALTH_CHECK_SECONDS)
-            # The observers were checked just before; a hung step withholds the ping.
-            if not self._hung_step(store) and self.watchdog_seconds is not None:
-                self.notifier.watchdog()
-
-    def _hung_step(self, store: state.Store) -> bool:
-        """True if a step has run past its limit without committing progress (logged once).
-
-        Progress is the row's last committed change: each step commits before the next one
-        starts, so a long chain of quick steps never adds up to a hang.
-        """
-        with self._steps_lock:
-            running = dict(self.step_started)
-        hook = self.config.on_complete
-        hung = False
-        for row_id, started in running.items():
-            row = store.get(row_id)
-            seconds = min(self.monotonic() - started, self.clock() - row.updated_at)
-            limit = notify.step_limit_seconds(
-                size_bytes=row.size, moves_bytes=row.state in (state.QUEUED, state.UPLOADING),
-                hook_seconds=0.0 if hook is None else hook.timeout_seconds,
-                base_seconds=self.step_limit_base,
-            )  # fmt: skip
-            if seconds <= limit:
-                continue
-            hung = True
-            if row_id not in self.hung_reported:
-                self.hung_reported.add(row_id)
-                consequence = (
-                    "no longer telling systemd we are alive, so its watchdog restarts the daemon"
-                    if self.watchdog_seconds is not None
-                    else "restart the daemon if it does not finish"
-                )
-                log.error(
-                    "the %s step of %s has run for %.0f s without progress (limit %.0f s) and "
-                    "looks hung; %s",
-                    row.state, shown(row.path), seconds, limit, consequence,
-                )  # fmt: skip
-        self.hung_reported &= set(running)
-        return hung
-
     # -- SIGHUP: reload the config ------------------------------------------------------------
 
     def _reload(self, store: state.Store, steps: Steps) -> bool:
         """Re-read the config file; apply it if valid, else keep the running one (False)."""
-        self.notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        self.health.notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         source = self.config.source
         log.info("reloading the config from %s", shown(source))
         try:
@@ -710,7 +486,7 @@ class Service:
                 log.error("reload refused: %s", problem)
             log.error("reload refused: still running on the previous config")
             self.reload_failed = True
-            self.notifier.ready(self._status_text(store))
+            self.health.notifier.ready(self._status_text(store))
             return False
         settings = self._keep_restart_only(settings)
         try:
@@ -718,13 +494,13 @@ class Service:
         except OSError as error:
             log.error("reload refused: cannot watch the new folders: %s", error.strerror or error)
             self.reload_failed = True
-            self.notifier.ready(self._status_text(store))
+            self.health.notifier.ready(self._status_text(store))
             return False
         old = self.config
         self.config = settings
         steps.config = settings  # the gate's limits and what follows a file's end, too
         logs.configure(settings.log_level, settings.secrets())
-        self._refit_candidates(settings)
+        self.intake.refit(settings)
         if settings.concurrency != old.concurrency and self.executor is not None:
             # Steps running in the old pool finish there; new steps go to the new one.
             self.executor.shutdown(wait=False)
@@ -734,7 +510,7 @@ class Service:
             "reloaded the config: watching %s (%d added, %d removed)",
             ", ".join(shown(folder.path) for folder in settings.watch), len(added), len(removed),
         )  # fmt: skip
-        self.notifier.ready(self._status_text(store))
+        self.health.notifier.ready(self._status_text(store))
         return True
 
     def _keep_restart_only(self, settings: Config) -> Config:
@@ -748,20 +524,3 @@ class Service:
                     name,
                 )
         return dataclasses.replace(settings, **kept)
-
-    def _refit_candidates(self, settings: Config) -> None:
-        """Settling files and queued hints follow the new folders; others are let go."""
-        settler = watching.Settler(settings.settle_seconds)
-        settler.candidates = self.settler.candidates
-        self.settler = settler
-        for path, observation in list(settler.candidates.items()):
-            try:
-                observation.folder = layout.folder_for(path, settings.watch)
-            except ValueError:
-                settler.forget(path)
-        for hint in self.watcher.drain():
-            try:
-                folder = layout.folder_for(hint.path, settings.watch)
-            except ValueError:
-                continue
-            self._note(hint.path, hint.kind, folder)
