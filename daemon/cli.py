@@ -177,14 +177,6 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
             "failed": failed, "quota": quota_report(store, limits, now)}  # fmt: skip
 
 
-def _age(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
 def _submitted(item: dict[str, Any]) -> str:
     """How often a file was submitted, where that is worth a look (more than once)."""
     count = item["submissions"]
@@ -235,13 +227,14 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
         if usage["backlog_seconds"]:
             print(
                 f"backlog: {usage['waiting_for_submission']} file(s) wait for submission; at the "
-                f"quota that takes about {quota.describe_seconds(usage['backlog_seconds'])}"
+                f"quota that takes about {logs.duration(usage['backlog_seconds'], precision=60)}"
             )
     if report["in_progress"]:
         print("in progress:")
         for item in report["in_progress"]:
             operation = f"  operation {item['operation_id']}" if item["operation_id"] else ""
-            print(f"  {logs.shown(item['path'])}  {item['state']}  age {_age(item['age_seconds'])}"
+            age = logs.duration(item["age_seconds"])
+            print(f"  {logs.shown(item['path'])}  {item['state']}  age {age}"
                   f"{operation}{_submitted(item)}")  # fmt: skip
             if item["resubmitted_because"]:
                 print(f"      submitted again because {item['resubmitted_because']}")

@@ -21,6 +21,27 @@ TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 MIN_SECRET_LENGTH = 4  # shorter "secrets" (test placeholders) would redact ordinary words
 
 
+def duration(seconds: float, *, precision: float = 1.0) -> str:
+    """A duration for people, to `precision` seconds (1 or 60): "14 s", "4.5 s", "3 min 05 s",
+    "59 min", "4 h", "4 h 01 min", "4 h 00 min 01 s". Zeros at the end are left out, so a limit
+    reads "4 h"; below a minute, a fraction is kept to a tenth ("4.5 s")."""
+    if precision >= 60:
+        seconds = max(60, round(seconds / 60) * 60)
+    elif seconds < 60 and seconds != int(seconds):
+        return f"{max(0.0, seconds):.1f} s"
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if not hours:
+        if not minutes:
+            return f"{secs} s"
+        return f"{minutes} min" + (f" {secs:02d} s" if secs else "")
+    text = f"{hours} h"
+    if minutes or secs:
+        text += f" {minutes:02d} min"
+    return text + (f" {secs:02d} s" if secs else "")
+
+
 def shown(path: object) -> str:
     """A file name for a log line: quoted, control characters escaped, unicode kept."""
     return json.dumps(os.fsdecode(str(path)), ensure_ascii=False)

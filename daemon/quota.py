@@ -78,13 +78,6 @@ def backlog_seconds(backlog: int, limit_per_hour: int, used_in_last_hour: int) -
     return (backlog - free) / limit_per_hour * WINDOW_SECONDS
 
 
-def describe_seconds(seconds: float) -> str:
-    """A duration for people: "45 min", "3 h 20 min"."""
-    minutes = max(1, round(seconds / 60))
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
-
-
 class Pause:
     """A service-wide pause after refused credentials; steps wait for it instead of calling."""
 

@@ -46,13 +46,19 @@ def later_check_delay(
     return min(max_interval, base * (2.0 ** min(exponent, 30)))
 
 
-def retry_delay(attempts: int, rng: random.Random, retry_after: float | None = None) -> float:
+def retry_delay(
+    attempts: int,
+    rng: random.Random,
+    retry_after: float | None = None,
+    *,
+    cap: float = RETRY_CAP_SECONDS,
+) -> float:
     """Exponential backoff with jitter after `attempts` consecutive transient failures.
 
     The jitter spreads many files that failed together (an outage) so they do not return together.
     A server's `Retry-After` is a floor: we never come back earlier than it asked.
     """
-    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * (2.0 ** min(max(attempts - 1, 0), 30)))
+    ceiling = min(cap, RETRY_BASE_SECONDS * (2.0 ** min(max(attempts - 1, 0), 30)))
     delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP_SECONDS))

@@ -327,7 +327,7 @@ class Service:
             log.warning(
                 "%d file(s) wait for submission, more than the quota of %d an hour allows at "
                 "once; submitting them all takes about %s",
-                backlog, window.limit, quota.describe_seconds(seconds),
+                backlog, window.limit, logs.duration(seconds, precision=60),
             )  # fmt: skip
 
     def _sleep_seconds(self, store: state.Store, next_rescan: float) -> float:

@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
+from daemon import logs
+
 MAX_FILE_BYTES = 1024**3  # service limit: 1 GB per object
 MAX_AUDIO_SECONDS = 4 * 3600  # service limit: 4 h counting all channels together
 MAX_CHANNELS = 2  # async recognition handles at most 2 channels
@@ -442,11 +444,11 @@ class _StreamWalker:
             return
         lasts = "lasts at least" if at_least else "lasts"
         per_channel = "" if channels == 1 else f" on each of {channels} channels"
-        counted = "" if channels == 1 else f" ({_format_duration(total)} counted together)"
+        counted = "" if channels == 1 else f" ({logs.duration(total)} counted together)"
         raise AudioRefused(
             "too_long",
-            f"The audio {lasts} {_format_duration(duration)}{per_channel}{counted}, over the "
-            f"{_format_duration(self._max_audio_seconds)} limit for all channels together.",
+            f"The audio {lasts} {logs.duration(duration)}{per_channel}{counted}, over the "
+            f"{logs.duration(self._max_audio_seconds)} limit for all channels together.",
         )
 
 
@@ -618,20 +620,6 @@ def _describe_not_opus(packet: bytes) -> str:
         if packet.startswith(magic):
             return f"The Ogg file holds {name}, not Opus; only Ogg Opus is accepted."
     return "The Ogg file holds an unknown codec, not Opus; only Ogg Opus is accepted."
-
-
-def _format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    hours, remainder = divmod(whole, 3600)
-    minutes, secs = divmod(remainder, 60)
-    if not hours:
-        return f"{minutes} min {secs:02d} s"
-    if not minutes and not secs:
-        return f"{hours} h"
-    # Seconds only when they matter, e.g. "4 h 00 min 01 s" against a 4 h limit.
-    return f"{hours} h {minutes:02d} min" + (f" {secs:02d} s" if secs else "")
 
 
 def _format_bytes(count: int) -> str:

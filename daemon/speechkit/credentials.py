@@ -40,7 +40,7 @@ import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from daemon import __version__, logs
+from daemon import __version__, logs, scheduling
 from daemon.secrets import FormatError, ServiceAccountKey, parse_key_file  # noqa: F401 - see top
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ REFRESH_MARGIN_SECONDS = 600.0  # renew at the latest 10 min before expiry ...
 REFRESH_MARGIN_FRACTION = 0.25  # ... or with a quarter of a short life left, whichever is less
 USABLE_MARGIN_SECONDS = 30.0  # a token this close to expiry may die on the way: not sent ...
 USABLE_MARGIN_FRACTION = 0.05  # ... (for short-lived tokens: this share of the lifetime)
-FIRST_RETRY_SECONDS = 1.0  # a failed exchange is retried soon: IAM blips are short
 MAX_RETRY_SECONDS = 60.0  # and then at least once a minute, for as long as it takes
 # The metadata service answers only requests that carry this header (it stops SSRF tricks).
 METADATA_HEADERS: Mapping[str, str] = {"Metadata-Flavor": "Google"}
@@ -188,12 +187,6 @@ def token_schedule(received_at: float, lifetime_seconds: float) -> Schedule:
     )
 
 
-def retry_delay(failures: int, rng: random.Random) -> float:
-    """Exponential backoff with full jitter in its upper half, from 1 s to 1 min."""
-    ceiling = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** max(0, failures - 1))
-    return rng.uniform(ceiling / 2, ceiling)
-
-
 def refused_by_token_service(status: int) -> bool:
     """Whether an HTTP status from IAM or the metadata service means "your key is not good".
 
@@ -212,17 +205,6 @@ def config_key(settings: SpeechKit) -> str:
     if settings.iam_token is not None:
         return "speechkit.iam_token"
     return "speechkit.api_key"
-
-
-def describe_seconds(seconds: float) -> str:
-    """`12 h 0 min`, `59 min`, `14 s`: lifetimes in log lines."""
-    seconds = max(0, round(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,8 +347,8 @@ class RefreshingCredentials:
             self._last_error = None
         log.info(
             "got a new IAM token from %s; it expires in %s; renewing it in %s",
-            self._source, describe_seconds(token.lifetime_seconds),
-            describe_seconds(schedule.refresh_at - received_at),
+            self._source, logs.duration(token.lifetime_seconds),
+            logs.duration(schedule.refresh_at - received_at),
         )  # fmt: skip
         if received_at >= schedule.usable_until:
             log.warning(
@@ -379,13 +361,13 @@ class RefreshingCredentials:
         now = self._monotonic()
         with self._state_lock:
             self._failures += 1
-            delay = retry_delay(self._failures, self._rng)
+            delay = scheduling.retry_delay(self._failures, self._rng, cap=MAX_RETRY_SECONDS)
             self._next_attempt_at = now + delay
             self._last_error = error
         if usable is not None and now < usable.schedule.usable_until:
             log.warning(
                 "cannot renew the IAM token (%s); the current one stays valid for %s more; "
-                "retrying in %.0f s", error, describe_seconds(usable.schedule.usable_until - now),
+                "retrying in %.0f s", error, logs.duration(usable.schedule.usable_until - now),
                 delay,
             )  # fmt: skip
             return usable.header

@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from daemon import checks, config, storage
+from daemon import checks, config, scheduling, storage
 from daemon.speechkit import credentials
 from daemon.speechkit import v2 as recognition
 from speechkit_local import iam
@@ -254,7 +254,10 @@ def test_a_token_that_arrives_expired_is_never_sent() -> None:
 
 def test_retries_back_off_from_a_second_to_a_minute() -> None:
     rng = random.Random(7)
-    delays = [credentials.retry_delay(failures, rng) for failures in range(1, 12)]
+    delays = [
+        scheduling.retry_delay(failures, rng, cap=credentials.MAX_RETRY_SECONDS)
+        for failures in range(1, 12)
+    ]
     assert 0.5 <= delays[0] <= 1.0
     assert all(30.0 <= delay <= 60.0 for delay in delays[7:])
 

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from daemon import logs
 
 
@@ -67,3 +69,14 @@ def test_secrets_learned_at_run_time_are_redacted_too() -> None:
     message = record(logging.INFO, "header Bearer %s", "t1.fresh-iam-token-value")
     assert redact.filter(message)
     assert message.getMessage() == "header Bearer ***"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "precision", "shown"),
+    [(14, 1, "14 s"), (4.5, 1, "4.5 s"), (185, 1, "3 min 05 s"), (3540, 1, "59 min"),
+     (14400, 1, "4 h"), (14460, 1, "4 h 01 min"), (14401, 1, "4 h 00 min 01 s"),
+     (43200, 1, "12 h"), (90, 60, "2 min"), (7200, 60, "2 h"), (12000, 60, "3 h 20 min"),
+     (5, 60, "1 min")],
+)  # fmt: skip
+def test_one_way_to_say_a_duration(seconds: float, precision: float, shown: str) -> None:
+    assert logs.duration(seconds, precision=precision) == shown

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon import quota
+from daemon import logs, quota
 
 
 def test_a_burst_up_to_the_limit_goes_at_once_then_calls_are_paced() -> None:
@@ -41,8 +41,9 @@ def test_backlog_estimate() -> None:
     assert quota.backlog_seconds(100, 500, 0) == 0.0
     assert quota.backlog_seconds(1500, 500, 0) == 2 * 3600.0
     assert quota.backlog_seconds(500, 500, 250) == 0.5 * 3600.0
-    assert quota.describe_seconds(7200.0) == "2 h 00 min"
-    assert quota.describe_seconds(90.0) == "2 min"
+    assert logs.duration(7200.0, precision=60) == "2 h"
+    assert logs.duration(12000.0, precision=60) == "3 h 20 min"
+    assert logs.duration(90.0, precision=60) == "2 min"
 
 
 def test_pause_starts_once_blocks_until_then_lets_one_probe_through() -> None:
