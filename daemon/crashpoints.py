@@ -27,6 +27,9 @@ POINTS = (
     "before_delete",  # state "done", the object not yet deleted
 )
 
+# Reached only by recordings that are converted (not by Ogg Opus), so tested on their own.
+CONVERSION_POINTS = ("mid_conversion",)  # part of the Ogg Opus written, in the work folder
+
 
 def crash_point(name: str) -> None:
     if os.environ.get(ENVIRONMENT_VARIABLE) == name:

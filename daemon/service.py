@@ -23,8 +23,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from daemon import audio, gate, logs, notify, oneshot, quota, state, watching
 from daemon import config as config_module
-from daemon import gate, logs, notify, oneshot, quota, state, watching
 from daemon.config import Config
 from daemon.health import Health
 from daemon.intake import Intake
@@ -193,6 +193,9 @@ class Service:
         )
         if removed:
             log.info("removed %d temp file(s) left by an earlier crash", len(removed))
+        converted = audio.clean_work_dir(audio.work_dir_for(self.config.state_file))
+        if converted:
+            log.info("removed %d conversion(s) left by an earlier run", converted)
         self.intake.known = store.known_versions()
         self.health.alive_while_starting()
         self.watcher.start()

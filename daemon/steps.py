@@ -104,6 +104,8 @@ class Steps:
         self.rng = rng
         self.stopping = stopping
         self.on_changed = on_changed  # a file changed under us: look at it again
+        # Conversions to Ogg Opus wait here for their upload (emptied at start).
+        self.work_dir = audio.work_dir_for(config.state_file)
         self._lock = threading.Lock()
         # Row id -> (operation id, submitted at) accepted by the service while the state file
         # could not be written: written before anything else, never submitted again.
@@ -159,13 +161,21 @@ class Steps:
     # -- steps (each returns True when the next step may run at once) ----------------------------
 
     def prepare(self, row: state.FileRow) -> bool:
+        moving_on = self._prepare(row)
+        if not moving_on:
+            # Not uploading now (failed, reused, adopted, waiting for a twin): a conversion is
+            # not kept around; the upload step converts again if it ever needs one.
+            audio.discard(self.work_dir, str(row.id))
+        return moving_on
+
+    def _prepare(self, row: state.FileRow) -> bool:
         path = Path(row.path)
         if not self._unchanged(row):
             return False
         if row.sha256 is None or row.duration_seconds is None:
             # First visit: check and hash. A row waiting for a twin keeps what it learned.
             try:
-                info = audio.prepare(path)
+                info = audio.prepare(path, self.work_dir, str(row.id))
                 digest = sha256_file(path)
             except audio.AudioRefused as refusal:
                 self.fail(row, "check", refusal.reason, expect=state.QUEUED, code=refusal.code)
@@ -182,8 +192,9 @@ class Steps:
             crash_point("after_hash")
             row = self.store.get(row.id)
             log.info(
-                "accepted %s: %.1f s, %d channel(s), sha256 %s",
+                "accepted %s: %.1f s, %d channel(s), sha256 %s%s",
                 shown(path), info.duration_seconds, info.channels, digest[:12],
+                ", converted to Ogg Opus" if info.converted else "",
             )  # fmt: skip
             if self._adopt(row):
                 return False
@@ -279,13 +290,36 @@ class Steps:
         if not self._may_call(row, STORAGE) or not self._submission_near(row):
             return False
         try:
-            return self._upload(row, path, row.object_key, row.sha256)
+            return self._upload(row, path, row.object_key)
         finally:
             self.gate.uploaded(row.id)
 
-    def _upload(self, row: state.FileRow, path: Path, key: str, digest: str) -> bool:
+    def _upload_file(self, row: state.FileRow, path: Path) -> tuple[Path, int, str] | None:
+        """The bytes to upload for `row`: the recording itself (Ogg Opus), or its conversion,
+        converted again if a restart emptied the work folder. The object key stays the source's
+        content hash either way; the size and hash checked on upload are the uploaded bytes'."""
+        assert row.sha256 is not None  # noqa: S101 - set by prepare
         try:
-            uploaded = self.objects.upload(path, key, row.size, digest)
+            prepared = audio.prepare(path, self.work_dir, str(row.id))
+            if not prepared.converted:
+                return path, row.size, row.sha256
+            upload_path = prepared.upload_path
+            return upload_path, upload_path.stat().st_size, sha256_file(upload_path)
+        except audio.AudioRefused as refusal:
+            self.fail(row, "check", refusal.reason, expect=state.UPLOADING, code=refusal.code)
+        except FileNotFoundError:
+            self._vanished_or_retry(row, state.UPLOADING, "file disappeared")
+        except OSError as error:
+            self._transient(row, "upload", f"cannot read: {error.strerror}")
+        return None
+
+    def _upload(self, row: state.FileRow, path: Path, key: str) -> bool:
+        chosen = self._upload_file(row, path)
+        if chosen is None:
+            return False
+        upload_path, size, upload_digest = chosen
+        try:
+            uploaded = self.objects.upload(upload_path, key, size, upload_digest)
         except ContentChangedError as changed:
             return self._changed_while_uploading(row, changed)
         except StorageError as error:
@@ -295,6 +329,8 @@ class Steps:
         except OSError as error:
             return self._transient(row, "upload", f"cannot read: {error.strerror}")
         crash_point("after_upload")
+        if upload_path != path:
+            audio.discard(self.work_dir, str(row.id))  # up: the conversion is not needed again
         self.gate.credentials_accepted(STORAGE)
         if not self._unchanged(row, object_written=True):
             return False

@@ -146,6 +146,8 @@ class _Counters:
     metadata_tokens: int = 0  # tokens handed out by the metadata endpoint
     by_sha256: collections.Counter[str] = field(default_factory=collections.Counter)
     by_uri_key: collections.Counter[str] = field(default_factory=collections.Counter)
+    # What each decoded recording held, in order: sha256, seconds per channel, channels.
+    received: list[dict[str, Any]] = field(default_factory=list)
     injected: dict[str, collections.Counter[str]] = field(
         default_factory=lambda: {
             endpoint: collections.Counter(dict.fromkeys(kinds, 0))
@@ -296,6 +298,7 @@ class SpeechKitService:
                 "operation_requests": counters.operation_requests,
                 "submissions_by_sha256": dict(counters.by_sha256),
                 "submissions_by_uri_key": dict(counters.by_uri_key),
+                "received": [dict(entry) for entry in counters.received],
                 "operations": {
                     "pending": pending,
                     "done": done,
@@ -614,6 +617,11 @@ class SpeechKitService:
             LOGGER.info("operation %s: invalid audio: %s", operation_id, refusal.reason)
             self._finish(operation_id, error=invalid_audio, delay_seconds=timing.base_delay_seconds)
             return
+        with self._lock:
+            self._counters.received.append(
+                {"sha256": digest, "duration_seconds": info.duration_seconds,
+                 "channels": info.channels}
+            )  # fmt: skip
         delay = logic.completion_delay_seconds(
             info.duration_seconds,
             info.channels,

@@ -15,7 +15,12 @@ from daemon.config.schema import Key, key, key_paths, keys_of, section
 from daemon.secrets import Secret, ServiceAccountKey
 
 # Defaults, each with the reason it is what it is.
-DEFAULT_PATTERNS = ("*.ogg", "*.opus")  # the two usual names of Ogg Opus files
+# Recordings as people have them: Ogg Opus goes up as it is, the rest is converted. The content
+# decides how a file is read; these names only decide which files are looked at.
+DEFAULT_PATTERNS = (
+    "*.ogg", "*.opus", "*.oga", "*.wav", "*.mp3", "*.m4a", "*.aac", "*.flac", "*.amr", "*.wma",
+    "*.aiff", "*.aif", "*.webm", "*.mkv", "*.mka", "*.mp4", "*.mov", "*.3gp",
+)  # fmt: skip
 DEFAULT_AFTER_DONE = "keep"  # the audio is the user's: moved or deleted only when asked
 DEFAULT_LANGUAGE = "ru-RU"  # the service's own default
 DEFAULT_MODEL = "general"  # the service's own default

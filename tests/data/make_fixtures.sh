@@ -24,6 +24,87 @@ samples_dir="$repo_root/samples"
 work_dir="$(mktemp -d)"
 trap 'rm -rf "$work_dir"' EXIT
 
+# ---------------------------------------------------------------- tests/data/formats: other formats
+# Recordings as people have them, for the conversion to Ogg Opus. Their speech is the committed
+# mono.ogg and stereo.ogg decoded again (opusdec), so this part runs on its own:
+#   bash tests/data/make_fixtures.sh formats      (needs ffmpeg, lame, opusdec)
+# The sentences travel as tags (ID3 TXXX in WAV and MP3, MP4 metadata tags, Vorbis comments in
+# FLAC, Matroska tags in WebM); the daemon copies TRANSCRIPT* tags into the Opus comments, so the
+# local server's echo engine answers with them. `-fflags +bitexact` keeps the bytes repeatable.
+# Versions used: FFmpeg 5.1.9, LAME 3.100, opus-tools 0.2 (Debian 12).
+# wav_tags FILE.wav KEY=VALUE...: append an "id3 " chunk of ID3v2.4 TXXX frames (FFmpeg's WAV
+# muxer writes no custom tags; its demuxer reads this chunk when there is no LIST/INFO chunk).
+wav_tags() {
+    python3 - "$@" <<'PYTHON'
+import struct, sys
+def syncsafe(n): return bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
+path, pairs = sys.argv[1], sys.argv[2:]
+frames = b""
+for pair in pairs:
+    key, _, value = pair.partition("=")
+    body = b"\x03" + key.encode() + b"\x00" + value.encode()
+    frames += b"TXXX" + syncsafe(len(body)) + b"\x00\x00" + body
+tag = b"ID3\x04\x00\x00" + syncsafe(len(frames)) + frames
+chunk = b"id3 " + struct.pack("<I", len(tag)) + tag + (b"\x00" if len(tag) % 2 else b"")
+data = bytearray(open(path, "rb").read()) + chunk
+data[4:8] = struct.pack("<I", len(data) - 8)
+open(path, "wb").write(bytes(data))
+PYTHON
+}
+
+make_format_fixtures() {
+    local formats_dir="$data_dir/formats" mono_text left_text right_text
+    mono_text="Hello from the watch folder. This is a test recording."
+    left_text="The left channel says good morning."
+    right_text="The right channel answers good evening."
+    mkdir -p "$formats_dir"
+    opusdec --quiet --rate 48000 "$data_dir/mono.ogg" "$work_dir/f_mono.wav"
+    opusdec --quiet --rate 48000 "$data_dir/stereo.ogg" "$work_dir/f_stereo.wav"
+    local ff=(ffmpeg -nostdin -loglevel error -y)
+    local exact=(-fflags +bitexact -flags +bitexact)
+    local mono_tags=(-metadata "TRANSCRIPT=$mono_text")
+    local stereo_tags=(-metadata "TRANSCRIPT=$left_text" -metadata "TRANSCRIPT_CH2=$right_text")
+    # A stereo telephone call: 8 kHz 16-bit PCM, one speaker per channel.
+    "${ff[@]}" -i "$work_dir/f_stereo.wav" -ar 8000 -c:a pcm_s16le -map_metadata -1 "${exact[@]}" \
+        "$formats_dir/call_stereo.wav"
+    wav_tags "$formats_dir/call_stereo.wav" "TRANSCRIPT=$left_text" "TRANSCRIPT_CH2=$right_text"
+    # A-law 8 kHz mono WAV, as telephone systems write.
+    "${ff[@]}" -i "$work_dir/f_mono.wav" -ar 8000 -c:a pcm_alaw -map_metadata -1 "${exact[@]}" \
+        "$formats_dir/alaw_8k.wav"
+    wav_tags "$formats_dir/alaw_8k.wav" "TRANSCRIPT=$mono_text"
+    # MP3 by LAME (16 kHz mono, 24 kbit/s), the sentence in an ID3v2 TXXX frame.
+    "${ff[@]}" -i "$work_dir/f_mono.wav" -ar 16000 "${exact[@]}" "$work_dir/f_mono16.wav"
+    lame --quiet -b 24 --resample 16 --add-id3v2 --tv "TXXX=TRANSCRIPT=$mono_text" \
+        "$work_dir/f_mono16.wav" "$formats_dir/mono.mp3"
+    # M4A (AAC-LC in MP4), as phones record.
+    "${ff[@]}" -i "$work_dir/f_mono.wav" -ar 16000 -c:a aac -b:a 24k \
+        -movflags +use_metadata_tags "${mono_tags[@]}" "${exact[@]}" "$formats_dir/mono.m4a"
+    # FLAC, as archives hold; 8 kHz keeps it small.
+    "${ff[@]}" -i "$work_dir/f_mono.wav" -ar 8000 -sample_fmt s16 -c:a flac \
+        "${mono_tags[@]}" "${exact[@]}" "$formats_dir/mono.flac"
+    # WebM with stereo Opus, as browsers and meeting tools write.
+    "${ff[@]}" -i "$work_dir/f_stereo.wav" -c:a libopus -b:a 24k \
+        "${stereo_tags[@]}" "${exact[@]}" "$formats_dir/stereo.webm"
+    # MP4 video (a tiny black picture) with AAC stereo audio, and the same without audio.
+    "${ff[@]}" -f lavfi -i "color=black:size=32x32:rate=5" -i "$work_dir/f_stereo.wav" \
+        -map 0:v -map 1:a -shortest -c:v libx264 -preset ultrafast -crf 51 -pix_fmt yuv420p \
+        -c:a aac -ar 16000 -b:a 32k -movflags +use_metadata_tags "${stereo_tags[@]}" \
+        "${exact[@]}" "$formats_dir/video.mp4"
+    "${ff[@]}" -f lavfi -i "color=black:size=32x32:rate=5" -t 2 -c:v libx264 -preset ultrafast \
+        -crf 51 -pix_fmt yuv420p "${exact[@]}" "$formats_dir/video_no_audio.mp4"
+    # Not media at all, named like audio.
+    printf 'These are meeting notes, not a recording.\n' > "$formats_dir/notes.wav"
+    ls -l "$formats_dir"
+}
+
+if [[ "${1:-}" == formats ]]; then
+    for tool in ffmpeg lame opusdec python3; do
+        command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
+    done
+    make_format_fixtures
+    exit 0
+fi
+
 for tool in espeak-ng sox opusenc oggenc speexenc flac soxi; do
     command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
 done
@@ -117,6 +198,8 @@ sox -R "$work_dir/caller.wav" "$work_dir/caller_padded.wav" pad "$agent_seconds"
 sox -R -M "$work_dir/agent_padded.wav" "$work_dir/caller_padded.wav" "$work_dir/call.wav"
 opus "$work_dir/call.wav" "$samples_dir/call-stereo.ogg" 2003 "$stereo_bitrate" \
     --comment "TRANSCRIPT=$agent_text" --comment "TRANSCRIPT_CH2=$caller_text"
+
+command -v ffmpeg >/dev/null && command -v lame >/dev/null && make_format_fixtures
 
 # ---------------------------------------------------------------- report
 # The encoder's input length is the ground truth the tests compare the Ogg duration with.

@@ -47,7 +47,10 @@ def problems(document: Any, environ: dict[str, str] | None = None) -> list[str]:
 def test_minimal_config_gets_every_default() -> None:
     settings = parse(minimal())
     assert settings.watch[0].path == Path("/srv/inbox")
-    assert settings.watch[0].patterns == ("*.ogg", "*.opus")
+    assert settings.watch[0].patterns[:2] == ("*.ogg", "*.opus")
+    assert {"*.wav", "*.mp3", "*.m4a", "*.flac", "*.webm", "*.mp4"} <= set(
+        settings.watch[0].patterns
+    )
     assert settings.watch[0].recursive is False
     assert settings.storage.endpoint_url == "https://storage.yandexcloud.net"
     assert settings.storage.link == "presigned"
@@ -253,6 +256,7 @@ def test_example_config_documents_every_key_and_is_valid() -> None:
     assert settings.storage.bucket == "my-bucket"
     defaults = parse(minimal())
     assert settings.settle_seconds == defaults.settle_seconds
+    assert settings.watch[0].patterns == defaults.watch[0].patterns
     assert settings.polling == defaults.polling
     assert settings.recognition == defaults.recognition
     assert settings.rescan_seconds == defaults.rescan_seconds
