@@ -54,7 +54,7 @@ def test_on_complete_gets_the_facts_and_a_failing_hook_changes_nothing(
     hook = {"command": [sys.executable, "-c", HOOK, str(record)], "timeout_seconds": 2}
     with make_daemon(on_complete=hook).start() as daemon:
         shutil.copy(fixture_path("mono.ogg"), inbox / "good.ogg")
-        shutil.copy(fixture_path("vorbis.ogg"), inbox / "bad.ogg")
+        shutil.copy(fixture_path("formats/notes.wav"), inbox / "bad.ogg")
         shutil.copy(fixture_path("stereo.ogg"), inbox / "failing hook.ogg")
         shutil.copy(fixture_path("unicode.ogg"), inbox / "slow hook.ogg")
         wait_for(lambda: record.exists() and len(record.read_text().splitlines()) == 2, "2 hooks")
@@ -108,7 +108,8 @@ def test_transcribe_prints_each_transcript_and_exits_by_the_outcome(
     for name, fixture in [
         ("one.ogg", "mono.ogg"),
         ("two.ogg", "unicode.ogg"),
-        ("bad.ogg", "vorbis.ogg"),
+        ("bad.ogg", "formats/notes.wav"),
+        ("three.mp3", "formats/mono.mp3"),
     ]:
         shutil.copy(fixture_path(fixture), elsewhere / name)
     daemon = make_daemon()
@@ -122,9 +123,13 @@ def test_transcribe_prints_each_transcript_and_exits_by_the_outcome(
         "transcribe", str(elsewhere / "bad.ogg"), str(elsewhere / "x.ogg"), check=False
     )
     assert failed.returncode == 1
-    assert "Vorbis" in failed.stderr
+    assert "not audio the decoder can read" in failed.stderr
     assert "x.ogg" in failed.stderr
     assert speechkit.stats()["submissions"] == 2
+    # `transcribe` takes what the daemon takes: an MP3 is converted like in a watched folder.
+    converted = daemon.cli("transcribe", str(elsewhere / "three.mp3"))
+    assert converted.stdout == f"==> {elsewhere / 'three.mp3'} <==\n{MONO_TXT}"
+    assert (elsewhere / "three.txt").read_text() == MONO_TXT
 
 
 def test_transcribe_while_the_daemon_runs_on_the_same_state_file(

@@ -115,24 +115,24 @@ def test_silence_gives_an_empty_transcript(make_daemon: Callable[..., Daemon], i
         assert daemon.stop() == 0
 
 
-def test_vorbis_file_is_refused_locally_and_never_uploaded(
+def test_a_file_that_is_not_audio_is_refused_locally_and_never_uploaded(
     make_daemon: Callable[..., Daemon], inbox: Path, speechkit: LocalSpeechKit
 ) -> None:
     with make_daemon().start() as daemon:
-        shutil.copy(fixture_path("vorbis.ogg"), inbox / "music.ogg")
+        shutil.copy(fixture_path("formats/notes.wav"), inbox / "music.ogg")
         error_file = inbox / "music.error.json"
         wait_for(error_file.exists, "music.error.json")
         error = json.loads(error_file.read_text())
         assert error["file"] == str(inbox / "music.ogg")
         assert error["stage"] == "check"
-        assert "Vorbis" in error["message"]
+        assert "not audio the decoder can read" in error["message"]
         assert set(error) >= {"file", "stage", "message", "at"}
         assert speechkit.stats()["submissions"] == 0
         assert not (inbox / "music.txt").exists()
         status = daemon.status()
         assert status["counts"]["failed"] == 1
         assert status["failed"][0]["path"] == str(inbox / "music.ogg")
-        assert "Vorbis" in status["failed"][0]["reason"]
+        assert "not audio the decoder can read" in status["failed"][0]["reason"]
         assert daemon.stop() == 0
 
 
@@ -231,7 +231,7 @@ def test_secrets_never_appear_in_logs_outputs_or_status(
 ) -> None:
     with make_daemon(log_level="debug").start() as daemon:
         shutil.copy(fixture_path("mono.ogg"), inbox / "secret-test.ogg")
-        shutil.copy(fixture_path("vorbis.ogg"), inbox / "bad.ogg")
+        shutil.copy(fixture_path("formats/notes.wav"), inbox / "bad.ogg")
         done_outputs(inbox, "secret-test")
         wait_for((inbox / "bad.error.json").exists, "bad.error.json")
         status_text = daemon.cli("status").stdout + daemon.cli("status", "--json").stdout
