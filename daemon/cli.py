@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -82,7 +83,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "render": render_command,
         "transcribe": transcribe_command,
     }[arguments.command]
-    return handler(settings, arguments)
+    try:
+        code = handler(settings, arguments)
+        sys.stdout.flush()  # inside the try: a reader that went away is seen here, not at exit
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _reader_gone() -> int:
+    """`status | head`: the reader closed the pipe, which is normal; stop without a traceback.
+
+    Python's own advice: point stdout at /dev/null so the flush at exit does not fail again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_FAILED
 
 
 def run_command(settings: config.Config, arguments: argparse.Namespace) -> int:
@@ -283,15 +299,29 @@ def transcribe_command(settings: config.Config, arguments: argparse.Namespace) -
         return EXIT_FAILED
 
 
+def read_result(path: Path) -> tuple[Any, str | None]:
+    """A saved NAME.json result, or why the file given to `render` is none (one line)."""
+    if path.is_dir():
+        return None, "is a folder; give the saved NAME.json files in it"
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return None, f"cannot read it: {(error.strerror or str(error)).lower()}"
+    try:
+        return json.loads(data.decode("utf-8")), None
+    except (UnicodeDecodeError, ValueError):
+        sibling = path.with_suffix(".json")
+        hint = f" (its result would be {logs.shown(sibling)})" if sibling.is_file() else ""
+        return None, f"not a JSON file; render reads the NAME.json a transcription saved{hint}"
+
+
 def render_command(settings: config.Config, arguments: argparse.Namespace) -> int:
     status = EXIT_OK
     for name in arguments.results:
         result = Path(name)
-        try:
-            operation = json.loads(result.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            print(f"speechkit-watch: {logs.shown(result)}: cannot read a saved result: {error}",
-                  file=sys.stderr)  # fmt: skip
+        operation, unreadable = read_result(result)
+        if unreadable is not None:
+            print(f"speechkit-watch: {logs.shown(result)}: {unreadable}", file=sys.stderr)
             status = EXIT_FAILED
             continue
         problem = transcripts.result_problem(operation)  # the daemon's own test before writing
@@ -305,7 +335,13 @@ def render_command(settings: config.Config, arguments: argparse.Namespace) -> in
             for extension, text in render.documents(operation, settings.outputs).items()
             if extension != "json"  # the result itself, which is what is read here
         }
-        files.write_all(documents)
+        try:
+            files.write_all(documents)
+        except OSError as error:
+            print(f"speechkit-watch: {logs.shown(result)}: cannot write its outputs: {error}",
+                  file=sys.stderr)  # fmt: skip
+            status = EXIT_FAILED
+            continue
         for path in documents:
             print(path)
     return status

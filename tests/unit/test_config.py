@@ -165,8 +165,23 @@ def test_language_codes_are_read_in_any_case_and_sent_canonically() -> None:
 def test_model_must_be_a_documented_one_with_the_list_in_the_message() -> None:
     assert problems(minimal(recognition={"model": "generel"})) == [
         "conf.yaml: at 'recognition.model': expected one of general, general:rc, "
-        "general:deprecated, deferred-general; got 'generel'"
+        "general:deprecated, deferred-general; got 'generel' (did you mean 'general'?)"
     ]
+
+
+def test_a_near_miss_of_a_language_model_or_output_says_which_was_meant() -> None:
+    document = minimal(recognition={"language": "ru_ru"}, outputs=["TXT", "srtt"])
+    document["watch"] = [{"path": "/a", "recognition": {"language": "en-UX"}}]
+    found = problems(document)
+    assert any(
+        "'recognition.language': expected one of ru-RU" in line
+        and line.endswith("got 'ru_ru' (did you mean 'ru-RU'?)")
+        for line in found
+    )
+    assert any(line.endswith("got 'en-UX' (did you mean 'en-US'?)") for line in found)
+    assert any(line.endswith("got 'TXT' (did you mean 'txt'?)") for line in found)
+    assert any(line.endswith("got 'srtt' (did you mean 'srt'?)") for line in found)
+    assert not any("did you mean" in line for line in problems(minimal(outputs=["pdf"])))
 
 
 def test_a_language_its_model_does_not_serve_names_both_keys() -> None:
