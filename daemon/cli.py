@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__, config, layout, logs, quota, render, state
+from daemon import __version__, config, layout, lifecycle, logs, quota, render, state
 from daemon.render import files, transcripts
 
 EXIT_OK = 0
@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "counts per state, files in progress with age and operation id, "
                      "failed files with the reason; safe while the daemon runs")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    retry = command("retry", "put failed files back in the queue; a running daemon picks them up")
+    retry = command("retry", "put failed files back in the queue with the current config's "
+                    "settings for their folder (a file the local check refused: only once it "
+                    "passes now); a running daemon picks them up; exit 1 if a named file is "
+                    "unknown or still refused")  # fmt: skip
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--failed", action="store_true", help="every failed file")
     which.add_argument("paths", nargs="*", default=[], metavar="PATH", help="these files")
@@ -262,26 +265,77 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
     return EXIT_OK
 
 
+def still_refused(row: state.FileRow) -> str | None:
+    """Why a file the local check refused would be refused again, or None if it now passes.
+
+    Re-queueing an unchanged invalid file only fails it again; a file that was replaced, or
+    whose permissions were fixed, passes and is re-queued."""
+    from daemon import audio  # noqa: PLC0415 - only for files the local check refused
+
+    path = Path(row.path)
+    try:
+        audio.prepare(path)
+    except audio.AudioRefused as refusal:
+        return refusal.reason
+    except FileNotFoundError:
+        return "the file is gone"
+    except OSError as error:
+        return f"cannot read: {(error.strerror or str(error)).lower()}"
+    return None
+
+
+def _settings_said(specification: str | None) -> str:
+    if not specification:
+        return "unknown"
+    settings = json.loads(specification)
+    return f"model {settings.get('model')}, language {settings.get('languageCode')}"
+
+
 def retry_command(settings: config.Config, arguments: argparse.Namespace) -> int:
     try:
         store = state.Store(settings.state_file)
     except state.StateFileError as error:
         print(f"speechkit-watch: {error}", file=sys.stderr)
         return EXIT_FAILED
+    status = EXIT_OK
     paths = [str(Path(path).absolute()) for path in arguments.paths]
-    changed = store.requeue(paths=paths, all_failed=arguments.failed, now=time.time())
+    rows = store.in_states([state.FAILED], limit=2**31) if arguments.failed else []
     for path in paths:
         latest = store.latest_for_path(path)
         if latest is None:
             print(
                 f"speechkit-watch: {logs.shown(path)} is not known to the daemon", file=sys.stderr
             )
-        elif latest.state != state.QUEUED:
+            status = EXIT_FAILED
+        elif latest.state != state.FAILED:
             print(f"speechkit-watch: {logs.shown(path)} is {latest.state}, not failed; left as is",
                   file=sys.stderr)  # fmt: skip
+        else:
+            rows.append(latest)
+    changed = 0
+    now = time.time()
+    for row in rows:
+        if row.stage == "check":
+            reason = still_refused(row)
+            if reason is not None:
+                print(f"speechkit-watch: {logs.shown(row.path)} is still refused by the local "
+                      f"check ({reason}); not re-queued: fix or replace the file, then retry",
+                      file=sys.stderr)  # fmt: skip
+                status = EXIT_FAILED
+                continue
+        specification = layout.current_specification(settings, row.path, row.folder)
+        if store.apply(row, lifecycle.retried(now, specification), now):
+            changed += 1
+            was = (
+                ""
+                if row.specification in (None, specification)
+                else f" (it failed with {_settings_said(row.specification)})"
+            )
+            print(f"re-queued {logs.shown(row.path)} with the config's current settings for its "
+                  f"folder: {_settings_said(specification)}{was}")  # fmt: skip
     store.close()
     print(f"re-queued {changed} file(s)")
-    return EXIT_OK
+    return status
 
 
 def transcribe_command(settings: config.Config, arguments: argparse.Namespace) -> int:

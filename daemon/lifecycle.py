@@ -189,6 +189,15 @@ def failed(now: float, stage: str, message: str, code: Any, *, hook: bool) -> Ch
     })  # fmt: skip
 
 
+def retried(now: float, specification: str) -> Change:
+    """`retry`: a person looked, so the submission count starts again (see MAX_SUBMISSIONS), and
+    the file is sent with the settings the config gives its folder now (`specification`, the
+    canonical JSON), not the ones it failed with: fixing the config and retrying is the way out."""
+    return Change(State.QUEUED, {"due_at": now, "attempts": 0, "submissions": 0, "stage": None,
+                                 "message": None, "error_code": None,
+                                 "specification": specification})  # fmt: skip
+
+
 def superseded() -> Change:
     """The file changed under a step: the newer version is judged from the start."""
     return Change(State.SUPERSEDED, {"due_at": None})

@@ -111,7 +111,12 @@ class Transcriber:
         now = time.time()
         if latest is not None and (latest.size, latest.mtime_ns) == version:
             if latest.state == state.FAILED:
-                store.requeue(paths=[str(path)], now=now)
+                store.requeue(
+                    paths=[str(path)], now=now,
+                    specification=lambda row: layout.current_specification(
+                        config, row.path, row.folder
+                    ),
+                )  # fmt: skip
                 store.update(latest.id, now, owner=self.owner)
             elif latest.state in state.ACTIVE_STATES and not state.daemon_running(
                 config.state_file
