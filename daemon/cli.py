@@ -178,6 +178,8 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
             "submissions": row.submissions,
             # Why it was submitted again, while it is in progress (a failure's reason is below).
             "resubmitted_because": row.message if row.submissions else None,
+            # Why a file waits before its first step (it cannot be read yet): a person can help.
+            "waiting_because": row.message if row.state == state.QUEUED else None,
         }
         for row in store.in_states(state.ACTIVE_STATES)
     ]
@@ -257,6 +259,8 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
                   f"{operation}{_submitted(item)}")  # fmt: skip
             if item["resubmitted_because"]:
                 print(f"      submitted again because {item['resubmitted_because']}")
+            if item["waiting_because"]:
+                print(f"      waiting: {item['waiting_because']}")
     if report["failed"]:
         print("failed:")
         for item in report["failed"]:

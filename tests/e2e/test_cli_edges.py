@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +77,41 @@ def test_render_of_audio_a_folder_or_a_missing_file_is_one_line_each(tmp_path: P
         assert "Traceback" not in result.stderr
         assert len(result.stderr.splitlines()) == 1, result.stderr
         assert expected in result.stderr
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to run `transcribe` as a user the file's mode keeps out",
+)
+def test_transcribe_of_a_file_it_may_not_read_says_so_and_exits_1_at_once() -> None:
+    # Not under pytest's tmp_path: that is private to root, and `nobody` must reach the config.
+    folder = Path(tempfile.mkdtemp(prefix="skw-unreadable-"))
+    try:
+        folder.chmod(0o755)
+        state_dir = folder / "state"
+        state_dir.mkdir(mode=0o777)
+        state_dir.chmod(0o777)
+        config = offline_config(folder)
+        (folder / "state.db").unlink(missing_ok=True)
+        document = yaml.safe_load(config.read_text(encoding="utf-8"))
+        document["state_file"] = str(state_dir / "state.db")
+        config.write_text(yaml.safe_dump(document), encoding="utf-8")
+        audio = folder / "inbox" / "private.ogg"
+        shutil.copy(Path(__file__).resolve().parents[1] / "data" / "mono.ogg", audio)
+        audio.chmod(0o600)  # owned by root: `nobody` may not read it
+        started = time.monotonic()
+        result = subprocess.run(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+             *command(), "transcribe", str(audio), "-c", str(config)],
+            capture_output=True, text=True, check=False, timeout=60,
+            env={**os.environ, "X_ID": "id", "X_SECRET": "secret", "X_API_KEY": "key"},
+        )  # fmt: skip
+        assert result.returncode == 1, result.stderr
+        assert 'private.ogg": cannot read: permission denied' in result.stderr
+        assert "Traceback" not in result.stderr
+        assert time.monotonic() - started < 20  # at once, not after growing waits
+    finally:
+        shutil.rmtree(folder)
