@@ -255,8 +255,22 @@ def _yaml_key_paths(node: Any, prefix: str = "") -> set[str]:
     return paths
 
 
-def test_example_config_documents_every_key_and_is_valid() -> None:
-    example = ROOT / "config.example.yaml"
+def _example_with_optional_sections() -> str:
+    """The example with its commented-out optional sections (on_complete) switched on."""
+    text = (ROOT / "config.example.yaml").read_text()
+    return text.replace("\n# on_complete:", "\non_complete:").replace("\n#   ", "\n  ")
+
+
+def test_example_config_is_safe_as_it_is() -> None:
+    """Copied as it is, the example runs no program that is not there (optional parts off)."""
+    settings = config.load(ROOT / "config.example.yaml", environ=ENV)
+    assert settings.on_complete is None
+    assert not settings.warnings
+
+
+def test_example_config_documents_every_key_and_is_valid(tmp_path: Path) -> None:
+    example = tmp_path / "config.yaml"
+    example.write_text(_example_with_optional_sections())
     document = yaml.safe_load(example.read_text())
     documented = _yaml_key_paths(document)
     # Per-folder recognition overrides are documented by reference to `recognition`.
@@ -303,7 +317,7 @@ def _plain(value: Any) -> Any:
 
 
 def test_example_config_shows_each_declared_default() -> None:
-    document = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    document = yaml.safe_load(_example_with_optional_sections())
     keys = dict(_declared_keys(config.SCHEMA))
     shown = {
         path: _documented_value(document, path)
