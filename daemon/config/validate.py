@@ -109,10 +109,17 @@ class _Validator:
             result[key.name] = self.value(mapping[key.name], key, key_path)
         return result
 
+    def resolve(self, text: str) -> Path:
+        """A path from the config: `~` expanded, and a relative one taken from the config file's
+        folder, not the working directory (which is `/` under systemd)."""
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.source.parent.absolute() / path
+
     def secret_file(self, raw: Any, key_path: str) -> Any:
-        file_name = self.string(raw, key_path)
-        if file_name is None:
+        text = self.string(raw, key_path)
+        if text is None:
             return None
+        file_name = str(self.resolve(text))
         try:
             text = secrets.read_secret_file(file_name)
         except secrets.SecretFileError as error:
@@ -246,7 +253,7 @@ def _check_path(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any
     text = _check_str(validator, raw, key, key_path)
     if text is None:
         return None
-    return Path(text).expanduser()
+    return validator.resolve(text)
 
 
 def _check_enum(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:

@@ -339,3 +339,24 @@ def _declared_keys(keys: Any, prefix: str = "") -> list[tuple[str, Any]]:
         found.append((path, key))
         found.extend(_declared_keys(key.children, path + "[]" if key.kind == "sections" else path))
     return found
+
+
+def test_relative_paths_are_taken_from_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "api_key").write_text("from-a-file\n")
+    (folder / "api_key").chmod(0o600)
+    document = minimal(state_file="state/state.db")
+    document["watch"] = [{"path": "inbox", "output_dir": "../out", "move_to": "~/done"}]
+    document["speechkit"] = {"api_key_file": "api_key"}
+    (folder / "config.yaml").write_text(yaml.safe_dump(document))
+    monkeypatch.chdir("/")  # where systemd starts the daemon
+    settings = config.load(folder / "config.yaml", environ=ENV)
+    assert settings.state_file == folder / "state" / "state.db"
+    assert settings.watch[0].path == folder / "inbox"
+    assert settings.watch[0].output_dir == folder / ".." / "out"
+    assert settings.watch[0].move_to == Path("~/done").expanduser()
+    assert settings.speechkit.api_key is not None
+    assert settings.speechkit.api_key.reveal() == "from-a-file"
