@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 import requests
 
 from daemon import storage
-from daemon.config import Config, SpeechKit, Storage
+from daemon.config import Config, Hook, SpeechKit, Storage
 from daemon.layout import OWN_TEMP_SUFFIX
 from daemon.speechkit import credentials as credentials_module
 from daemon.speechkit import v2 as recognition
@@ -207,6 +208,25 @@ def check_folders(config: Config) -> list[Result]:
     return results
 
 
+def check_hook(hook: Hook) -> Result:
+    """The `on_complete` program exists and may be run (else every file ends with a warning).
+
+    A bare name is looked up on PATH as the daemon's environment has it, like the daemon does."""
+    program = hook.command[0]
+    found = shutil.which(program)
+    if found is not None:
+        return Result(OK, f"on_complete program {found} is there and executable")
+    path = Path(program)
+    if "/" not in program:
+        return Result(PROBLEM, f"on_complete program {program!r} is not on PATH: give its full "
+                      "path in 'on_complete.command', or remove on_complete")  # fmt: skip
+    if not path.exists():
+        return Result(PROBLEM, f"on_complete program {program} does not exist: fix "
+                      "'on_complete.command', or remove on_complete")  # fmt: skip
+    return Result(PROBLEM, f"on_complete program {program} is not an executable file: "
+                  f"chmod +x it, or fix 'on_complete.command'")  # fmt: skip
+
+
 def check_state_file(path: Path) -> Result:
     """The state file (or the folder it will be created in) can be written; nothing changes."""
     if path.exists():
@@ -383,6 +403,8 @@ def run_checks(config: Config) -> Iterator[Result]:
     yield Result(OK, f"config {config.source} is valid")
     yield from check_folders(config)
     yield check_state_file(config.state_file)
+    if config.on_complete is not None:
+        yield check_hook(config.on_complete)
     yield from check_storage(
         config.storage, timeout_seconds=config.speechkit.request_timeout_seconds
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__, config, layout, logs, quota, render, state
+from daemon import __version__, config, layout, lifecycle, logs, quota, render, state
 from daemon.render import files, transcripts
 
 EXIT_OK = 0
@@ -49,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "counts per state, files in progress with age and operation id, "
                      "failed files with the reason; safe while the daemon runs")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    retry = command("retry", "put failed files back in the queue; a running daemon picks them up")
+    retry = command("retry", "put failed files back in the queue with the current config's "
+                    "settings for their folder (a file the local check refused: only once it "
+                    "passes now); a running daemon picks them up; exit 1 if a named file is "
+                    "unknown or still refused")  # fmt: skip
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--failed", action="store_true", help="every failed file")
     which.add_argument("paths", nargs="*", default=[], metavar="PATH", help="these files")
@@ -82,7 +86,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "render": render_command,
         "transcribe": transcribe_command,
     }[arguments.command]
-    return handler(settings, arguments)
+    try:
+        code = handler(settings, arguments)
+        sys.stdout.flush()  # inside the try: a reader that went away is seen here, not at exit
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _reader_gone() -> int:
+    """`status | head`: the reader closed the pipe, which is normal; stop without a traceback.
+
+    Python's own advice: point stdout at /dev/null so the flush at exit does not fail again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_FAILED
 
 
 def run_command(settings: config.Config, arguments: argparse.Namespace) -> int:
@@ -159,6 +178,8 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
             "submissions": row.submissions,
             # Why it was submitted again, while it is in progress (a failure's reason is below).
             "resubmitted_because": row.message if row.submissions else None,
+            # Why a file waits before its first step (it cannot be read yet): a person can help.
+            "waiting_because": row.message if row.state == state.QUEUED else None,
         }
         for row in store.in_states(state.ACTIVE_STATES)
     ]
@@ -238,6 +259,8 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
                   f"{operation}{_submitted(item)}")  # fmt: skip
             if item["resubmitted_because"]:
                 print(f"      submitted again because {item['resubmitted_because']}")
+            if item["waiting_because"]:
+                print(f"      waiting: {item['waiting_because']}")
     if report["failed"]:
         print("failed:")
         for item in report["failed"]:
@@ -246,26 +269,77 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
     return EXIT_OK
 
 
+def still_refused(row: state.FileRow) -> str | None:
+    """Why a file the local check refused would be refused again, or None if it now passes.
+
+    Re-queueing an unchanged invalid file only fails it again; a file that was replaced, or
+    whose permissions were fixed, passes and is re-queued."""
+    from daemon import audio  # noqa: PLC0415 - only for files the local check refused
+
+    path = Path(row.path)
+    try:
+        audio.prepare(path)
+    except audio.AudioRefused as refusal:
+        return refusal.reason
+    except FileNotFoundError:
+        return "the file is gone"
+    except OSError as error:
+        return f"cannot read: {(error.strerror or str(error)).lower()}"
+    return None
+
+
+def _settings_said(specification: str | None) -> str:
+    if not specification:
+        return "unknown"
+    settings = json.loads(specification)
+    return f"model {settings.get('model')}, language {settings.get('languageCode')}"
+
+
 def retry_command(settings: config.Config, arguments: argparse.Namespace) -> int:
     try:
         store = state.Store(settings.state_file)
     except state.StateFileError as error:
         print(f"speechkit-watch: {error}", file=sys.stderr)
         return EXIT_FAILED
+    status = EXIT_OK
     paths = [str(Path(path).absolute()) for path in arguments.paths]
-    changed = store.requeue(paths=paths, all_failed=arguments.failed, now=time.time())
+    rows = store.in_states([state.FAILED], limit=2**31) if arguments.failed else []
     for path in paths:
         latest = store.latest_for_path(path)
         if latest is None:
             print(
                 f"speechkit-watch: {logs.shown(path)} is not known to the daemon", file=sys.stderr
             )
-        elif latest.state != state.QUEUED:
+            status = EXIT_FAILED
+        elif latest.state != state.FAILED:
             print(f"speechkit-watch: {logs.shown(path)} is {latest.state}, not failed; left as is",
                   file=sys.stderr)  # fmt: skip
+        else:
+            rows.append(latest)
+    changed = 0
+    now = time.time()
+    for row in rows:
+        if row.stage == "check":
+            reason = still_refused(row)
+            if reason is not None:
+                print(f"speechkit-watch: {logs.shown(row.path)} is still refused by the local "
+                      f"check ({reason}); not re-queued: fix or replace the file, then retry",
+                      file=sys.stderr)  # fmt: skip
+                status = EXIT_FAILED
+                continue
+        specification = layout.current_specification(settings, row.path, row.folder)
+        if store.apply(row, lifecycle.retried(now, specification), now):
+            changed += 1
+            was = (
+                ""
+                if row.specification in (None, specification)
+                else f" (it failed with {_settings_said(row.specification)})"
+            )
+            print(f"re-queued {logs.shown(row.path)} with the config's current settings for its "
+                  f"folder: {_settings_said(specification)}{was}")  # fmt: skip
     store.close()
     print(f"re-queued {changed} file(s)")
-    return EXIT_OK
+    return status
 
 
 def transcribe_command(settings: config.Config, arguments: argparse.Namespace) -> int:
@@ -283,15 +357,29 @@ def transcribe_command(settings: config.Config, arguments: argparse.Namespace) -
         return EXIT_FAILED
 
 
+def read_result(path: Path) -> tuple[Any, str | None]:
+    """A saved NAME.json result, or why the file given to `render` is none (one line)."""
+    if path.is_dir():
+        return None, "is a folder; give the saved NAME.json files in it"
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return None, f"cannot read it: {(error.strerror or str(error)).lower()}"
+    try:
+        return json.loads(data.decode("utf-8")), None
+    except (UnicodeDecodeError, ValueError):
+        sibling = path.with_suffix(".json")
+        hint = f" (its result would be {logs.shown(sibling)})" if sibling.is_file() else ""
+        return None, f"not a JSON file; render reads the NAME.json a transcription saved{hint}"
+
+
 def render_command(settings: config.Config, arguments: argparse.Namespace) -> int:
     status = EXIT_OK
     for name in arguments.results:
         result = Path(name)
-        try:
-            operation = json.loads(result.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            print(f"speechkit-watch: {logs.shown(result)}: cannot read a saved result: {error}",
-                  file=sys.stderr)  # fmt: skip
+        operation, unreadable = read_result(result)
+        if unreadable is not None:
+            print(f"speechkit-watch: {logs.shown(result)}: {unreadable}", file=sys.stderr)
             status = EXIT_FAILED
             continue
         problem = transcripts.result_problem(operation)  # the daemon's own test before writing
@@ -305,7 +393,13 @@ def render_command(settings: config.Config, arguments: argparse.Namespace) -> in
             for extension, text in render.documents(operation, settings.outputs).items()
             if extension != "json"  # the result itself, which is what is read here
         }
-        files.write_all(documents)
+        try:
+            files.write_all(documents)
+        except OSError as error:
+            print(f"speechkit-watch: {logs.shown(result)}: cannot write its outputs: {error}",
+                  file=sys.stderr)  # fmt: skip
+            status = EXIT_FAILED
+            continue
         for path in documents:
             print(path)
     return status

@@ -8,6 +8,7 @@ OWN_TEMP_SUFFIX, so that no watch pattern ever matches them.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,6 +98,13 @@ def folder_of(config: config_module.Config, path: str, folder: str) -> config_mo
         return folder_for(path, config.watch)
     except ValueError:
         return config_module.WatchFolder(path=Path(folder), recognition=config.recognition)
+
+
+def current_specification(config: config_module.Config, path: str, folder: str) -> str:
+    """The recognition settings the config gives this file now, as the canonical JSON the
+    state file records (`retry` sends a failed file with these, not the ones it failed with)."""
+    settings = folder_of(config, path, folder).recognition.specification()
+    return json.dumps(settings, sort_keys=True)
 
 
 def row_output_dir(config: config_module.Config, row: _Row) -> Path:

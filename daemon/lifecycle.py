@@ -61,6 +61,12 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
 # most this often; then it fails with the reasons, so that a person looks instead of a bill.
 MAX_SUBMISSIONS = 3
 
+# A file the daemon may not read (copied in by another user, mode 0600) is usually fixed by a
+# person within minutes; ten minutes after it was found it fails, so that it shows as failed with
+# its reason, and `retry` after the `chmod` takes it up again.
+UNREADABLE_WAIT_SECONDS = 600.0
+UNREADABLE = "cannot read:"  # how the reason of an unreadable file starts (status shows it)
+
 
 class TransitionRefusedError(Exception):
     """A move that TRANSITIONS does not allow: a bug, never a condition to handle."""
@@ -103,6 +109,20 @@ class Change:
 def later(now: float, delay: float, **fields: Any) -> Change:
     """The row stays in its state and is looked at again after `delay` seconds."""
     return Change(None, {**fields, "due_at": now + delay})
+
+
+def unreadable(
+    found_at: float, attempts: int, now: float, why: str, backoff: float
+) -> Change | None:
+    """The file may not be read (`why`, e.g. "cannot read: permission denied"): look again after
+    `backoff`, the reason recorded for `status`, until UNREADABLE_WAIT_SECONDS after the file was
+    found (`found_at`); then None: it fails at stage check. At least one look again, so that a
+    daemon that was stopped for a while gives a person a moment too."""
+    left = found_at + UNREADABLE_WAIT_SECONDS - now
+    if attempts >= 1 and left <= 0:
+        return None
+    delay = min(backoff, max(left, 1.0))
+    return Change(None, {"due_at": now + delay, "attempts": attempts + 1, "message": why})
 
 
 # -- moving on ----------------------------------------------------------------------------------
@@ -187,6 +207,15 @@ def failed(now: float, stage: str, message: str, code: Any, *, hook: bool) -> Ch
         "stage": stage, "message": message, "error_code": code if isinstance(code, int) else None,
         "due_at": None, "finished_at": now, "hook_pending": int(hook),
     })  # fmt: skip
+
+
+def retried(now: float, specification: str) -> Change:
+    """`retry`: a person looked, so the submission count starts again (see MAX_SUBMISSIONS), and
+    the file is sent with the settings the config gives its folder now (`specification`, the
+    canonical JSON), not the ones it failed with: fixing the config and retrying is the way out."""
+    return Change(State.QUEUED, {"due_at": now, "attempts": 0, "submissions": 0, "stage": None,
+                                 "message": None, "error_code": None,
+                                 "specification": specification})  # fmt: skip
 
 
 def superseded() -> Change:

@@ -60,6 +60,16 @@ def with_folder(config: Config, path: Path) -> Config:
     return dataclasses.replace(config, watch=(*config.watch, extra))
 
 
+def unreadable_reason(path: Path) -> str | None:
+    """Why this process may not read the file ("cannot read: permission denied"), or None."""
+    try:
+        with path.open("rb") as audio_file:
+            audio_file.read(1)
+    except OSError as error:
+        return f"cannot read: {(error.strerror or str(error)).lower()}"
+    return None
+
+
 class Transcriber:
     """Drives the rows of the named files to an end and reports each as it finishes."""
 
@@ -77,6 +87,11 @@ class Transcriber:
             path = name.absolute()
             if not path.is_file():
                 print(f"speechkit-watch: {shown(path)}: no such file", file=self.err)
+                failures += 1
+                continue
+            unreadable = unreadable_reason(path)
+            if unreadable is not None:  # the daemon would wait for a person; here one is present
+                print(f"speechkit-watch: {shown(path)}: {unreadable}", file=self.err)
                 failures += 1
                 continue
             config = with_folder(config, path)
@@ -111,7 +126,12 @@ class Transcriber:
         now = time.time()
         if latest is not None and (latest.size, latest.mtime_ns) == version:
             if latest.state == state.FAILED:
-                store.requeue(paths=[str(path)], now=now)
+                store.requeue(
+                    paths=[str(path)], now=now,
+                    specification=lambda row: layout.current_specification(
+                        config, row.path, row.folder
+                    ),
+                )  # fmt: skip
                 store.update(latest.id, now, owner=self.owner)
             elif latest.state in state.ACTIVE_STATES and not state.daemon_running(
                 config.state_file

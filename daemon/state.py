@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -598,28 +598,24 @@ class Store:
             )
             return cursor.rowcount == 1
 
-    def requeue(self, *, paths: Iterable[str] = (), all_failed: bool = False, now: float) -> int:
-        """Put failed rows (all, or the newest row of each named path) back in the queue.
-
-        The submission count starts again: a person looked (see lifecycle.MAX_SUBMISSIONS)."""
+    def requeue(
+        self,
+        *,
+        paths: Iterable[str] = (),
+        all_failed: bool = False,
+        now: float,
+        specification: Callable[[FileRow], str],
+    ) -> int:
+        """Put failed rows (all, or the newest row of each named path) back in the queue, each
+        with `specification(row)`: the settings the config gives it now (lifecycle.retried)."""
+        rows = self.in_states([FAILED], limit=2**31) if all_failed else []
+        for path in paths:
+            latest = self.latest_for_path(path)
+            if latest is not None and latest.state == FAILED:
+                rows.append(latest)
         changed = 0
-        with self._transaction() as db:
-            if all_failed:
-                cursor = db.execute(
-                    "UPDATE files SET state = ?, due_at = ?, attempts = 0, submissions = 0, "
-                    "stage = NULL, message = NULL, error_code = NULL, updated_at = ? "
-                    "WHERE state = ?",
-                    (QUEUED, now, now, FAILED),
-                )
-                changed += cursor.rowcount
-            for path in paths:
-                cursor = db.execute(
-                    "UPDATE files SET state = ?, due_at = ?, attempts = 0, submissions = 0, "
-                    "stage = NULL, message = NULL, error_code = NULL, updated_at = ? WHERE id = "
-                    "(SELECT MAX(id) FROM files WHERE path = ?) AND state = ?",
-                    (QUEUED, now, now, _encode(path), FAILED),
-                )
-                changed += cursor.rowcount
+        for row in {row.id: row for row in rows}.values():
+            changed += self.apply(row, lifecycle.retried(now, specification(row)), now)
         return changed
 
     # -- the wall clock stepped ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from daemon import (
     audio,
     layout,
     lifecycle,
+    logs,
     render,
     scheduling,
     speechkit,
@@ -180,14 +181,18 @@ class Steps:
             except audio.AudioRefused as refusal:
                 self.fail(row, "check", refusal.reason, expect=state.QUEUED, code=refusal.code)
                 return False
+            except PermissionError as error:
+                return self._unreadable(row, f"{lifecycle.UNREADABLE} {_said(error)}")
             except OSError as error:
                 return self._vanished_or_retry(row, state.QUEUED, f"cannot read: {error.strerror}")
             if not self._unchanged(row):
                 return False
+            unreadable_before = (row.message or "").startswith(lifecycle.UNREADABLE)
             self.store.update(
                 row.id, self.clock(), expect=state.QUEUED, sha256=digest,
                 duration_seconds=info.duration_seconds, channels=info.channels,
                 specification=json.dumps(self._specification(row), sort_keys=True),
+                **({"message": None, "attempts": 0} if unreadable_before else {}),
             )  # fmt: skip
             crash_point("after_hash")
             row = self.store.get(row.id)
@@ -694,6 +699,27 @@ class Steps:
             return False
         return True
 
+    def _unreadable(self, row: state.FileRow, why: str) -> bool:
+        """Permissions keep the daemon out: wait a bounded time for a person, then fail."""
+        if not Path(row.path).exists():
+            self._drop(row, state.QUEUED, "the file disappeared before it was transcribed")
+            return False
+        now = self.clock()
+        backoff = scheduling.retry_delay(row.attempts + 1, self.rng)
+        change = lifecycle.unreadable(row.created_at, row.attempts, now, why, backoff)
+        if change is None:
+            waited = logs.duration(now - row.created_at)
+            self.fail(row, "check", f"{why} (waited {waited} for it to become readable)",
+                      expect=state.QUEUED, code="unreadable")  # fmt: skip
+            return False
+        if row.attempts == 0:  # once: the row's reason is in `status` while it waits
+            log.warning(
+                "%s: %s; waiting up to %s for its owner or mode to be fixed, then it fails",
+                shown(row.path), why, logs.duration(lifecycle.UNREADABLE_WAIT_SECONDS),
+            )  # fmt: skip
+        self.store.apply(row, change, now)
+        return False
+
     def _vanished_or_retry(self, row: state.FileRow, expect: str, message: str) -> bool:
         if not Path(row.path).exists():
             self._drop(row, expect, "the file disappeared before it was transcribed")
@@ -729,3 +755,8 @@ class Steps:
 
     def _folder(self, row: state.FileRow) -> WatchFolder:
         return layout.folder_of(self.config, row.path, row.folder)
+
+
+def _said(error: OSError) -> str:
+    """An OSError as a person reads it: "permission denied"."""
+    return (error.strerror or str(error)).lower()

@@ -80,7 +80,7 @@ AUTO_LANGUAGE = "auto"  # the service detects the language; its text then gets n
 
 
 def _absolute(path: Path) -> Path:
-    """Relative paths are taken from the working directory at load, not at each use."""
+    """Absolute for good (validation already takes a relative path from the config's folder)."""
     return path.absolute()
 
 

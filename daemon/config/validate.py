@@ -109,10 +109,17 @@ class _Validator:
             result[key.name] = self.value(mapping[key.name], key, key_path)
         return result
 
+    def resolve(self, text: str) -> Path:
+        """A path from the config: `~` expanded, and a relative one taken from the config file's
+        folder, not the working directory (which is `/` under systemd)."""
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.source.parent.absolute() / path
+
     def secret_file(self, raw: Any, key_path: str) -> Any:
-        file_name = self.string(raw, key_path)
-        if file_name is None:
+        text = self.string(raw, key_path)
+        if text is None:
             return None
+        file_name = str(self.resolve(text))
         try:
             text = secrets.read_secret_file(file_name)
         except secrets.SecretFileError as error:
@@ -246,13 +253,13 @@ def _check_path(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any
     text = _check_str(validator, raw, key, key_path)
     if text is None:
         return None
-    return Path(text).expanduser()
+    return validator.resolve(text)
 
 
 def _check_enum(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
     text = validator.string(raw, key_path)
     if text is not None and text not in key.choices:
-        validator.problem(key_path, f"expected one of {', '.join(key.choices)}; got {text!r}")
+        validator.problem(key_path, _not_a_choice(text, key.choices))
         return None
     return text
 
@@ -264,7 +271,7 @@ def _check_language(validator: _Validator, raw: Any, key: Key, key_path: str) ->
         return None
     canonical = {choice.lower(): choice for choice in key.choices}.get(text.lower())
     if canonical is None:
-        validator.problem(key_path, f"expected one of {', '.join(key.choices)}; got {text!r}")
+        validator.problem(key_path, _not_a_choice(text, key.choices))
     return canonical
 
 
@@ -302,8 +309,7 @@ def _check_list(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any
         if text is None:
             continue
         if key.item_choices and text not in key.item_choices:
-            choices = ", ".join(key.item_choices)
-            validator.problem(f"{key_path}[{index}]", f"expected one of {choices}; got {text!r}")
+            validator.problem(f"{key_path}[{index}]", _not_a_choice(text, key.item_choices))
             continue
         items.append(text)
     return items
@@ -362,6 +368,21 @@ def _suggest(name: str, known: Mapping[str, Key]) -> str:
 
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _folded(text: str) -> str:
+    """A spelling compared loosely: case, `_` for `-` and spaces do not matter."""
+    return text.strip().lower().replace("_", "-")
+
+
+def _not_a_choice(text: str, choices: Sequence[str]) -> str:
+    """The problem with a value outside a list, with the closest choice when one is near."""
+    import difflib  # noqa: PLC0415 - only needed on the error path
+
+    by_folded = {_folded(choice): choice for choice in choices}
+    near = difflib.get_close_matches(_folded(text), list(by_folded), n=1, cutoff=0.6)
+    hint = f" (did you mean {by_folded[near[0]]!r}?)" if near else ""
+    return f"expected one of {', '.join(choices)}; got {text!r}{hint}"
 
 
 def _set_values(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,11 @@ timings: with `literature_text` the text has capitals, punctuation and digits wh
 may stay raw (lower case, no punctuation, numbers as words), so the words give only the times.
 Cues last a few seconds and hold at most two lines of about 42 characters; they never overlap
 and are in time order. With several channels each cue starts with `[channel N] ` and the
-channels' cues are merged by time. Without word timings (the service may omit them) each chunk
+channels' cues are merged by time (ties by channel). When two channels talk at once, each cue
+stays on screen at least MIN_READABLE_SECONDS (or its own length, if shorter): a cue that would
+cut the one before it shorter than that starts that much after it instead. SubRip players show
+one cue at a time, so cues never overlap: a cue may come up to a second late, never cut to
+nothing. Without word timings (the service may omit them) each chunk
 becomes one cue, timed by an estimate from its length.
 """
 
@@ -22,6 +26,7 @@ MAX_LINES = 2  # more than two lines covers the picture and cannot be read in ti
 MAX_CUE_SECONDS = 6.0  # "a few seconds": long enough to read two lines
 MAX_WORD_GAP_SECONDS = 1.5  # a pause this long starts a new cue
 MIN_CUE_SECONDS = 0.1  # the shortest cue players display reliably
+MIN_READABLE_SECONDS = 1.0  # another channel's cue never cuts one shorter: a few words at a glance
 ESTIMATED_WORDS_PER_SECOND = 2.5  # typical speech rate, for chunks without timings
 
 
@@ -178,23 +183,29 @@ def _estimated_cues(operation: Mapping[str, Any], several: bool) -> list[Cue]:
 
 
 def without_overlaps(cues: Sequence[Cue]) -> list[Cue]:
-    """Cues in time order, each ending by the time the next begins, none below the minimum."""
+    """Cues in time order, each ending by the time the next begins, none cut below a second."""
     ordered = sorted(cues, key=lambda cue: cue.start)
     result: list[Cue] = []
     for cue in ordered:
         start, end = cue.start, cue.end
         if result:
             previous = result[-1]
-            start = max(start, previous.start + MIN_CUE_SECONDS)
+            readable = min(MIN_READABLE_SECONDS, previous.end - previous.start)
+            start = max(start, previous.start + max(readable, MIN_CUE_SECONDS))
             previous.end = min(previous.end, start)
-        result.append(Cue(start, max(end, start + MIN_CUE_SECONDS), list(cue.lines)))
+        # A cue pushed later keeps a readable length too (its own, if that is shorter).
+        own = max(min(MIN_READABLE_SECONDS, cue.end - cue.start), MIN_CUE_SECONDS)
+        result.append(Cue(start, max(end, start + own), list(cue.lines)))
     return result
 
 
 def build_cues(operation: Mapping[str, Any]) -> list[Cue]:
     """Every cue of an operation, merged across channels, in time order, never overlapping."""
     found = transcripts.chunks(operation)
-    tags = sorted({transcripts.channel_tag(chunk) for chunk in found})
+    tags = sorted(
+        {transcripts.channel_tag(chunk) for chunk in found},
+        key=lambda tag: transcripts.channel_order({"channelTag": tag}),
+    )  # cues are merged by a stable sort on start time: ties go by this channel order
     several = len(tags) > 1
     by_channel: dict[str, list[list[_Word]]] = {tag: [] for tag in tags}
     for chunk in found:

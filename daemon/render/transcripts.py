@@ -172,11 +172,18 @@ def channel_tag(chunk: Mapping[str, Any]) -> str:
     return "1" if tag is None else str(tag)
 
 
+def channel_order(chunk: Mapping[str, Any]) -> tuple[int, str]:
+    """Channels in their numeric order ("2" before "10"), any other tag after them."""
+    tag = channel_tag(chunk)
+    return (int(tag), "") if tag.isdigit() else (1 << 30, tag)
+
+
 def render_txt(operation: Mapping[str, Any]) -> str:
     """The .txt: one line per chunk in order; `[channel N] ` prefixes when several channels occur.
 
     With several channels the lines are put in time order (a dialogue), using each chunk's first
-    word time; chunks without timings keep their place relative to each other.
+    word time, and chunks starting at the same time by channel number; chunks without timings
+    keep their place relative to each other.
     """
     found = chunks(operation)
     tags = {channel_tag(chunk) for chunk in found}
@@ -189,7 +196,7 @@ def render_txt(operation: Mapping[str, Any]) -> str:
                 chunk
                 for _, _, chunk in sorted(
                     zip(starts, range(len(found)), found, strict=True),
-                    key=lambda item: (item[0], item[1]),
+                    key=lambda item: (item[0], channel_order(item[2]), item[1]),
                 )
             ]
     lines = []

@@ -73,8 +73,8 @@ def test_retry_requeues_failed_rows_only(tmp_path: Path) -> None:
     store.update(failed, 2.0, state=state.FAILED, stage="check", message="bad", due_at=None)
     done = store.add_version(path="/in/d.ogg", folder="/in", size=1, mtime_ns=1, now=1.0)
     store.update(done, 2.0, state=state.DONE, due_at=None)
-    assert store.requeue(paths=["/in/d.ogg"], now=3.0) == 0
-    assert store.requeue(all_failed=True, now=3.0) == 1
+    assert store.requeue(paths=["/in/d.ogg"], now=3.0, specification=lambda row: "{}") == 0
+    assert store.requeue(all_failed=True, now=3.0, specification=lambda row: "{}") == 1
     row = store.get(failed)
     assert (row.state, row.message, row.due_at) == (state.QUEUED, None, 3.0)
     store.close()

@@ -168,8 +168,23 @@ def test_language_codes_are_read_in_any_case_and_sent_canonically() -> None:
 def test_model_must_be_a_documented_one_with_the_list_in_the_message() -> None:
     assert problems(minimal(recognition={"model": "generel"})) == [
         "conf.yaml: at 'recognition.model': expected one of general, general:rc, "
-        "general:deprecated, deferred-general; got 'generel'"
+        "general:deprecated, deferred-general; got 'generel' (did you mean 'general'?)"
     ]
+
+
+def test_a_near_miss_of_a_language_model_or_output_says_which_was_meant() -> None:
+    document = minimal(recognition={"language": "ru_ru"}, outputs=["TXT", "srtt"])
+    document["watch"] = [{"path": "/a", "recognition": {"language": "en-UX"}}]
+    found = problems(document)
+    assert any(
+        "'recognition.language': expected one of ru-RU" in line
+        and line.endswith("got 'ru_ru' (did you mean 'ru-RU'?)")
+        for line in found
+    )
+    assert any(line.endswith("got 'en-UX' (did you mean 'en-US'?)") for line in found)
+    assert any(line.endswith("got 'TXT' (did you mean 'txt'?)") for line in found)
+    assert any(line.endswith("got 'srtt' (did you mean 'srt'?)") for line in found)
+    assert not any("did you mean" in line for line in problems(minimal(outputs=["pdf"])))
 
 
 def test_a_language_its_model_does_not_serve_names_both_keys() -> None:
@@ -243,8 +258,22 @@ def _yaml_key_paths(node: Any, prefix: str = "") -> set[str]:
     return paths
 
 
-def test_example_config_documents_every_key_and_is_valid() -> None:
-    example = ROOT / "config.example.yaml"
+def _example_with_optional_sections() -> str:
+    """The example with its commented-out optional sections (on_complete) switched on."""
+    text = (ROOT / "config.example.yaml").read_text()
+    return text.replace("\n# on_complete:", "\non_complete:").replace("\n#   ", "\n  ")
+
+
+def test_example_config_is_safe_as_it_is() -> None:
+    """Copied as it is, the example runs no program that is not there (optional parts off)."""
+    settings = config.load(ROOT / "config.example.yaml", environ=ENV)
+    assert settings.on_complete is None
+    assert not settings.warnings
+
+
+def test_example_config_documents_every_key_and_is_valid(tmp_path: Path) -> None:
+    example = tmp_path / "config.yaml"
+    example.write_text(_example_with_optional_sections())
     document = yaml.safe_load(example.read_text())
     documented = _yaml_key_paths(document)
     # Per-folder recognition overrides are documented by reference to `recognition`.
@@ -292,7 +321,7 @@ def _plain(value: Any) -> Any:
 
 
 def test_example_config_shows_each_declared_default() -> None:
-    document = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    document = yaml.safe_load(_example_with_optional_sections())
     keys = dict(_declared_keys(config.SCHEMA))
     shown = {
         path: _documented_value(document, path)
@@ -314,3 +343,24 @@ def _declared_keys(keys: Any, prefix: str = "") -> list[tuple[str, Any]]:
         found.append((path, key))
         found.extend(_declared_keys(key.children, path + "[]" if key.kind == "sections" else path))
     return found
+
+
+def test_relative_paths_are_taken_from_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "api_key").write_text("from-a-file\n")
+    (folder / "api_key").chmod(0o600)
+    document = minimal(state_file="state/state.db")
+    document["watch"] = [{"path": "inbox", "output_dir": "../out", "move_to": "~/done"}]
+    document["speechkit"] = {"api_key_file": "api_key"}
+    (folder / "config.yaml").write_text(yaml.safe_dump(document))
+    monkeypatch.chdir("/")  # where systemd starts the daemon
+    settings = config.load(folder / "config.yaml", environ=ENV)
+    assert settings.state_file == folder / "state" / "state.db"
+    assert settings.watch[0].path == folder / "inbox"
+    assert settings.watch[0].output_dir == folder / ".." / "out"
+    assert settings.watch[0].move_to == Path("~/done").expanduser()
+    assert settings.speechkit.api_key is not None
+    assert settings.speechkit.api_key.reveal() == "from-a-file"

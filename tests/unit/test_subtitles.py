@@ -299,3 +299,17 @@ def test_echo_engine_stereo_subtitles_read_like_the_txt(literature_text: bool) -
     assert by_channel([" ".join(cue.lines) for cue in cues]) == txt
     if literature_text:
         assert txt == {"1": said[0], "2": said[1]}
+
+
+def test_a_cue_stays_readable_when_the_other_channel_starts_at_once() -> None:
+    left = chunk([word("good", 0.0, 0.4), word("morning", 0.5, 2.0)], "1")
+    right = chunk([word("hello", 0.1, 0.6), word("there", 0.7, 1.8)], "2")
+    cues = subtitles.build_cues(operation(right, left))
+    assert [cue.lines[0] for cue in cues] == ["[channel 1] good morning", "[channel 2] hello there"]
+    assert cues[0].end - cues[0].start >= subtitles.MIN_READABLE_SECONDS
+    assert cues[1].start >= cues[0].end
+    assert cues[1].end - cues[1].start >= subtitles.MIN_READABLE_SECONDS
+    tie = subtitles.build_cues(
+        operation(chunk([word("b", 1.0, 2.0)], "2"), chunk([word("a", 1.0, 2.0)], "1"))
+    )
+    assert [cue.lines[0] for cue in tie] == ["[channel 1] a", "[channel 2] b"]

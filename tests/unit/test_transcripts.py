@@ -95,3 +95,16 @@ def test_the_json_result_is_written_last() -> None:
     from daemon import render  # noqa: PLC0415
 
     assert render.writing_order(["json", "txt", "srt", "vtt"]) == ["txt", "srt", "vtt", "json"]
+
+
+def test_several_channels_starting_at_once_go_by_channel_number() -> None:
+    operation = done(
+        chunk("right at once", "2", "1.0s"),
+        chunk("tenth at once", "10", "1.0s"),
+        chunk("left at once", "1", "1.0s"),
+        chunk("right earlier", "2", "0.5s"),
+    )
+    assert transcripts.render_txt(operation) == (
+        "[channel 2] right earlier\n[channel 1] left at once\n[channel 2] right at once\n"
+        "[channel 10] tenth at once\n"
+    )
