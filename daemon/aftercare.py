@@ -65,9 +65,13 @@ class Aftercare:
             target = files.unused_name(target_dir, audio.name)
             companions = []
             if folder.output_dir is None:  # outputs beside the audio move along with it
+                whole = row.output_name is not None
                 for extension in self.config.outputs:
-                    source = layout.output_path(audio, audio.parent, extension)
-                    companions.append((source, layout.output_path(target, target_dir, extension)))
+                    source = layout.row_output(self.config, row, extension)
+                    name = layout.outputs_name(target, whole_name=whole)
+                    companions.append(
+                        (source, layout.output_path(target, target_dir, extension, name))
+                    )
             shutil.move(audio, target)
             for source, destination in companions:
                 if source.exists():
@@ -90,7 +94,6 @@ class Aftercare:
     def ending(self, row: state.FileRow) -> hooks.Ending:
         """The facts of a finished row, as the hook and `transcribe` see them."""
         audio = Path(row.moved_to or row.path)
-        out_dir = layout.row_output_dir(self.config, row)
 
         def existing(path: Path) -> str:
             return str(path) if path.exists() else ""
@@ -98,11 +101,11 @@ class Aftercare:
         if row.state == state.DONE:
             return hooks.Ending(
                 audio=str(audio), result="done",
-                txt=existing(layout.output_path(audio, out_dir, "txt")),
-                json=existing(layout.output_path(audio, out_dir, "json")),
+                txt=existing(layout.row_output(self.config, row, "txt")),
+                json=existing(layout.row_output(self.config, row, "json")),
             )  # fmt: skip
         return hooks.Ending(
-            audio=str(audio), result="failed", error=existing(layout.error_path(audio, out_dir))
+            audio=str(audio), result="failed", error=existing(layout.row_error(self.config, row))
         )
 
     def run_hook(self, row: state.FileRow) -> None:

@@ -35,12 +35,13 @@ def fit_name(name_stem: str, suffix: str) -> str:
     return name_stem + suffix
 
 
-def output_path(audio_path: Path, out_dir: Path, extension: str) -> Path:
-    return out_dir / fit_name(stem(audio_path), f".{extension}")
+def output_path(audio_path: Path, out_dir: Path, extension: str, name: str | None = None) -> Path:
+    """`out_dir/NAME.extension`: NAME is the audio's stem unless the row was given another."""
+    return out_dir / fit_name(name or stem(audio_path), f".{extension}")
 
 
-def error_path(audio_path: Path, out_dir: Path) -> Path:
-    return out_dir / fit_name(stem(audio_path), ERROR_SUFFIX)
+def error_path(audio_path: Path, out_dir: Path, name: str | None = None) -> Path:
+    return out_dir / fit_name(name or stem(audio_path), ERROR_SUFFIX)
 
 
 def inside(path: str, folder: str) -> bool:
@@ -89,6 +90,8 @@ class _Row(Protocol):
     def folder(self) -> str: ...
     @property
     def moved_to(self) -> str | None: ...
+    @property
+    def output_name(self) -> str | None: ...
 
 
 def folder_of(config: config_module.Config, path: str, folder: str) -> config_module.WatchFolder:
@@ -105,6 +108,27 @@ def current_specification(config: config_module.Config, path: str, folder: str) 
     state file records (`retry` sends a failed file with these, not the ones it failed with)."""
     settings = folder_of(config, path, folder).recognition.specification()
     return json.dumps(settings, sort_keys=True)
+
+
+def outputs_name(audio_path: Path, *, whole_name: bool) -> str:
+    """NAME of a file's outputs: its stem (`call.wav` -> `call`), or its whole name
+    (`call.mp3` -> `call.mp3`) when an earlier file of the same stem in its folder has the
+    stem's outputs, so that two recordings never overwrite each other's transcripts."""
+    return audio_path.name if whole_name else stem(audio_path)
+
+
+def row_output(config: config_module.Config, row: _Row, extension: str) -> Path:
+    """`NAME.extension` of a recorded file version, where its outputs are now."""
+    audio = Path(row.moved_to or row.path)
+    name = outputs_name(audio, whole_name=row.output_name is not None)
+    return output_path(audio, row_output_dir(config, row), extension, name)
+
+
+def row_error(config: config_module.Config, row: _Row) -> Path:
+    """`NAME.error.json` of a recorded file version."""
+    audio = Path(row.moved_to or row.path)
+    name = outputs_name(audio, whole_name=row.output_name is not None)
+    return error_path(audio, row_output_dir(config, row), name)
 
 
 def row_output_dir(config: config_module.Config, row: _Row) -> Path:

@@ -20,10 +20,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from daemon import lifecycle
+from daemon import layout, lifecycle
 from daemon.lifecycle import State
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000  # `status`/`retry` may wait this long for the daemon's short write
 
 # The states and their moves are `daemon.lifecycle`'s; these names are kept for readers of rows.
@@ -165,6 +165,9 @@ class FileRow:
     hook_attempts: int = 0
     moved_to: str | None = None  # where after_done moved the audio
     owner: str | None = None  # "transcribe:PID" while a one-shot command drives the row
+    # NAME of the outputs when it is not the audio's stem: another audio file of the same stem
+    # in the same folder had it first (`call.mp3` beside `call.wav` -> `call.mp3.txt`).
+    output_name: str | None = None
 
 
 _COLUMNS = tuple(field.name for field in fields(FileRow))
@@ -172,6 +175,7 @@ _PATH_COLUMNS = (
     "path",
     "folder",
     "moved_to",
+    "output_name",
 )  # stored as bytes: file names need not be valid UTF-8
 
 _MIGRATIONS: dict[int, str] = {
@@ -219,6 +223,10 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE files ADD COLUMN moved_to BLOB;
     ALTER TABLE files ADD COLUMN owner TEXT;
     CREATE INDEX files_hook_pending ON files (hook_pending) WHERE hook_pending = 1;
+    """,
+    # v4: outputs named after the whole file name when another file took the stem's names.
+    4: """
+    ALTER TABLE files ADD COLUMN output_name BLOB;
     """,
 }
 CALL_HISTORY_SECONDS = 3600.0  # the quota window; older calls are pruned
@@ -433,6 +441,27 @@ class Store:
                 (*ACTIVE_STATES, *excluded),
             ).fetchone()[0]
         return None if value is None else float(value)
+
+    def stem_taken(self, row: FileRow, stem: str) -> bool:
+        """Whether an older file of another path in the same folder, with the same stem, has the
+        outputs named after that stem (it was recorded first). Files that vanished before their
+        end or were replaced by a newer version of themselves hold no names."""
+        folder = os.path.dirname(row.path)
+        prefix = _encode(folder.rstrip(os.sep) + os.sep)
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT path, output_name FROM files WHERE id < ? AND path != ? AND state NOT IN "
+                "(?, ?) AND substr(path, 1, ?) = ?",
+                (row.id, _encode(row.path), GONE, SUPERSEDED, len(prefix), prefix),
+            )
+            for path_bytes, name_bytes in cursor.fetchall():
+                other = os.fsdecode(path_bytes)
+                if os.path.dirname(other) != folder:
+                    continue  # a subfolder
+                name = os.fsdecode(name_bytes) if name_bytes is not None else None
+                if (name or layout.stem(Path(other))) == stem:
+                    return True
+        return False
 
     def versions_of(self, path: str) -> int:
         """How many rows (file versions, any state) the state file has for this path."""

@@ -175,6 +175,7 @@ class Steps:
             return False
         if row.sha256 is None or row.duration_seconds is None:
             # First visit: check and hash. A row waiting for a twin keeps what it learned.
+            row = self._name_outputs(row)
             try:
                 info = audio.prepare(path, self.work_dir, str(row.id))
                 digest = sha256_file(path)
@@ -255,10 +256,25 @@ class Steps:
             )  # fmt: skip
         return None
 
+    def _name_outputs(self, row: state.FileRow) -> state.FileRow:
+        """Outputs are named after the audio's stem, unless an earlier file of the same stem in
+        the same folder has those names (`call.wav`, then `call.mp3`): then after its whole name
+        (`call.mp3.txt`), so that neither overwrites the other's transcript. Decided once."""
+        if row.output_name is not None:
+            return row
+        path = Path(row.path)
+        if not self.store.stem_taken(row, layout.stem(path)):
+            return row
+        self.store.update(row.id, self.clock(), expect=state.QUEUED, output_name=path.name)
+        log.info(
+            "%s shares its name with an earlier file in its folder; its outputs are named %s",
+            shown(path), shown(layout.output_path(path, path.parent, "txt", path.name).name),
+        )  # fmt: skip
+        return replace(row, output_name=path.name)
+
     def _saved_result(self, row: state.FileRow) -> dict[str, Any] | None:
         """The finished operation saved beside an earlier file, if it is still there intact."""
-        audio = Path(row.moved_to or row.path)
-        operation = _read_result(layout.output_path(audio, self.output_dir(row), "json"))
+        operation = _read_result(layout.row_output(self.config, row, "json"))
         if operation is not None and operation.get("id") == row.operation_id:
             return operation
         return None
@@ -269,14 +285,14 @@ class Steps:
         for again. This is how a daemon whose state file was lost carries on."""
         if self.store.versions_of(row.path) != 1:
             return False  # a file with a history here is judged by it, not by what lies around
-        audio, out_dir = Path(row.path), self.output_dir(row)
-        written = [layout.output_path(audio, out_dir, name) for name in self.config.outputs]
+        audio = Path(row.path)
+        written = [layout.row_output(self.config, row, name) for name in self.config.outputs]
         try:
             if any(path.stat().st_mtime_ns < row.mtime_ns for path in written):
                 return False
         except OSError:
             return False  # an output is missing
-        operation = _read_result(layout.output_path(audio, out_dir, "json"))
+        operation = _read_result(layout.row_output(self.config, row, "json"))
         if operation is None:
             return False
         now = self.clock()
@@ -562,14 +578,14 @@ class Steps:
         audio = Path(row.path)
         out_dir = self.output_dir(row)
         documents = {
-            layout.output_path(audio, out_dir, extension): text
+            layout.row_output(self.config, row, extension): text
             for extension, text in render.documents(operation, self.config.outputs).items()
         }
         now = self.clock()
         try:
             crash_point("before_outputs")
             files.write_all(documents)
-            files.remove(layout.error_path(audio, out_dir))
+            files.remove(layout.row_error(self.config, row))
         except OSError as error:
             # Full disk, read-only or missing folder: the result stays with the service (3 days),
             # so keep the file pending and fetch it again later. Nothing is marked done.
@@ -615,13 +631,12 @@ class Steps:
         """A permanent problem with this file: NAME.error.json and the FAILED state."""
         audio = Path(row.path)
         now = self.clock()
-        out_dir = self.output_dir(row)
         document = transcripts.render_error(
             file=str(audio), stage=stage, message=message, at=transcripts.iso_time(now),
             extra={"code": code, "operation_id": operation_id},
         )  # fmt: skip
         try:
-            files.write_all({layout.error_path(audio, out_dir): document})
+            files.write_all({layout.row_error(self.config, row): document})
         except OSError as error:
             log.error("cannot write the error file of %s: %s", shown(audio), error.strerror)
         change = lifecycle.failed(

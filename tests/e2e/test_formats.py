@@ -192,3 +192,24 @@ def test_a_crash_mid_conversion_leaves_a_temp_file_that_is_removed_and_redone(
         assert list(work_dir(tmp_path).iterdir()) == []
         assert speechkit.stats()["submissions"] == 1
         assert daemon.stop() == 0
+
+
+def test_two_recordings_with_one_stem_never_overwrite_each_others_outputs(
+    make_daemon: Callable[..., Daemon], inbox: Path
+) -> None:
+    with make_daemon().start() as daemon:
+        shutil.copy(formats_path("call_stereo.wav"), inbox / "call.wav")
+        assert outputs(inbox, "call")[0] == STEREO_TXT
+        shutil.copy(formats_path("mono.mp3"), inbox / "call.mp3")
+        assert outputs(inbox, "call.mp3")[0] == MONO_TXT  # the later one: its whole name
+        daemon.wait_for_count("done", 2)
+        assert (inbox / "call.txt").read_text(encoding="utf-8") == STEREO_TXT  # untouched
+        assert "call.mp3.txt" in daemon.log()  # the log says where its outputs went
+        assert daemon.stop() == 0
+    with daemon.start():  # the names stay after a restart, and rewriting the first keeps its
+        (inbox / "call.wav").write_bytes(formats_path("alaw_8k.wav").read_bytes())
+        wait_for(lambda: (inbox / "call.txt").read_text(encoding="utf-8") == MONO_TXT,
+                 "call.txt of the rewritten call.wav")  # fmt: skip
+        assert (inbox / "call.mp3.txt").read_text(encoding="utf-8") == MONO_TXT
+        assert not (inbox / "call.wav.txt").exists()
+        assert daemon.stop() == 0

@@ -155,14 +155,14 @@ def test_an_old_state_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> Non
     db.close()
     store = state.Store(path)
     rows = store.in_states([state.PENDING])
-    assert [(row.path, row.operation_id, row.owner, row.hook_pending) for row in rows] == [
-        ("/in/old.ogg", "e03old", None, 0)
-    ]
+    assert [
+        (row.path, row.operation_id, row.owner, row.hook_pending, row.output_name) for row in rows
+    ] == [("/in/old.ogg", "e03old", None, 0, None)]
     store.record_call("submit", 100.0)  # the v2 table exists
     assert store.recent_calls("submit", 0.0) == [100.0]
     store.close()
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == 3
+    assert check.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == 4
     check.close()
 
 
@@ -228,3 +228,19 @@ def test_a_move_the_lifecycle_does_not_allow_is_refused_and_changes_nothing(
     # Applied to a row read before it moved on: nothing happens (compare-and-set).
     assert not store.apply(row, lifecycle.gone("vanished"), 4.0)
     assert store.get(row_id).state == state.SUBMITTING
+
+
+def test_the_first_file_of_a_stem_keeps_its_names(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    wav = store.add_version(path="/in/call.wav", folder="/in", size=1, mtime_ns=1, now=1.0)
+    mp3 = store.add_version(path="/in/call.mp3", folder="/in", size=1, mtime_ns=1, now=2.0)
+    other = store.add_version(path="/in/sub/call.m4a", folder="/in", size=1, mtime_ns=1, now=3.0)
+    assert not store.stem_taken(store.get(wav), "call")  # the first one
+    assert store.stem_taken(store.get(mp3), "call")  # call.wav had it first
+    assert not store.stem_taken(store.get(other), "call")  # another folder
+    store.update(mp3, 4.0, output_name="call.mp3")
+    flac = store.add_version(path="/in/call.flac", folder="/in", size=1, mtime_ns=1, now=5.0)
+    assert store.stem_taken(store.get(flac), "call")
+    # A file that vanished before its end holds no names.
+    store.update(wav, 6.0, state=state.GONE)
+    assert not store.stem_taken(store.get(flac), "call")
