@@ -64,11 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     render = command("render", "rewrite the configured outputs from saved NAME.json results "
                      "(no network)")  # fmt: skip
     render.add_argument("results", nargs="+", metavar="JSON", help="saved NAME.json files")
+    generate = commands.add_parser(
+        "config", help="config generate: print a commented config with every key and its default",
+        description="Print a commented config with every key, its meaning and default, written "
+        "from the one declaration of keys: `speechkit-watch config generate > config.yaml`.",
+    )  # fmt: skip
+    generate.add_argument("action", choices=["generate"], help="what to do with the config")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
+    if arguments.command == "config":  # needs no config file: it writes one
+        from daemon.config.generate import generate  # noqa: PLC0415 - only this command
+
+        print(generate(), end="")
+        return EXIT_OK
     try:
         settings = config.load(
             config.resolve_path(arguments.config),
