@@ -5,27 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from daemon import config
 from daemon.config.generate import generate
+from tests.unit.test_config import _yaml_key_paths as key_paths
 
 ENVIRONMENT = {"YC_ACCESS_KEY_ID": "id", "YC_SECRET_ACCESS_KEY": "secret", "YC_API_KEY": "key"}
-
-
-def key_paths(document: Any, prefix: str = "") -> set[str]:
-    """Every key path of a parsed YAML document, `watch[].path` style."""
-    found: set[str] = set()
-    if isinstance(document, dict):
-        for name, value in document.items():
-            path = f"{prefix}.{name}" if prefix else str(name)
-            found.add(path)
-            found |= key_paths(value, path)
-    elif isinstance(document, list) and document and isinstance(document[0], dict):
-        found |= key_paths(document[0], prefix + "[]")
-    return found
 
 
 def test_the_generated_config_is_valid_as_it_is_once_its_variables_are_set() -> None:
