@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from daemon import config, service
 from tests.e2e.harness import command
@@ -28,6 +30,21 @@ MAX_EXPOSURE = 2.0  # the issue's target; borgmatic's sample unit scores 2.7
 EMPTY_IS_STRICT = {"CapabilityBoundingSet", "AmbientCapabilities"}
 # Settings that open something up; each needs a comment right above it.
 ALWAYS_EXPLAINED = {"ReadWritePaths", "RestrictAddressFamilies", "User", "ExecStart"}
+
+DROP_INS = ROOT / "systemd" / "credentials"
+README = ROOT / "README.md"
+CREDENTIALS = "/run/credentials/speechkit-watch.service"
+# Each credential is named after the config key that reads it (`NAME_file:` in the config).
+FILE_KEYS = {child.name for key in config.SCHEMA for child in key.children if child.secret} | {
+    "service_account_key"
+}
+# The four ways to authenticate (README "Credentials") and the drop-in for each.
+CHOICES = {
+    "api-key.conf": "api_key",
+    "service-account-key.conf": "service_account_key",
+    "iam-token.conf": "iam_token",
+    "metadata-service.conf": None,
+}
 
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
@@ -155,10 +172,81 @@ def test_system_unit_agrees_with_the_daemon() -> None:
     # systemd keeps the configuration directory root-owned: the service user enters it as
     # "other", so its mode must grant others execute.
     assert int(one("ConfigurationDirectoryMode"), 8) & 0o001
-    # Each credential is named after the secret key it feeds (as `NAME_file:` in the config);
-    # the storage keys and the API key are what a default setup needs.
-    secret_keys = {child.name for key in config.SCHEMA for child in key.children if child.secret}
+    # Only the storage keys, which every setup needs: a LoadCredential= file that is missing
+    # fails the start, so the SpeechKit credential comes from a drop-in (tests below).
     credentials = {value.split(":", 1)[0] for value in values(SYSTEM_UNIT, "LoadCredential")}
-    assert credentials <= secret_keys
-    assert {"access_key_id", "secret_access_key", "api_key"} <= credentials
+    assert credentials == {"access_key_id", "secret_access_key"}
+    assert credentials <= FILE_KEYS
     assert one("RestartPreventExitStatus") == "2"  # a config error: restarting cannot help
+
+
+def with_drop_in(drop_in_text: str, folder: Path) -> Path:
+    unit = runnable_copy(SYSTEM_UNIT, SYSTEM_SCRIPT, folder)
+    drop_ins = folder / "speechkit-watch.service.d"
+    drop_ins.mkdir()
+    (drop_ins / "credentials.conf").write_text(drop_in_text, encoding="utf-8")
+    return unit
+
+
+def test_there_is_a_drop_in_for_each_way_to_authenticate() -> None:
+    assert {path.name for path in DROP_INS.glob("*.conf")} == set(CHOICES)
+    for name, credential in CHOICES.items():
+        found = {value.split(":", 1)[0] for value in values(DROP_INS / name, "LoadCredential")}
+        assert found == ({credential} if credential else set()), name
+        assert found <= FILE_KEYS
+
+
+@needs_analyze
+@pytest.mark.parametrize("name", sorted(CHOICES))
+def test_unit_with_each_credential_drop_in_verifies(name: str, tmp_path: Path) -> None:
+    unit = with_drop_in((DROP_INS / name).read_text(encoding="utf-8"), tmp_path)
+    result = analyze("verify", "--man=no", "--generators=no", str(unit))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+    assert result.stdout.strip() == ""
+
+
+@needs_analyze
+def test_verify_reads_the_drop_in(tmp_path: Path) -> None:
+    """The check above would pass vacuously if verify ignored the drop-in folder."""
+    unit = with_drop_in("[Service]\nNoSuchSetting=1\n", tmp_path)
+    result = analyze("verify", "--man=no", "--generators=no", str(unit))
+    assert "NoSuchSetting" in result.stderr
+
+
+def readme_blocks_after(marker: str) -> tuple[str, str]:
+    """The ```ini and ```yaml blocks that follow `marker` in the README."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(marker)
+    match = re.compile(r" *```ini\n(.*?) *```.*?\n( *)```yaml\n(.*?) *```", re.S).search(
+        text, start
+    )
+    assert match, marker
+    return textwrap.dedent(match.group(1)), textwrap.dedent(match.group(3))
+
+
+@pytest.mark.parametrize("name", sorted(CHOICES))
+def test_readme_shows_each_drop_in_with_a_config_that_loads(name: str, tmp_path: Path) -> None:
+    drop_in, snippet = readme_blocks_after(f"`systemd/credentials/{name}`")
+    shipped = (DROP_INS / name).read_text(encoding="utf-8")
+    assert drop_in == "[Service]" + shipped.split("[Service]", 1)[1]  # less the header comment
+    speechkit = yaml.safe_load(snippet)["speechkit"]
+    document = {
+        "watch": [{"path": "/srv/speech/inbox"}],
+        "storage": {
+            "bucket": "my-speech-bucket",
+            **{
+                f"{key}_file": f"{CREDENTIALS}/{key}"
+                for key in ("access_key_id", "secret_access_key")
+            },
+        },
+        "speechkit": speechkit,
+    }
+    loaded = config.parse(document, source=tmp_path / "config.yaml", environ={}, with_secrets=False)
+    assert loaded.watch
+    # The config reads the credential where the drop-in puts it.
+    credential = CHOICES[name]
+    if credential is None:
+        assert speechkit == {"metadata_service": True}
+    else:
+        assert speechkit == {f"{credential}_file": f"{CREDENTIALS}/{credential}"}
