@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from daemon.render import files, transcripts
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 OFFLINE_COMMANDS = ("status", "retry", "render")  # never talk to the cloud: need no secrets
 
 DESCRIPTION = """\
@@ -185,6 +188,14 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
             "next_step_in_seconds": None
             if row.due_at is None
             else round(max(0.0, row.due_at - now), 1),
+            # When the result is expected: the next status check of a submitted file (the first
+            # one is timed for the service's expected processing time).
+            "expected_ready_at": transcripts.iso_time(row.due_at)
+            if row.state == state.PENDING and row.due_at is not None
+            else None,
+            "expected_ready_in_seconds": round(max(0.0, row.due_at - now), 1)
+            if row.state == state.PENDING and row.due_at is not None
+            else None,
             "retries": row.attempts,
             "submissions": row.submissions,
             # Why it was submitted again, while it is in progress (a failure's reason is below).
@@ -266,8 +277,12 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
         for item in report["in_progress"]:
             operation = f"  operation {item['operation_id']}" if item["operation_id"] else ""
             age = logs.duration(item["age_seconds"])
+            ready = ""
+            if item["expected_ready_in_seconds"] is not None:
+                ready = (f"  expected ready {item['expected_ready_at']} (in about "
+                         f"{logs.duration(item['expected_ready_in_seconds'])})")  # fmt: skip
             print(f"  {logs.shown(item['path'])}  {item['state']}  age {age}"
-                  f"{operation}{_submitted(item)}")  # fmt: skip
+                  f"{operation}{ready}{_submitted(item)}")  # fmt: skip
             if item["resubmitted_because"]:
                 print(f"      submitted again because {item['resubmitted_because']}")
             if item["waiting_because"]:
@@ -361,11 +376,26 @@ def transcribe_command(settings: config.Config, arguments: argparse.Namespace) -
     for warning in settings.warnings:
         logging.getLogger("daemon").warning("%s", warning)
     transcriber = oneshot.Transcriber(settings, out=sys.stdout, err=sys.stderr)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     try:
         return transcriber.run([Path(name) for name in arguments.files])
     except state.StateFileError as error:
         print(f"speechkit-watch: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        return _interrupted()
+
+
+def _interrupted() -> int:
+    """Ctrl-C in `transcribe`: one line, then out at once. A worker may be inside an upload or
+    a call; its row is in the state file, so the next run carries the file on from there."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError):
+        print("speechkit-watch: interrupted; the files resume where they were on the next run",
+              file=sys.stderr)  # fmt: skip
+        sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)  # not sys.exit: that would wait for the workers' calls to end
 
 
 def read_result(path: Path) -> tuple[Any, str | None]:

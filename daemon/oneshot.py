@@ -5,6 +5,11 @@ file, so it works while the daemon runs: the rows it creates carry `owner = tran
 the daemon leaves them alone (and takes them over if this process dies). A file the daemon is
 already working on is waited for, not submitted a second time; a file already transcribed is
 answered from its saved result.
+
+Progress goes to stderr (stdout is for transcripts), one plain line per stage and file, on a
+terminal too: accepted (duration, channels), uploaded (size), submitted (when the result is
+expected), done. Ctrl-C stops at once; the rows stay in the state file, so the next run (or the
+daemon) carries each file on from where it was.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import TextIO
 
 from daemon import layout, render, state
 from daemon.config import Config, WatchFolder
-from daemon.logs import shown
+from daemon.logs import duration, shown
 from daemon.speechkit.v2 import RecognitionClient, V2Backend
 from daemon.steps import Steps
 from daemon.storage import ObjectStore
@@ -79,6 +84,35 @@ class Transcriber:
         self.err = err
         self.stopping = threading.Event()
         self.owner = owner_name()
+        self.seen: dict[int, set[str]] = {}  # the stages already reported, per row
+
+    def _say(self, row: state.FileRow, stage: str, what: str, key: str | None = None) -> None:
+        """One progress line per stage and file (`key` tells a second submission apart)."""
+        told = self.seen.setdefault(row.id, set())
+        if (key or stage) in told:
+            return
+        told.add(key or stage)
+        print(f"speechkit-watch: {shown(row.path)}: {stage}{what}", file=self.err)
+        self.err.flush()
+
+    def progress(self, row: state.FileRow) -> None:
+        """Report the stages this row has passed since the last look."""
+        if row.duration_seconds is not None and row.state != state.FAILED:
+            channels = row.channels or 1
+            self._say(row, "accepted", f": {duration(row.duration_seconds)} of audio, "
+                      f"{channels} channel{'s' if channels != 1 else ''}")  # fmt: skip
+        uploaded = row.object_key is not None and row.duplicate_of is None
+        if uploaded and row.state in (state.SUBMITTING, state.PENDING):
+            self._say(row, "uploaded", "")
+        if row.submitted_at is not None and row.state == state.PENDING:
+            ready = row.due_at if row.due_at is not None else row.submitted_at
+            self._say(
+                row, "submitted",
+                f": operation {row.operation_id}, expected ready at "
+                f"{time.strftime('%H:%M:%S', time.localtime(ready))} "
+                f"(in about {duration(max(0.0, ready - time.time()), precision=1.0)})",
+                key=f"submitted {row.submissions}",
+            )  # fmt: skip
 
     def run(self, files: list[Path]) -> int:
         """Exit status: 0 only if every file was transcribed."""
@@ -101,10 +135,17 @@ class Transcriber:
             steps = self._steps(config, store)
             rows = {path: self._claim(store, config, path) for path in paths}
             failures += self._drive(store, steps, rows)
-        finally:
+        except KeyboardInterrupt:
+            # Ctrl-C: stop now. Workers may still be inside a step: leave the store open for them
+            # (the process ends in a moment); each row stays where it was for the next run.
+            self.stopping.set()
+            logging.disable(logging.CRITICAL)  # nothing more from the workers: one line, no noise
             with contextlib.suppress(sqlite3.Error):
                 store.release(self.owner)
-            store.close()
+            raise
+        with contextlib.suppress(sqlite3.Error):
+            store.release(self.owner)
+        store.close()
         return 0 if failures == 0 else 1
 
     def _steps(self, config: Config, store: state.Store) -> Steps:
@@ -150,18 +191,25 @@ class Transcriber:
     def _drive(self, store: state.Store, steps: Steps, rows: dict[Path, int]) -> int:
         """Advance our rows until each ends; the number that did not end well."""
         waiting, failures = dict(rows), 0
-        with concurrent.futures.ThreadPoolExecutor(self.config.concurrency) as workers:
-            running: dict[int, concurrent.futures.Future[None]] = {}
+        workers = concurrent.futures.ThreadPoolExecutor(self.config.concurrency)
+        running: dict[int, concurrent.futures.Future[None]] = {}
+        try:
             while waiting and not self.stopping.is_set():
                 for path, row_id in list(waiting.items()):
                     busy = row_id in running and not running[row_id].done()
                     row = store.get(row_id)
+                    self.progress(row)
                     if row.state in state.TERMINAL_STATES and not busy:
                         del waiting[path]
                         failures += not self._report(steps, row)
                     elif row.owner == self.owner and not busy and (row.due_at or 0) <= time.time():
                         running[row_id] = workers.submit(steps.advance, row_id)
                 time.sleep(POLL_SECONDS)
+        except BaseException:
+            self.stopping.set()
+            workers.shutdown(wait=False, cancel_futures=True)  # Ctrl-C must not wait for a step
+            raise
+        workers.shutdown(wait=True)
         return failures + len(waiting)
 
     def _report(self, steps: Steps, row: state.FileRow) -> bool:
@@ -169,6 +217,7 @@ class Transcriber:
         if row.state != state.DONE:
             print(f"speechkit-watch: {shown(row.path)}: {row.message or row.state}", file=self.err)
             return False
+        self._say(row, "done", f": {row.moved_to}" if row.moved_to else "")
         ending = steps.aftercare.ending(row)
         text = Path(ending.txt).read_text(encoding="utf-8") if ending.txt else ""
         if not ending.txt and ending.json:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -213,3 +217,75 @@ def test_transcribe_finishes_a_file_a_stopped_daemon_left_pending(
     assert result.returncode == 0
     assert MONO_TXT in result.stdout
     assert speechkit.stats()["submissions"] == 1  # carried on, not submitted again
+
+
+def _stages(stderr: str, name: str) -> list[str]:
+    """The progress lines of one file, by stage name."""
+    prefix = f'speechkit-watch: "{name}": '
+    return [line[len(prefix) :].split(":")[0].split(" ")[0]
+            for line in stderr.splitlines() if line.startswith(prefix)]  # fmt: skip
+
+
+def test_transcribe_reports_each_stage_of_each_file(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(fixture_path("stereo.ogg"), elsewhere / "call.ogg")
+    shutil.copy(fixture_path("mono.ogg"), elsewhere / "memo.ogg")
+    daemon = make_daemon()
+    result = daemon.cli("transcribe", str(elsewhere / "call.ogg"), str(elsewhere / "memo.ogg"))
+    assert result.returncode == 0, result.stderr
+    for name in ("call.ogg", "memo.ogg"):
+        path = str(elsewhere / name)
+        assert _stages(result.stderr, path) == ["accepted", "uploaded", "submitted", "done"]
+    call = [line for line in result.stderr.splitlines() if str(elsewhere / "call.ogg") in line]
+    assert re.search(r"accepted: [0-9.]+ s of audio, 2 channels$", call[0]), call[0]
+    assert re.search(r"submitted: operation \S+, expected ready at \d\d:\d\d:\d\d \(in about ",
+                     call[2]), call[2]  # fmt: skip
+    assert "Traceback" not in result.stderr
+    assert STEREO_TXT in result.stdout  # stdout stays the transcripts only
+    assert "accepted" not in result.stdout
+
+
+def test_ctrl_c_in_transcribe_is_one_line_and_status_shows_when_it_is_expected(
+    make_daemon: Callable[..., Daemon], tmp_path: Path, speechkit: LocalSpeechKit
+) -> None:
+    speechkit.set_config(seconds_per_minute=600.0)  # the service is slow: the file stays pending
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(fixture_path("mono.ogg"), elsewhere / "long.ogg")
+    daemon = make_daemon(polling={"seconds_per_minute": 600.0})  # and expected to be
+    daemon.env["PYTHONUNBUFFERED"] = "1"
+    err = tmp_path / "transcribe.err"
+    with err.open("wb") as sink:
+        process = subprocess.Popen(
+            [*command(), "transcribe", "-c", str(daemon.config), str(elsewhere / "long.ogg")],
+            env=daemon.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=sink,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "submitted: operation" in err.read_text(), "the submitted line")
+        before = time.time()
+        status = daemon.status()
+        (item,) = status["in_progress"]
+        assert item["state"] == "pending"
+        ready = datetime.datetime.fromisoformat(item["expected_ready_at"]).timestamp()
+        assert ready >= before - 1
+        assert item["expected_ready_in_seconds"] > 0
+        assert "expected ready" in daemon.cli("status").stdout
+        lines_before = len(err.read_text().splitlines())
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stdout is not None
+    assert process.stdout.read() == b""
+    process.stdout.close()
+    text = err.read_text()
+    new = text.splitlines()[lines_before:]
+    assert new == [
+        "speechkit-watch: interrupted; the files resume where they were on the next run"
+    ], text
+    assert "Traceback" not in text
