@@ -373,6 +373,7 @@ def transcribe_command(settings: config.Config, arguments: argparse.Namespace) -
 
     quiet = "debug" if settings.log_level == "debug" else "warning"  # stdout is for transcripts
     logs.configure(quiet, settings.secrets())
+    logging.getLogger("daemon.progress").setLevel(logging.INFO)  # large uploads: how far
     for warning in settings.warnings:
         logging.getLogger("daemon").warning("%s", warning)
     transcriber = oneshot.Transcriber(settings, out=sys.stdout, err=sys.stderr)

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +41,9 @@ from daemon.render import files, transcripts
 from daemon.storage import ContentChangedError, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
+progress_log = logging.getLogger("daemon.progress")  # `transcribe` shows it on a terminal too
+# Uploads of at least this much (multipart) log their progress every tenth.
+UPLOAD_PROGRESS_MIN_BYTES = 16 * 1024 * 1024
 
 HASH_BLOCK_BYTES = 1024 * 1024  # large reads keep hashing near disk speed
 RESULT_RETENTION_SECONDS = 3 * 86400  # the service forgets results 3 days after completion
@@ -70,6 +74,31 @@ def _read_result(saved: Path) -> dict[str, Any] | None:
     ):
         return operation
     return None
+
+
+class UploadProgress:
+    """Logs how far a large upload has got, every tenth of it, with its rate: an hour-long upload
+    on a slow line must not look stuck (`progress` logger: `transcribe` shows it too)."""
+
+    def __init__(self, path: Path, size: int, monotonic: Callable[[], float]) -> None:
+        self.path, self.size, self.monotonic = path, size, monotonic
+        self.started = monotonic()
+        self.sent = 0
+        self.reported = 0  # tenths already logged
+        self._lock = threading.Lock()
+
+    def __call__(self, count: int) -> None:
+        with self._lock:
+            self.sent += count
+            tenths = min(10, self.sent * 10 // max(1, self.size))
+            if tenths <= self.reported:
+                return
+            self.reported = tenths
+            seconds = max(1e-6, self.monotonic() - self.started)
+        progress_log.info(
+            "uploading %s: %d%% of %.1f MB, %.1f MB/s",
+            shown(self.path), tenths * 10, self.size / 1e6, self.sent / 1e6 / seconds,
+        )  # fmt: skip
 
 
 def sha256_file(path: Path) -> str:
@@ -340,7 +369,12 @@ class Steps:
             return False
         upload_path, size, upload_digest = chosen
         try:
-            uploaded = self.objects.upload(upload_path, key, size, upload_digest)
+            progress = (
+                UploadProgress(path, size, time.monotonic)
+                if size >= UPLOAD_PROGRESS_MIN_BYTES
+                else None
+            )
+            uploaded = self.objects.upload(upload_path, key, size, upload_digest, progress)
         except ContentChangedError as changed:
             return self._changed_while_uploading(row, changed)
         except StorageError as error:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -181,18 +182,26 @@ class ObjectStore:
         metadata = head.get("Metadata") or {}
         return int(head.get("ContentLength", -1)) == size and metadata.get(HASH_METADATA) == sha256
 
-    def upload(self, path: Path, key: str, size: int, sha256: str) -> bool:
+    def upload(
+        self,
+        path: Path,
+        key: str,
+        size: int,
+        sha256: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> bool:
         """Put the file's bytes at `key` unless they are there already; True if uploaded.
 
         ContentChangedError (after deleting the object) when the bytes read are not the ones
         with `sha256`. Large files go up in parts; s3transfer aborts an unfinished multipart
-        upload on failure (unfinished uploads are billed).
+        upload on failure (unfinished uploads are billed). `progress` is called with the bytes
+        of each piece sent (from s3transfer's threads).
         """
         if self.exists(key, size, sha256):
             return False
         with path.open("rb") as stream:
             reader = HashingReader(stream)
-            self._put(reader, key, sha256)
+            self._put(reader, key, sha256, progress)
         if reader.hexdigest() != sha256:
             left_behind = False
             try:
@@ -204,13 +213,16 @@ class ObjectStore:
             raise ContentChangedError(reader.hexdigest(), left_behind=left_behind)
         return True
 
-    def _put(self, reader: HashingReader, key: str, sha256: str) -> None:
+    def _put(
+        self, reader: HashingReader, key: str, sha256: str, progress: Callable[[int], None] | None
+    ) -> None:
         try:
             self.client.upload_fileobj(
                 reader,  # type: ignore[arg-type]  # a reader is all s3transfer needs
                 self.settings.bucket,
                 key,
                 ExtraArgs={"ContentType": "audio/ogg", "Metadata": {HASH_METADATA: sha256}},
+                Callback=progress,
                 Config=self.transfer,
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:

@@ -80,3 +80,22 @@ def test_secrets_learned_at_run_time_are_redacted_too() -> None:
 )  # fmt: skip
 def test_one_way_to_say_a_duration(seconds: float, precision: float, shown: str) -> None:
     assert logs.duration(seconds, precision=precision) == shown
+
+
+def test_upload_progress_is_logged_every_tenth_with_its_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from daemon.steps import UploadProgress  # noqa: PLC0415 - the steps module is heavy
+
+    clock = iter([0.0, 1.0, 2.0, 3.0, 4.0])
+    progress = UploadProgress(Path("/in/big.wav"), 1_000_000, lambda: next(clock))
+    caplog.set_level(logging.INFO, logger="daemon.progress")
+    for _ in range(4):
+        progress(250_000)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        'uploading "/in/big.wav": 20% of 1.0 MB, 0.2 MB/s',
+        'uploading "/in/big.wav": 50% of 1.0 MB, 0.2 MB/s',
+        'uploading "/in/big.wav": 70% of 1.0 MB, 0.2 MB/s',
+        'uploading "/in/big.wav": 100% of 1.0 MB, 0.2 MB/s',
+    ]
