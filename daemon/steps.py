@@ -69,8 +69,7 @@ def _read_result(saved: Path) -> dict[str, Any] | None:
     if (
         isinstance(operation, dict)
         and isinstance(operation.get("id"), str)
-        and transcripts.result_problem(operation) is None
-        and isinstance(operation.get("response"), dict)
+        and transcripts.result_problem(operation) is None  # a response object, well-formed
     ):
         return operation
     return None
