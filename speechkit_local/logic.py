@@ -17,6 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .recognition import (
+    NANOSECONDS_PER_SECOND,
+    Utterance,
+    Word,
+    in_time_order,
+    v2_chunks,
+)
+
 # gRPC status codes used by the service (google.rpc.Code).
 CODE_INVALID_ARGUMENT = 3
 CODE_DEADLINE_EXCEEDED = 4
@@ -106,7 +114,6 @@ DEFAULT_LANGUAGE_CODE = "ru-RU"  # the service's documented default
 DEFAULT_MODEL = "general"  # the service's documented default
 DEFAULT_AUDIO_ENCODING = "OGG_OPUS"  # the service's documented default
 
-NANOSECONDS_PER_SECOND = 1_000_000_000
 SECONDS_PER_MINUTE = 60.0
 OPERATION_ID_PREFIX = "e03"  # every SpeechKit v2 operation id seen in the docs starts so
 OPERATION_ID_LENGTH = 20  # the length of real operation ids
@@ -432,93 +439,49 @@ def normalize_words(sentence: str) -> list[str]:
     return words
 
 
-def format_duration(nanoseconds: int) -> str:
-    """A protobuf JSON Duration: "2s", "1.200s", "0.000500s", "0.879999999s".
-
-    Protobuf writes 0, 3, 6 or 9 fractional digits, whichever is exact; so does the service.
-    """
-    sign = "-" if nanoseconds < 0 else ""
-    seconds, nanos = divmod(abs(nanoseconds), NANOSECONDS_PER_SECOND)
-    if nanos == 0:
-        fraction = ""
-    elif nanos % 1_000_000 == 0:
-        fraction = f".{nanos // 1_000_000:03d}"
-    elif nanos % 1_000 == 0:
-        fraction = f".{nanos // 1_000:06d}"
-    else:
-        fraction = f".{nanos:09d}"
-    return f"{sign}{seconds}{fraction}s"
-
-
 def format_timestamp(epoch_seconds: float) -> str:
     """An RFC 3339 UTC timestamp with whole seconds and 'Z', like the service's createdAt."""
     moment = datetime.datetime.fromtimestamp(epoch_seconds, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _channel_chunks(
-    text: str, channel_tag: str, duration_nanoseconds: int, *, literature_text: bool
-) -> list[tuple[int, dict[str, Any]]]:
-    """(start in ns, chunk) for one channel: one chunk per sentence, time spread over words.
+def echo_utterances(
+    channel_texts: Sequence[str | None], duration_seconds: float
+) -> list[Utterance]:
+    """The echo engine: one utterance per sentence of each channel's stored transcript.
 
-    `words[]` are always raw (`normalize_words`); the chunk text is the sentence as written
-    with literature_text, else those raw words joined. A sentence without words is dropped.
+    `channel_texts[i]` is the text of channel i+1 (None: nothing said on that channel). Each
+    channel's words share its whole duration evenly; a sentence without words is dropped.
     """
-    sentences: list[tuple[str, list[str]]] = []
-    for sentence in split_sentences(text):
-        words = normalize_words(sentence)
-        shown = sentence if literature_text else " ".join(words)
-        if words:
-            sentences.append((shown, words))
-    word_total = sum(len(words) for _, words in sentences)
-    chunks: list[tuple[int, dict[str, Any]]] = []
-    index = 0
-    for shown, words in sentences:
-        word_objects = []
-        chunk_start = index * duration_nanoseconds // word_total
-        for word in words:
-            start = index * duration_nanoseconds // word_total
-            end = (index + 1) * duration_nanoseconds // word_total
-            word_objects.append(
-                {
-                    "startTime": format_duration(start),
-                    "endTime": format_duration(end),
-                    "word": word,
-                    "confidence": 1,
-                }
+    duration_nanoseconds = max(0, round(duration_seconds * NANOSECONDS_PER_SECOND))
+    utterances: list[Utterance] = []
+    for channel, text in enumerate(channel_texts):
+        if not text:
+            continue
+        sentences = [(sentence, normalize_words(sentence)) for sentence in split_sentences(text)]
+        sentences = [(sentence, words) for sentence, words in sentences if words]
+        word_total = sum(len(words) for _, words in sentences)
+        index = 0
+        for sentence, words in sentences:
+            timed = []
+            for word in words:
+                start = index * duration_nanoseconds // word_total
+                end = (index + 1) * duration_nanoseconds // word_total
+                timed.append(Word(word, start, end))
+                index += 1
+            utterances.append(
+                Utterance(channel, tuple(timed), sentence, timed[0].start_ns, timed[-1].end_ns)
             )
-            index += 1
-        chunk = {
-            "alternatives": [{"words": word_objects, "text": shown, "confidence": 1}],
-            "channelTag": channel_tag,
-        }
-        chunks.append((chunk_start, chunk))
-    return chunks
+    return in_time_order(utterances)
 
 
 def build_echo_chunks(
     channel_texts: Sequence[str | None], duration_seconds: float, *, literature_text: bool
 ) -> list[dict[str, Any]]:
-    """The echo engine: chunks from each channel's stored transcript, ordered by start time.
-
-    `channel_texts[i]` is the text of channel i+1 (None: nothing said on that channel). Each
-    channel's words share its whole duration evenly. `words[]` are raw (lower case, no
-    punctuation) whatever the request says, and only the chunk text is normalised (the
-    sentence as written) when literature_text is set: the real service's v3 keeps raw words
-    apart from the normalised text, and v2's documentation promises no more, so clients must
-    not rely on normalised words.
-    """
-    duration_nanoseconds = max(0, round(duration_seconds * NANOSECONDS_PER_SECOND))
-    timed: list[tuple[int, int, dict[str, Any]]] = []
-    for channel_index, text in enumerate(channel_texts):
-        if not text:
-            continue
-        for start, chunk in _channel_chunks(
-            text, str(channel_index + 1), duration_nanoseconds, literature_text=literature_text
-        ):
-            timed.append((start, channel_index, chunk))
-    timed.sort(key=lambda item: (item[0], item[1]))
-    return [chunk for _, _, chunk in timed]
+    """The echo engine's v2 chunks, ordered by start time (see `recognition.v2_chunks`)."""
+    return v2_chunks(
+        echo_utterances(channel_texts, duration_seconds), literature_text=literature_text
+    )
 
 
 def channel_transcripts(comments: Mapping[str, str], channels: int) -> list[str | None]:

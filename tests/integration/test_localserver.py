@@ -30,7 +30,8 @@ import requests
 
 from daemon.audio import oggopus
 from speechkit_local import LocalSpeechKit, ServerSettings, devstack
-from speechkit_local.logic import NANOSECONDS_PER_SECOND, RESPONSE_TYPE, format_duration
+from speechkit_local.logic import RESPONSE_TYPE
+from speechkit_local.recognition import NANOSECONDS_PER_SECOND, format_duration
 from tests.fixtures_audio import fixture_path
 
 if TYPE_CHECKING:

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from speechkit_local import cli, faults, logic, service
+from speechkit_local import cli, faults, logic, recognition, service
 
-ONE_SECOND = logic.NANOSECONDS_PER_SECOND
+ONE_SECOND = recognition.NANOSECONDS_PER_SECOND
 
 
 # ---------------------------------------------------------------------------- formats
@@ -28,7 +28,7 @@ ONE_SECOND = logic.NANOSECONDS_PER_SECOND
     ],
 )
 def test_durations_are_written_like_protobuf_json(nanoseconds: int, expected: str) -> None:
-    assert logic.format_duration(nanoseconds) == expected
+    assert recognition.format_duration(nanoseconds) == expected
 
 
 def test_timestamps_are_rfc3339_utc_whole_seconds() -> None:
