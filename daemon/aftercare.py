@@ -14,10 +14,11 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from daemon import hooks, layout, state
-from daemon.config import Config
+from daemon import hooks, layout, retention, state
+from daemon.config import Config, WatchFolder
 from daemon.logs import shown
 from daemon.render import files
 from daemon.storage import ObjectStore, StorageError
@@ -25,6 +26,9 @@ from daemon.storage import ObjectStore, StorageError
 log = logging.getLogger(__name__)
 
 HOOK_MAX_ATTEMPTS = 2  # a hook cut short by a crash runs once more, never in a loop
+RETENTION_BATCH = 10_000  # audio moved or deleted per sweep at most; the next sweep goes on
+PRUNE_PAGE = 1000  # rows looked at per read while pruning: short reads, the daemon keeps going
+PRUNE_INTERVAL_SECONDS = 86400.0  # rows gone for months need no hourly look; once a day it is
 _OUR_KEY = re.compile(r"^[0-9a-f]{64}\.ogg$")  # what storage.object_key makes, after the prefix
 
 
@@ -45,44 +49,161 @@ class Aftercare:
         self.objects = objects
         self.clock = clock
         self.stopping = stopping
+        self.pruned_at: float | None = None  # wall time of the last pruning of the state file
+
+    def rule(self, folder: WatchFolder, ended: state.State) -> retention.Rule:
+        """What `folder` does with the audio of a file that ended `ended`."""
+        return retention.rule_for(
+            ended, after_done=folder.after_done, after_done_days=folder.after_done_days,
+            after_failed=folder.after_failed, after_failed_days=folder.after_failed_days,
+        )  # fmt: skip
+
+    def due_at(self, row: state.FileRow, ended: state.State, now: float) -> float | None:
+        """The `due_at` a row ending `ended` now is recorded with: when its audio is moved or
+        deleted (None: kept). Recorded in the same write as the end, so a crash cannot lose it."""
+        folder = layout.folder_of(self.config, row.path, row.folder)
+        return retention.due_at(self.rule(folder, ended), now)
 
     def after_done(self, row: state.FileRow) -> None:
-        """`after_done: move | delete` for a transcribed file (still the version transcribed)."""
+        """`after_done` for a transcribed file, `after_failed` for a failed one, if the folder's
+        rule makes it due now (at once with no delay); the retention sweep takes it otherwise."""
+        if row.due_at is None or row.finished_at is None or row.owner is not None:
+            return
+        if row.state not in retention.RETAINED_STATES:
+            return
         folder = layout.folder_of(self.config, row.path, row.folder)
-        if folder.after_done == "keep" or not self._still_this_version(row):
+        rule = self.rule(folder, row.state)
+        now = self.clock()
+        if not retention.is_due(rule, row.finished_at, now):
             return
         audio = Path(row.path)
+        key = "after_done" if row.state == state.DONE else "after_failed"
+        if not self._still_this_version(row):
+            # Deleted, moved or rewritten meanwhile: a newer version has a row of its own.
+            self.store.update(row.id, now, due_at=None)
+            return
+        missing = [path for path in self._products(row) if not path.exists()]
+        if missing:
+            log.warning(
+                "%s: %s kept although %s says %s: %s is missing, and the audio is never removed "
+                "before what it produced is there",
+                shown(audio), "the audio", key, rule.action, shown(missing[0]),
+            )  # fmt: skip
+            self.store.update(row.id, now, due_at=None)
+            return
+        when = (
+            "" if rule.delay_seconds == 0
+            else f", {retention.in_days(now - row.finished_at)} after its end"
+        )  # fmt: skip
         try:
-            if folder.after_done == "delete":
+            if rule.action == retention.DELETE:
                 audio.unlink()
-                log.info("deleted %s after transcription (after_done: delete)", shown(audio))
+                self.store.update(row.id, self.clock(), due_at=None)
+                log.info("deleted %s (%s: delete%s)", shown(audio), key, when)
                 return
-            assert folder.move_to is not None  # noqa: S101 - the config requires it
-            target_dir = layout.relative_output_dir(
-                audio, replace(folder, output_dir=folder.move_to)
-            )
-            target_dir.mkdir(parents=True, exist_ok=True)
-            target = files.unused_name(target_dir, audio.name)
-            companions = []
-            if folder.output_dir is None:  # outputs beside the audio move along with it
-                whole = row.output_name is not None
+            target = self._move(row, folder)
+        except OSError as error:
+            log.error(
+                "%s: could not %s %s: %s; trying again at the next sweep (within the hour)",
+                key, rule.action, shown(audio), error.strerror,
+            )  # fmt: skip
+            return
+        self.store.update(row.id, self.clock(), moved_to=str(target), due_at=None)
+        log.info("moved %s to %s (%s: move%s)", shown(audio), shown(target), key, when)
+
+    def _products(self, row: state.FileRow) -> list[Path]:
+        """What a finished row wrote: its outputs, or its NAME.error.json."""
+        if row.state == state.DONE:
+            return [layout.row_output(self.config, row, ext) for ext in self.config.outputs]
+        return [layout.row_error(self.config, row)]
+
+    def _move(self, row: state.FileRow, folder: WatchFolder) -> Path:
+        """Move the audio (and what it produced, when that lies beside it) under the folder's
+        move_to (failed_move_to for a failed file), keeping subfolders; where it went."""
+        audio = Path(row.path)
+        destination = folder.move_to if row.state == state.DONE else folder.failed_move_to
+        assert destination is not None  # noqa: S101 - the config requires it
+        target_dir = layout.relative_output_dir(audio, replace(folder, output_dir=destination))
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = files.unused_name(target_dir, audio.name)
+        companions = []
+        if folder.output_dir is None:  # outputs beside the audio move along with it
+            name = layout.outputs_name(target, whole_name=row.output_name is not None)
+            if row.state == state.DONE:
                 for extension in self.config.outputs:
                     source = layout.row_output(self.config, row, extension)
-                    name = layout.outputs_name(target, whole_name=whole)
                     companions.append(
                         (source, layout.output_path(target, target_dir, extension, name))
                     )
-            shutil.move(audio, target)
-            for source, destination in companions:
-                if source.exists():
-                    shutil.move(source, destination)
-        except OSError as error:
-            log.error(
-                "after_done: could not %s %s: %s", folder.after_done, shown(audio), error.strerror
+            else:
+                companions.append(
+                    (
+                        layout.row_error(self.config, row),
+                        layout.error_path(target, target_dir, name),
+                    )
+                )
+        shutil.move(audio, target)
+        for source, moved in companions:
+            if source.exists():
+                shutil.move(source, moved)
+        return target
+
+    def sweep_retention(self) -> None:
+        """Audio whose retention delay has passed is moved or deleted; at most once a day, the
+        rows of files long gone are forgotten (`state_retention_days`)."""
+        now = self.clock()
+        for folder in self.config.watch:
+            for ended in retention.RETAINED_STATES:
+                rule = self.rule(folder, ended)
+                if not rule.acts:
+                    continue
+                rows = self.store.retention_due(
+                    str(folder.path), ended, retention.cutoff(rule, now), limit=RETENTION_BATCH
+                )
+                for row in rows:
+                    if self.stopping.is_set():
+                        return
+                    self.after_done(row)
+        if self.pruned_at is None or not 0 <= now - self.pruned_at < PRUNE_INTERVAL_SECONDS:
+            self.prune_state(now)
+            self.pruned_at = now
+
+    def prune_state(self, now: float) -> int:
+        """Forget the rows of files long gone (`retention.prunable`); how many were forgotten."""
+        keep = self.config.state_retention_days * retention.DAY_SECONDS
+        folders_there: dict[str, bool] = {}
+        forgotten = 0
+        after_id = 0
+        while not self.stopping.is_set():
+            candidates = self.store.prune_candidates(
+                now - keep, after_id=after_id, limit=PRUNE_PAGE
             )
-            return
-        self.store.update(row.id, self.clock(), moved_to=str(target))
-        log.info("moved %s to %s (after_done: move)", shown(audio), shown(target))
+            if not candidates:
+                break
+            after_id = candidates[-1][0].id
+            chosen = []
+            for row, newer in candidates:
+                # An unmounted share makes every file look gone: its rows wait for it.
+                if row.folder not in folders_there:
+                    folders_there[row.folder] = os.path.isdir(row.folder)
+                if not folders_there[row.folder]:
+                    continue
+                candidate = retention.Candidate(
+                    state=row.state, updated_at=row.updated_at,
+                    action_pending=row.due_at is not None, hook_pending=bool(row.hook_pending),
+                    owned=row.owner is not None, newer_version=newer,
+                    object_pending=row.object_key is not None and not row.object_deleted
+                    and self.config.storage.delete_after,
+                )  # fmt: skip
+                if retention.prunable(candidate, now, keep, partial(os.path.lexists, row.path)):
+                    chosen.append(row.id)
+            forgotten += self.store.forget(chosen)
+        if forgotten:
+            log.info(
+                "forgot %d file(s) gone for more than %s (state_retention_days)",
+                forgotten, retention.in_days(keep),
+            )  # fmt: skip
+        return forgotten
 
     def _still_this_version(self, row: state.FileRow) -> bool:
         try:

@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from daemon import storage
+from daemon import inotify_limits, storage
 from daemon.config import Config, Hook, SpeechKit, Storage
 from daemon.layout import OWN_TEMP_SUFFIX
 from daemon.speechkit import credentials as credentials_module
@@ -199,12 +199,47 @@ def check_folders(config: Config) -> list[Result]:
     for index, folder in enumerate(config.watch):
         # Outputs go beside the audio unless output_dir says otherwise; moving or deleting
         # finished audio also needs write access to the watch folder.
-        writable = folder.output_dir is None or folder.after_done != "keep"
+        writable = (
+            folder.output_dir is None
+            or folder.after_done != "keep"
+            or folder.after_failed != "keep"
+        )
         results.append(
             check_folder(folder.path, "watch folder", f"watch[{index}].path", writable=writable)
         )
         if folder.output_dir is not None:
             results.append(check_output_dir(folder.output_dir, f"watch[{index}].output_dir"))
+    return results
+
+
+def check_inotify(config: Config, proc_sys: Path = inotify_limits.PROC_SYS) -> list[Result]:
+    """The kernel's inotify limits against the watches and instances the config needs (a
+    folder that runs out is polled instead: it works, at the cost of a listing every 2 s)."""
+    watched = [folder for folder in config.watch if not folder.polling]
+    if not watched:
+        return []
+    results = []
+    needs = (
+        (inotify_limits.WATCHES_SYSCTL, "watches",
+         inotify_limits.needed_watches((folder.path, folder.recursive) for folder in watched)),
+        (inotify_limits.INSTANCES_SYSCTL, "instances", len(watched)),
+    )  # fmt: skip
+    for sysctl, what, needed in needs:
+        limit = inotify_limits.read_limit(sysctl, proc_sys)
+        verdict = inotify_limits.judge(needed, limit)
+        if verdict == "unknown":
+            results.append(Result(SKIP, f"inotify {what}: cannot read {sysctl}"))
+            continue
+        text = f"inotify {what}: this config needs {needed}, {sysctl} is {limit}"
+        if verdict == "ok":
+            results.append(Result(OK, text))
+            continue
+        advice = inotify_limits.sysctl_advice(sysctl, needed, limit)
+        if verdict == "over":
+            text += "; the folders beyond it are polled instead of watched"
+        else:
+            text += "; other programs of this user use it too"
+        results.append(Result(WARNING, f"{text}: {advice}"))
     return results
 
 
@@ -402,6 +437,7 @@ def run_checks(config: Config) -> Iterator[Result]:
     """Every probe, in the order an operator fixes things; rows come as probes finish."""
     yield Result(OK, f"config {config.source} is valid")
     yield from check_folders(config)
+    yield from check_inotify(config)
     yield check_state_file(config.state_file)
     if config.on_complete is not None:
         yield check_hook(config.on_complete)

@@ -2,11 +2,14 @@
 SIGKILL itself when it reaches step NAME. Used only by tests; unset, each call is one dict lookup.
 
 Also test-only: `SPEECHKIT_WATCH_CLOCK_STEP=AFTER:STEP` makes the daemon's wall clock jump by STEP
-seconds (negative: back) once, AFTER seconds after start, as `date -s` would.
+seconds (negative: back) once, AFTER seconds after start, as `date -s` would; and
+`SPEECHKIT_WATCH_INOTIFY_LIMIT=ENOSPC` (or `EMFILE`) makes every inotify watch call fail as it does
+when `fs.inotify.max_user_watches` (`max_user_instances`) is used up.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -62,3 +65,21 @@ def wall_clock(
         return wall() + (step if monotonic() >= step_at else 0.0)
 
     return stepped
+
+
+WATCH_LIMIT_VARIABLE = "SPEECHKIT_WATCH_INOTIFY_LIMIT"
+# The errors watchdog raises when inotify_add_watch / inotify_init hit a limit, word for word.
+_WATCH_LIMIT_ERRORS = {
+    "ENOSPC": OSError(errno.ENOSPC, "inotify watch limit reached"),
+    "EMFILE": OSError(errno.EMFILE, "inotify instance limit reached"),
+}
+
+
+def simulated_watch_limit(environ: Mapping[str, str] = os.environ) -> None:
+    """Raise what the inotify watch call raises at a limit, if the test variable asks for it."""
+    value = environ.get(WATCH_LIMIT_VARIABLE)
+    if value:
+        error = _WATCH_LIMIT_ERRORS.get(value)
+        if error is None:
+            raise ValueError(f"{WATCH_LIMIT_VARIABLE}={value!r}: expected ENOSPC or EMFILE")
+        raise OSError(error.errno, error.strerror)

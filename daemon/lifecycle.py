@@ -194,18 +194,22 @@ def checked(row: Row, now: float, next_check_delay: float) -> Change:
     return later(now, next_check_delay, checks=row.checks + 1, attempts=0)
 
 
-def finished(now: float, checks: int, *, hook: bool) -> Change:
-    """Outputs written: done (the `on_complete` program still to run when there is one)."""
-    return Change(State.DONE, {"checks": checks, "due_at": None, "finished_at": now,
+def finished(now: float, checks: int, *, hook: bool, retain_at: float | None = None) -> Change:
+    """Outputs written: done (the `on_complete` program still to run when there is one).
+    `retain_at`: when after_done moves or deletes the audio (`daemon.retention`), or None."""
+    return Change(State.DONE, {"checks": checks, "due_at": retain_at, "finished_at": now,
                                "stage": None, "message": None, "error_code": None,
                                "hook_pending": int(hook)})  # fmt: skip
 
 
-def failed(now: float, stage: str, message: str, code: Any, *, hook: bool) -> Change:
-    """A reason this version cannot be transcribed: NAME.error.json says it, `retry` re-queues."""
+def failed(
+    now: float, stage: str, message: str, code: Any, *, hook: bool, retain_at: float | None = None
+) -> Change:
+    """A reason this version cannot be transcribed: NAME.error.json says it, `retry` re-queues.
+    `retain_at`: when after_failed moves or deletes the audio (`daemon.retention`), or None."""
     return Change(State.FAILED, {
         "stage": stage, "message": message, "error_code": code if isinstance(code, int) else None,
-        "due_at": None, "finished_at": now, "hook_pending": int(hook),
+        "due_at": retain_at, "finished_at": now, "hook_pending": int(hook),
     })  # fmt: skip
 
 

@@ -437,7 +437,8 @@ class Service:
         steps: Steps,
         executor: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
-        """Work a crash cut short, in workers: object deletions and hooks."""
+        """Work a crash cut short, in workers: object deletions and hooks; and retention."""
+        self.background.append(executor.submit(steps.aftercare.sweep_retention))
         if self.config.storage.delete_after:
             self.background.append(executor.submit(steps.aftercare.sweep_objects))
         if self.config.on_complete is not None:

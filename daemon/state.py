@@ -245,7 +245,10 @@ def _encode(value: str) -> bytes:
 
 
 def _row(record: sqlite3.Row) -> FileRow:
-    values: dict[str, Any] = dict(zip(record.keys(), record, strict=True))
+    return _row_from(dict(zip(record.keys(), record, strict=True)))
+
+
+def _row_from(values: dict[str, Any]) -> FileRow:
     for column in _PATH_COLUMNS:
         if values[column] is not None:
             values[column] = os.fsdecode(values[column])
@@ -680,3 +683,57 @@ class Store:
             ).rowcount
             db.execute("UPDATE api_calls SET at = ? WHERE at > ?", (now, now))
         return int(moved)
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def retention_due(
+        self, folder: str, ended: State, ended_before: float, *, limit: int
+    ) -> list[FileRow]:
+        """Rows of `folder` that ended `ended` at or before `ended_before` and still wait for
+        their retention action (`due_at` set at their end: `daemon.retention`), oldest first."""
+        return self._select(
+            "WHERE state = ? AND folder = ? AND due_at IS NOT NULL AND finished_at <= ? "
+            "AND owner IS NULL ORDER BY finished_at, id LIMIT ?",
+            (str(ended), _encode(folder), ended_before, limit),
+        )
+
+    def prune_candidates(
+        self, changed_before: float, *, after_id: int = 0, limit: int
+    ) -> list[tuple[FileRow, bool]]:
+        """Finished rows unchanged since `changed_before` with nothing left to do, each with
+        whether a newer row of the same path exists; `retention.prunable` decides. Paged by
+        id: the rows after `after_id`."""
+        terminal = ",".join("?" * len(TERMINAL_STATES))
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT *, EXISTS (SELECT 1 FROM files AS newer WHERE newer.path = files.path "  # noqa: S608
+                f"AND newer.id > files.id) AS newer_version FROM files WHERE state IN ({terminal}) "
+                "AND updated_at < ? AND due_at IS NULL AND hook_pending = 0 AND owner IS NULL "
+                "AND id > ? ORDER BY id LIMIT ?",
+                (*TERMINAL_STATES, changed_before, after_id, limit),
+            )
+            found = []
+            for record in cursor.fetchall():
+                values = dict(zip(record.keys(), record, strict=True))
+                newer = bool(values.pop("newer_version"))
+                found.append((_row_from(values), newer))
+            return found
+
+    def forget(self, row_ids: Iterable[int]) -> int:
+        """Delete finished rows (`retention.prunable` said so); how many were deleted. A row
+        that moved on meanwhile (re-queued by `retry`) is kept."""
+        ids = list(row_ids)
+        terminal = ",".join("?" * len(TERMINAL_STATES))
+        deleted = 0
+        for start in range(0, len(ids), _FORGET_BATCH):
+            batch = ids[start : start + _FORGET_BATCH]
+            marks = ",".join("?" * len(batch))
+            with self._transaction() as db:
+                deleted += db.execute(
+                    f"DELETE FROM files WHERE id IN ({marks}) AND state IN ({terminal})",  # noqa: S608
+                    (*batch, *TERMINAL_STATES),
+                ).rowcount
+        return deleted
+
+
+_FORGET_BATCH = 500  # rows deleted per transaction: short transactions, the daemon keeps going

@@ -277,7 +277,9 @@ class Steps:
                 "%s has the same content as %s: reusing its operation %s",
                 shown(row.path), shown(other.path), other.operation_id,
             )  # fmt: skip
-            due_at = now if other.due_at is None else other.due_at
+            # A finished twin's due_at is its retention time, not a status check.
+            pending = other.state == state.PENDING and other.due_at is not None
+            due_at = other.due_at if pending and other.due_at is not None else now
             return self.store.apply(
                 row, lifecycle.reused_operation(other.operation_id, other.submitted_at, other.id,
                                                 due_at), now,
@@ -634,9 +636,11 @@ class Steps:
             )  # fmt: skip
             return False
         crash_point("after_outputs")
-        finished = self.store.apply(
-            row, lifecycle.finished(now, checks, hook=self.config.on_complete is not None), now
-        )
+        done = lifecycle.finished(
+            now, checks, hook=self.config.on_complete is not None,
+            retain_at=self.aftercare.due_at(row, state.DONE, now),
+        )  # fmt: skip
+        finished = self.store.apply(row, done, now)
         if finished:
             lines = len(transcripts.chunks(operation))  # one .txt line per chunk
             log.info(
@@ -673,13 +677,15 @@ class Steps:
         except OSError as error:
             log.error("cannot write the error file of %s: %s", shown(audio), error.strerror)
         change = lifecycle.failed(
-            now, stage, message, code, hook=self.config.on_complete is not None
-        )
+            now, stage, message, code, hook=self.config.on_complete is not None,
+            retain_at=self.aftercare.due_at(row, state.FAILED, now),
+        )  # fmt: skip
         failed = self.store.apply(replace(row, state=state.State(expect)), change, now)
         if failed:
             log.error("failed %s at %s: %s", shown(audio), stage, message)
             if row.object_key is not None:
                 self.aftercare.delete_object(self.store.get(row.id))
+            self.aftercare.after_done(self.store.get(row.id))  # after_failed, when due now
             self.aftercare.run_hook(self.store.get(row.id))
 
     def output_dir(self, row: state.FileRow) -> Path:

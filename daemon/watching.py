@@ -31,6 +31,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon import config as config_module
+from daemon import crashpoints, inotify_limits
 from daemon.layout import OWN_TEMP_SUFFIX, inside
 from daemon.logs import shown
 
@@ -44,7 +45,12 @@ POLLING_INTERVAL_SECONDS = 2.0  # polling observers (network mounts) look this o
 # often notices it (and its return) long before the next rescan, for next to no cost.
 FOLDER_CHECK_SECONDS = 2.0
 
-TEMPORARY_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp")
+# Names of files still being written by common tools: browsers (.crdownload Chrome, .partial
+# Firefox, .download Safari, .part), WinSCP (.filepart), uTorrent (.!ut), qBittorrent (.!qb),
+# editors (.swp, `#name#`, `~name`), LibreOffice locks (`.~lock.name#`, hidden like every `.name`).
+TEMPORARY_SUFFIXES = (
+    ".part", ".tmp", ".crdownload", ".partial", ".download", ".filepart", ".!ut", ".!qb", ".swp",
+)  # fmt: skip
 TEMPORARY_PREFIXES = (".", "~", "#")
 
 # Event kinds put on the queue.
@@ -98,6 +104,15 @@ def is_ignored_name(name: str) -> bool:
     if lowered.startswith(TEMPORARY_PREFIXES) or lowered.startswith(".syncthing."):
         return True
     return lowered.endswith(TEMPORARY_SUFFIXES) or lowered.endswith(OWN_TEMP_SUFFIX)
+
+
+def inside_ignored_folder(path: str, root: str) -> bool:
+    """True for a file below a hidden or temporary subfolder of the watched folder (Safari's
+    `name.download/` holds the file it downloads): the scan does not go there either."""
+    relative = os.path.relpath(os.path.dirname(path), root)
+    if relative in (os.curdir, "") or relative.startswith(os.pardir):
+        return False
+    return any(is_ignored_name(part) for part in relative.split(os.sep))
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:
@@ -215,12 +230,12 @@ def excluded(path: str, folder: config_module.WatchFolder) -> bool:
     real = os.path.realpath(path)
     return any(
         own is not None and inside(real, os.path.realpath(own))
-        for own in (folder.output_dir, folder.move_to)
+        for own in (folder.output_dir, folder.move_to, folder.failed_move_to)
     )
 
 
 def _descend(entry: os.DirEntry[str], folder: config_module.WatchFolder) -> bool:
-    """Subfolders are scanned unless hidden or our own output/move_to folder (no loops)."""
+    """Subfolders are scanned unless hidden, temporary or our own output/move_to folder."""
     return not is_ignored_name(entry.name) and not excluded(entry.path, folder)
 
 
@@ -287,6 +302,7 @@ class _Handler(FileSystemEventHandler):
         if (
             path
             and matches(os.path.basename(path), self.folder.patterns)
+            and not inside_ignored_folder(path, str(self.folder.path))
             and not excluded(path, self.folder)
         ):
             self.hints.put(Hint(kind, path, self.folder))
@@ -312,6 +328,36 @@ def _inotify_observer() -> BaseObserver:
     return observer
 
 
+# watchdog only logs it when a subfolder created later cannot be watched because a limit is
+# reached (the rest of the tree stays unwatched); its log records are how we learn of it.
+_WATCHDOG_INOTIFY_LOG = logging.getLogger("watchdog.observers.inotify")
+
+
+class _UnwatchedSubfolders(logging.Handler):
+    """Collects the subfolders watchdog could not watch for an inotify limit. `emit` runs in the
+    observer's thread: it only queues, and never raises."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._found: queue.SimpleQueue[tuple[str, OSError]] = queue.SimpleQueue()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        arguments = record.args if isinstance(record.args, tuple) else ()
+        if not str(record.msg).startswith("Unable to watch") or len(arguments) != 2:
+            return
+        path, error = arguments
+        if isinstance(error, OSError) and error.errno in inotify_limits.LIMIT_ERRORS:
+            self._found.put((os.fsdecode(path) if isinstance(path, bytes | str) else "", error))
+
+    def take(self) -> list[tuple[str, OSError]]:
+        found = []
+        while True:
+            try:
+                found.append(self._found.get_nowait())
+            except queue.Empty:
+                return found
+
+
 @dataclass
 class _Watch:
     """One watched folder: its observer while it exists, and which folder that observer watches."""
@@ -321,6 +367,7 @@ class _Watch:
     identity: Identity | None = None  # the folder the observer was scheduled on
     watched_before: bool = False  # for the log: "back" rather than "exists now"
     failing: str | None = None  # why watching it failed last time (logged once per reason)
+    fell_back: bool = False  # polled because an inotify limit was reached (until a restart)
 
 
 class Watcher:
@@ -336,6 +383,7 @@ class Watcher:
         self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
         self.watches = [_Watch(folder) for folder in folders]
         self.next_refresh = 0.0
+        self.unwatched = _UnwatchedSubfolders()
 
     @property
     def folders(self) -> tuple[config_module.WatchFolder, ...]:
@@ -352,6 +400,7 @@ class Watcher:
     def start(self) -> None:
         """Watch every folder that exists; missing ones are waited for (the caller, which knows
         their config keys, reports them). OSError if an existing folder cannot be watched."""
+        _WATCHDOG_INOTIFY_LOG.addHandler(self.unwatched)
         for watch in self.watches:
             self._begin(watch)
 
@@ -361,7 +410,13 @@ class Watcher:
         if identity is None:
             return
         try:
-            watch.observer = self._observe(watch.folder)
+            try:
+                watch.observer = self._observe(watch.folder, polling=watch.fell_back)
+            except OSError as error:
+                if watch.folder.polling or error.errno not in inotify_limits.LIMIT_ERRORS:
+                    raise
+                self._fall_back(watch, error)
+                watch.observer = self._observe(watch.folder, polling=True)
         except (FileNotFoundError, NotADirectoryError):
             return  # gone between the stat and the watch: waited for like any missing folder
         watch.identity = identity  # from before the watch: a change in between shows next time
@@ -373,11 +428,30 @@ class Watcher:
         watch.observer = None
         watch.identity = None
 
-    def _observe(self, folder: config_module.WatchFolder) -> BaseObserver:
+    def _fall_back(self, watch: _Watch, error: OSError) -> None:
+        """An inotify limit is reached: poll this folder instead, and say which sysctl to raise
+        (once: the folder stays polled until a restart)."""
+        watch.fell_back = True
+        folder = watch.folder
+        sysctl = inotify_limits.LIMIT_ERRORS[error.errno or 0]
+        needed = (
+            inotify_limits.count_folders(folder.path, recursive=folder.recursive)
+            if sysctl == inotify_limits.WATCHES_SYSCTL
+            else sum(not other.folder.polling for other in self.watches)
+        )
+        log.warning(
+            "cannot watch folder %s with inotify (%s: %s): polling it every %.0f s instead, so "
+            "no file is missed; to watch it with inotify again, %s, then restart the daemon",
+            shown(folder.path), sysctl, error.strerror or error, POLLING_INTERVAL_SECONDS,
+            inotify_limits.sysctl_advice(sysctl, needed, inotify_limits.read_limit(sysctl)),
+        )  # fmt: skip
+
+    def _observe(self, folder: config_module.WatchFolder, *, polling: bool) -> BaseObserver:
         event_filter = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent]
-        if folder.polling:
+        if folder.polling or polling:
             observer: BaseObserver = PollingObserver(timeout=POLLING_INTERVAL_SECONDS)
         else:
+            crashpoints.simulated_watch_limit()
             observer = _inotify_observer()
         observer.schedule(
             _Handler(folder, self.hints, self.wake),
@@ -397,7 +471,7 @@ class Watcher:
         if now < self.next_refresh:
             return []
         self.next_refresh = now + FOLDER_CHECK_SECONDS
-        renewed = []
+        renewed = self._fall_back_unwatched()
         for watch in self.watches:
             observer = watch.observer
             # Only an observer thread that still runs can have a watch that ended by itself;
@@ -496,7 +570,23 @@ class Watcher:
             if watch.observer is not None
         )
 
+    def _fall_back_unwatched(self) -> list[config_module.WatchFolder]:
+        """Folders with a subfolder inotify could not watch (created after the limit was
+        reached): polled from now on, and returned so the caller scans them now."""
+        renewed = []
+        for path, error in self.unwatched.take():
+            for watch in self.watches:
+                if watch.fell_back or watch.folder.polling or watch.observer is None:
+                    continue
+                if inside(path, str(watch.folder.path)):
+                    self._end(watch)
+                    self._fall_back(watch, error)
+                    self._begin(watch)
+                    renewed.append(watch.folder)
+        return renewed
+
     def stop(self) -> None:
+        _WATCHDOG_INOTIFY_LOG.removeHandler(self.unwatched)
         _stop_all(self.observers)
         for watch in self.watches:
             watch.observer = None

@@ -22,6 +22,13 @@ DEFAULT_PATTERNS = (
     "*.aiff", "*.aif", "*.webm", "*.mkv", "*.mka", "*.mp4", "*.mov", "*.3gp",
 )  # fmt: skip
 DEFAULT_AFTER_DONE = "keep"  # the audio is the user's: moved or deleted only when asked
+DEFAULT_AFTER_DONE_DAYS = 0.0  # 0: at once, as after_done always did
+DEFAULT_AFTER_FAILED = "keep"  # a failed file waits for a person and `retry`
+DEFAULT_AFTER_FAILED_DAYS = 0.0  # 0: at once (only when after_failed is move or delete)
+# State rows of files gone (deleted, moved away, replaced) are forgotten after this long: a quarter
+# of a year of history for `status`, and far beyond the 3 days a result can be reused by a copy.
+DEFAULT_STATE_RETENTION_DAYS = 90.0
+MIN_STATE_RETENTION_DAYS = 3.0  # a copy of a file reuses its result for up to 3 days (the row)
 DEFAULT_LANGUAGE = "ru-RU"  # the service's own default
 DEFAULT_MODEL = "general"  # the service's own default
 DEFAULT_ENDPOINT_URL = "https://storage.yandexcloud.net"  # Yandex Object Storage
@@ -144,6 +151,21 @@ class WatchFolder:
     move_to: Path | None = key(
         "folder for after_done: move (subfolders kept)", default=None, convert=_absolute
     )
+    after_done_days: float = key(
+        "days after the transcript is written before after_done acts; 0: at once",
+        default=DEFAULT_AFTER_DONE_DAYS, minimum=0,
+    )  # fmt: skip
+    after_failed: str = key(
+        "what happens to the audio of a failed file: keep (retry can take it), move or delete",
+        default=DEFAULT_AFTER_FAILED, choices=AFTER_DONE_ACTIONS,
+    )  # fmt: skip
+    after_failed_days: float = key(
+        "days after a file failed before after_failed acts; 0: at once",
+        default=DEFAULT_AFTER_FAILED_DAYS, minimum=0,
+    )  # fmt: skip
+    failed_move_to: Path | None = key(
+        "folder for after_failed: move (subfolders kept)", default=None, convert=_absolute
+    )
     recognition: Recognition = key(
         "per-folder overrides of `recognition`",
         default_factory=Recognition, inherits="recognition",
@@ -263,6 +285,10 @@ class Config:
     concurrency: int = key(
         "files uploaded/submitted/checked in parallel", default=DEFAULT_CONCURRENCY, minimum=1
     )
+    state_retention_days: float = key(
+        "rows of files gone (deleted, moved, replaced) are forgotten this many days after their "
+        "last change", default=DEFAULT_STATE_RETENTION_DAYS, minimum=MIN_STATE_RETENTION_DAYS,
+    )  # fmt: skip
     on_complete: Hook | None = key(
         "a program run after each file ends (done or failed)", default=None
     )

@@ -227,6 +227,8 @@ class _Validator:
         for index, folder in enumerate(values["watch"]):
             if folder["after_done"] == "move" and not folder["move_to"]:
                 self.problem(f"watch[{index}].move_to", "required when after_done is move")
+            if folder["after_failed"] == "move" and not folder["failed_move_to"]:
+                self.problem(f"watch[{index}].failed_move_to", "required when after_failed is move")
             resolved = str(Path(folder["path"]).resolve())
             if resolved in seen:
                 self.problem(f"watch[{index}].path", f"the same folder as watch[{seen[resolved]}]")
