@@ -85,9 +85,9 @@ class Aftercare:
         missing = [path for path in self._products(row) if not path.exists()]
         if missing:
             log.warning(
-                "%s: %s kept although %s says %s: %s is missing, and the audio is never removed "
-                "before what it produced is there",
-                shown(audio), "the audio", key, rule.action, shown(missing[0]),
+                "%s kept although %s says %s: %s is missing, and audio is never removed before "
+                "what it produced is there",
+                shown(audio), key, rule.action, shown(missing[0]),
             )  # fmt: skip
             self.store.update(row.id, now, due_at=None)
             return

@@ -1,0 +1,82 @@
+"""Retention and big trees, as an operator sees them: audio kept a month after its transcript,
+then deleted; failed files moved after a week; the state file forgetting files long gone; and a
+folder beyond the inotify limit still transcribed, by polling.
+
+Time is injected with the test-only SPEECHKIT_WATCH_CLOCK_STEP hook (a restart a month later);
+the inotify limit is simulated at the watch call with SPEECHKIT_WATCH_INOTIFY_LIMIT.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.crashpoints import CLOCK_STEP_VARIABLE, WATCH_LIMIT_VARIABLE
+from tests.e2e.harness import Daemon, wait_for
+from tests.e2e.test_pipeline import MONO_TXT, done_outputs
+from tests.fixtures_audio import fixture_path
+
+DAY = 86400
+
+
+def test_audio_goes_a_month_after_its_transcript_and_long_gone_files_are_forgotten(
+    make_daemon: Callable[..., Daemon], inbox: Path, tmp_path: Path
+) -> None:
+    failed = tmp_path / "failed"
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    daemon = make_daemon(
+        watch_dirs=[inbox, notes],
+        watch=[
+            {"path": str(inbox), "after_done": "delete", "after_done_days": 30,
+             "after_failed": "move", "after_failed_days": 7, "failed_move_to": str(failed)},
+            {"path": str(notes)},  # keep: the person deletes the audio by hand
+        ],
+        state_retention_days=30,
+    )  # fmt: skip
+    shutil.copy(fixture_path("mono.ogg"), inbox / "call.ogg")
+    shutil.copy(fixture_path("stereo.ogg"), notes / "memo.ogg")
+    (inbox / "broken.ogg").write_bytes(b"this is not a recording")
+    with daemon.start():
+        assert done_outputs(inbox, "call")[0] == MONO_TXT
+        done_outputs(notes, "memo")
+        wait_for((inbox / "broken.error.json").exists, "the failure of broken.ogg")
+        daemon.wait_for_count("done", 2)
+        assert daemon.stop() == 0
+    assert (inbox / "call.ogg").exists()  # kept: 30 days are not over
+    assert (inbox / "broken.ogg").exists()  # kept: 7 days are not over
+    (notes / "memo.ogg").unlink()
+    # A month later (the daemon's wall clock 31 days ahead from its start).
+    with daemon.start(extra_env={CLOCK_STEP_VARIABLE: f"0:{31 * DAY}"}):
+        wait_for(lambda: not (inbox / "call.ogg").exists(), "call.ogg to be deleted")
+        wait_for((failed / "broken.ogg").exists, "broken.ogg to be moved")
+        wait_for(lambda: "forgot 1 file(s)" in daemon.log(), "the row of memo.ogg forgotten")
+        status = daemon.status()
+        assert daemon.stop() == 0
+    assert (inbox / "call.txt").read_text(encoding="utf-8") == MONO_TXT  # outputs stay
+    assert (inbox / "call.json").exists()
+    assert (failed / "broken.error.json").exists()  # the reason moves along
+    assert not (inbox / "broken.error.json").exists()
+    assert (notes / "memo.txt").exists()
+    assert (status["counts"]["done"], status["counts"]["failed"]) == (1, 1)
+    log = daemon.log()
+    assert "(after_done: delete, 31 days after its end)" in log
+    assert "(after_failed: move, 31 days after its end)" in log
+    assert "forgot 1 file(s) gone for more than 30 days (state_retention_days)" in log
+
+
+def test_a_folder_beyond_the_inotify_limit_is_polled_and_its_files_transcribed(
+    make_daemon: Callable[..., Daemon], inbox: Path
+) -> None:
+    # No rescan during the test: only the polling observer can find the file.
+    daemon = make_daemon(env={WATCH_LIMIT_VARIABLE: "ENOSPC"}, rescan_seconds=3600)
+    with daemon.start():
+        wait_for(lambda: "first scan done" in daemon.log(), "the start-up scan")
+        shutil.copy(fixture_path("mono.ogg"), inbox / "memo.ogg")
+        assert done_outputs(inbox, "memo")[0] == MONO_TXT
+        assert daemon.stop() == 0
+    log = daemon.log()
+    [line] = [line for line in log.splitlines() if "cannot watch folder" in line]  # one line
+    assert f'"{inbox}" with inotify (fs.inotify.max_user_watches: inotify watch limit' in line
+    assert "sysctl -w fs.inotify.max_user_watches=" in line
