@@ -3,6 +3,7 @@ after_failed after a delay, and the state file forgetting files long gone."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import threading
@@ -48,6 +49,12 @@ def settings(tmp_path: Path, *folders: dict[str, Any], **top: Any) -> config.Con
     return parse(minimal(watch=list(folders), state_file=str(tmp_path / "state.db"), **top))
 
 
+@functools.cache
+def objects() -> ObjectStore:
+    """One client for every test (building a boto3 client is slow); retention never calls it."""
+    return ObjectStore(parse(minimal()).storage)
+
+
 class Files:
     """Finished files as the pipeline leaves them: audio, outputs (or error file), a row."""
 
@@ -55,7 +62,7 @@ class Files:
         self.clock = clock
         self.store = store
         self.care = Aftercare(
-            settings, store, ObjectStore(settings.storage), clock=clock,
+            settings, store, objects(), clock=clock,
             stopping=threading.Event(),
         )  # fmt: skip
 
