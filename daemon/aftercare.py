@@ -50,6 +50,8 @@ class Aftercare:
         self.clock = clock
         self.stopping = stopping
         self.pruned_at: float | None = None  # wall time of the last pruning of the state file
+        self._acting: set[int] = set()  # rows whose audio is being moved or deleted now
+        self._acting_lock = threading.Lock()
 
     def rule(self, folder: WatchFolder, ended: state.State) -> retention.Rule:
         """What `folder` does with the audio of a file that ended `ended`."""
@@ -67,8 +69,23 @@ class Aftercare:
     def after_done(self, row: state.FileRow) -> None:
         """`after_done` for a transcribed file, `after_failed` for a failed one, if the folder's
         rule makes it due now (at once with no delay); the retention sweep takes it otherwise."""
-        if row.due_at is None or row.finished_at is None or row.owner is not None:
+        if row.due_at is None:
             return
+        with self._acting_lock:
+            if row.id in self._acting:
+                return  # the sweep and the file's own end reached it at once: one acts
+            self._acting.add(row.id)
+        try:
+            self._act(self.store.get(row.id))
+        finally:
+            with self._acting_lock:
+                self._acting.discard(row.id)
+
+    def _act(self, row: state.FileRow) -> None:
+        if row.due_at is None or row.finished_at is None:
+            return  # done meanwhile
+        if not os.path.isdir(row.folder):
+            return  # the watch folder is missing (an unmounted share): its files look gone
         if row.state not in retention.RETAINED_STATES:
             return
         folder = layout.folder_of(self.config, row.path, row.folder)

@@ -218,3 +218,23 @@ def test_rows_of_files_long_gone_are_forgotten_and_the_others_kept(
     assert "forgot 2 file(s) gone for more than 90 days (state_retention_days)" in caplog.text
     # Nothing is known of a file whose row was forgotten: it counts as new if it comes back.
     assert str(inbox / "deleted.ogg") not in store.known_versions()
+
+
+def test_audio_on_a_share_that_is_not_mounted_waits_for_it(
+    tmp_path: Path, inbox: Path, store: state.Store
+) -> None:
+    clock = Clock()
+    files = Files(
+        settings(tmp_path, {"path": str(inbox), "after_done": "delete", "after_done_days": 1}),
+        store, clock,
+    )  # fmt: skip
+    row = files.finish(inbox / "call.ogg")
+    hidden = tmp_path / "unmounted"
+    inbox.rename(hidden)  # as if unmounted: the file looks gone, but it is the mount that is
+    clock.now = NOW + 2 * DAY_SECONDS
+    files.care.sweep_retention()
+    assert store.get(row.id).due_at is not None  # still to do
+    hidden.rename(inbox)  # mounted again
+    files.care.sweep_retention()
+    assert not (inbox / "call.ogg").exists()
+    assert store.get(row.id).due_at is None
