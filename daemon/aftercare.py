@@ -129,10 +129,13 @@ class Aftercare:
         log.info("moved %s to %s (%s: move%s)", shown(audio), shown(target), key, when)
 
     def _products(self, row: state.FileRow) -> list[Path]:
-        """What a finished row wrote: its outputs, or its NAME.error.json."""
-        if row.state == state.DONE:
-            return [layout.row_output(self.config, row, ext) for ext in self.config.outputs]
-        return [layout.row_error(self.config, row)]
+        """What must still be there before the audio goes: NAME.error.json of a failed file; of
+        a transcribed one the .json (the whole result: `render` makes the others from it), or
+        each output when json is not among them."""
+        if row.state != state.DONE:
+            return [layout.row_error(self.config, row)]
+        needed = ("json",) if "json" in self.config.outputs else self.config.outputs
+        return [layout.row_output(self.config, row, extension) for extension in needed]
 
     def _move(self, row: state.FileRow, folder: WatchFolder) -> Path:
         """Move the audio (and what it produced, when that lies beside it) under the folder's
