@@ -13,9 +13,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-PROC_SYS = Path("/proc/sys/fs/inotify")
+PROC_SYS = Path("/proc/sys")
 WATCHES_SYSCTL = "fs.inotify.max_user_watches"
 INSTANCES_SYSCTL = "fs.inotify.max_user_instances"
+# Inside a user namespace (a container) its own, possibly lower, limit applies as well.
+NAMESPACE_SYSCTLS = {
+    WATCHES_SYSCTL: "user.max_inotify_watches",
+    INSTANCES_SYSCTL: "user.max_inotify_instances",
+}
 # The errors of the watch call when a limit is reached, and the sysctl that raises each.
 LIMIT_ERRORS = {errno.ENOSPC: WATCHES_SYSCTL, errno.EMFILE: INSTANCES_SYSCTL}
 # Other programs of the same user (desktop indexers, IDEs, sync clients) use watches too:
@@ -23,12 +28,19 @@ LIMIT_ERRORS = {errno.ENOSPC: WATCHES_SYSCTL, errno.EMFILE: INSTANCES_SYSCTL}
 HEADROOM_SHARE = 0.8
 
 
-def read_limit(sysctl: str, proc_sys: Path = PROC_SYS) -> int | None:
-    """The current value of an inotify sysctl, or None where it cannot be read (not Linux)."""
+def _read_sysctl(name: str, proc_sys: Path) -> int | None:
     try:
-        return int((proc_sys / sysctl.rsplit(".", 1)[1]).read_text(encoding="ascii").strip())
+        return int((proc_sys / name.replace(".", "/")).read_text(encoding="ascii").strip())
     except (OSError, ValueError):
         return None
+
+
+def read_limit(sysctl: str, proc_sys: Path = PROC_SYS) -> int | None:
+    """The limit an inotify sysctl sets for this process: the lower of the system's value and
+    the user namespace's; None where neither can be read (not Linux)."""
+    values = [_read_sysctl(name, proc_sys) for name in (sysctl, NAMESPACE_SYSCTLS[sysctl])]
+    found = [value for value in values if value is not None]
+    return min(found) if found else None
 
 
 def count_folders(root: Path, *, recursive: bool) -> int:

@@ -3,16 +3,21 @@ then deleted; failed files moved after a week; the state file forgetting files l
 folder beyond the inotify limit still transcribed, by polling.
 
 Time is injected with the test-only SPEECHKIT_WATCH_CLOCK_STEP hook (a restart a month later);
-the inotify limit is simulated at the watch call with SPEECHKIT_WATCH_INOTIFY_LIMIT.
+the inotify limit is lowered for real in a user namespace of the daemon's own (`unshare -Ur`),
+or, where the machine allows none, simulated at the watch call (SPEECHKIT_WATCH_INOTIFY_LIMIT).
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from daemon.crashpoints import CLOCK_STEP_VARIABLE, WATCH_LIMIT_VARIABLE
+from tests.e2e import harness
 from tests.e2e.harness import Daemon, wait_for
 from tests.e2e.test_pipeline import MONO_TXT, done_outputs
 from tests.fixtures_audio import fixture_path
@@ -66,17 +71,47 @@ def test_audio_goes_a_month_after_its_transcript_and_long_gone_files_are_forgott
     assert "forgot 1 file(s) gone for more than 30 days (state_retention_days)" in log
 
 
+# In a user namespace of its own, the daemon gets this many inotify watches: its recursive
+# watch folder takes one, and each of its subfolders is beyond the limit.
+NAMESPACE_WATCHES = 1
+
+
+def lowered_limit_prefix() -> list[str] | None:
+    """`unshare -Ur` with the inotify watch limit lowered, where this machine allows user
+    namespaces (the daemon then runs in one, as root of nothing but it); else None."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    script = f'echo {NAMESPACE_WATCHES} > /proc/sys/user/max_inotify_watches && exec "$@"'
+    prefix = [unshare, "-Ur", "sh", "-c", script, "sh"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, check=False, timeout=10)
+    return prefix if probe.returncode == 0 else None
+
+
 def test_a_folder_beyond_the_inotify_limit_is_polled_and_its_files_transcribed(
-    make_daemon: Callable[..., Daemon], inbox: Path
+    make_daemon: Callable[..., Daemon], inbox: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    month = inbox / "2026" / "01"
+    month.mkdir(parents=True)
+    prefix = lowered_limit_prefix()
+    env = {}
+    if prefix is None:  # no user namespaces here: the limit is simulated at the watch call
+        env[WATCH_LIMIT_VARIABLE] = "ENOSPC"
+    else:
+        plain = harness.command
+        monkeypatch.setattr(harness, "command", lambda: [*prefix, *plain()])
     # No rescan during the test: only the polling observer can find the file.
-    daemon = make_daemon(env={WATCH_LIMIT_VARIABLE: "ENOSPC"}, rescan_seconds=3600)
+    daemon = make_daemon(
+        env=env, rescan_seconds=3600, watch=[{"path": str(inbox), "recursive": True}]
+    )
     with daemon.start():
         wait_for(lambda: "first scan done" in daemon.log(), "the start-up scan")
-        shutil.copy(fixture_path("mono.ogg"), inbox / "memo.ogg")
-        assert done_outputs(inbox, "memo")[0] == MONO_TXT
+        shutil.copy(fixture_path("mono.ogg"), month / "memo.ogg")
+        assert done_outputs(month, "memo")[0] == MONO_TXT
         assert daemon.stop() == 0
     log = daemon.log()
     [line] = [line for line in log.splitlines() if "cannot watch folder" in line]  # one line
     assert f'"{inbox}" with inotify (fs.inotify.max_user_watches: inotify watch limit' in line
     assert "sysctl -w fs.inotify.max_user_watches=" in line
+    if prefix is not None:
+        assert f"(now {NAMESPACE_WATCHES}, this config needs 3)" in line

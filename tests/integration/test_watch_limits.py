@@ -70,10 +70,14 @@ def test_a_subfolder_watchdog_could_not_watch_later_makes_the_folder_polled(
     assert f'cannot watch folder "{tmp_path}" with inotify' in caplog.text
 
 
-def write_limits(proc_sys: Path, watches: int, instances: int) -> Path:
-    proc_sys.mkdir()
-    (proc_sys / "max_user_watches").write_text(f"{watches}\n")
-    (proc_sys / "max_user_instances").write_text(f"{instances}\n")
+def write_limits(proc_sys: Path, watches: int, instances: int, namespace: int = 0) -> Path:
+    """A /proc/sys with the inotify limits (and the user namespace's watch limit, if given)."""
+    (proc_sys / "fs" / "inotify").mkdir(parents=True)
+    (proc_sys / "fs" / "inotify" / "max_user_watches").write_text(f"{watches}\n")
+    (proc_sys / "fs" / "inotify" / "max_user_instances").write_text(f"{instances}\n")
+    if namespace:
+        (proc_sys / "user").mkdir()
+        (proc_sys / "user" / "max_inotify_watches").write_text(f"{namespace}\n")
     return proc_sys
 
 
@@ -103,6 +107,9 @@ def test_check_reports_the_limits_against_the_folders_the_config_watches(tmp_pat
     )
     assert "sysctl -w fs.inotify.max_user_watches=8192" in watches.message
     assert instances.status == checks.WARNING  # 2 of 2: nothing left for other programs
+    contained = write_limits(tmp_path / "container", 8192, 128, namespace=4)
+    watches, _ = checks.check_inotify(settings, contained)
+    assert "needs 6, fs.inotify.max_user_watches is 4;" in watches.message  # the lower applies
     assert [result.status for result in checks.check_inotify(settings, tmp_path / "none")] == [
         "skip", "skip",
     ]  # fmt: skip
