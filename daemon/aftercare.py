@@ -188,6 +188,18 @@ class Aftercare:
             self.prune_state(now)
             self.pruned_at = now
 
+    def _anything_left(self, row: state.FileRow) -> bool:
+        """Whether a row's audio is still at its path, or what it produced still holds its names
+        where it was written (outputs moved along with the audio no longer do)."""
+        if os.path.lexists(row.path):
+            return True
+        folder = layout.folder_of(self.config, row.path, row.folder)
+        if row.moved_to is not None and folder.output_dir is None:
+            return False
+        products = [layout.row_output(self.config, row, ext) for ext in self.config.outputs]
+        products.append(layout.row_error(self.config, row))
+        return any(os.path.lexists(path) for path in products)
+
     def prune_state(self, now: float) -> int:
         """Forget the rows of files long gone (`retention.prunable`); how many were forgotten."""
         keep = self.config.state_retention_days * retention.DAY_SECONDS
@@ -215,7 +227,7 @@ class Aftercare:
                     object_pending=row.object_key is not None and not row.object_deleted
                     and self.config.storage.delete_after,
                 )  # fmt: skip
-                if retention.prunable(candidate, now, keep, partial(os.path.lexists, row.path)):
+                if retention.prunable(candidate, now, keep, partial(self._anything_left, row)):
                     chosen.append(row.id)
             forgotten += self.store.forget(chosen)
         if forgotten:

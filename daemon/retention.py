@@ -8,10 +8,12 @@ forgets a file. Pure decisions over the facts and the time passed in; `aftercare
   touched before what it produced is safely on disk, and a crash in between is caught up by
   the next sweep. The delay the config gives the folder *now* decides: shorten it and every
   waiting file follows.
-- A row is forgotten (`prunable`) once its file is long gone: no file at its path any more (or a
-  newer version of it has a row of its own), nothing left to do for it, and no change for
+- A row is forgotten (`prunable`) once its file is long gone: nothing of it left where it was
+  (or a newer version of it has a row of its own), nothing left to do for it, and no change for
   `state_retention_days`. A file that is still there keeps its row: without it the file would
-  look new at the next start and be transcribed again.
+  look new at the next start and be transcribed again. So do outputs still under their names
+  beside it (or in `output_dir`): the row is what keeps another recording of the same stem from
+  taking those names, or from being adopted as done with a transcript that is not its own.
 """
 
 from __future__ import annotations
@@ -86,11 +88,11 @@ class Candidate:
 
 
 def prunable(
-    candidate: Candidate, now: float, retention_seconds: float, file_exists: Callable[[], bool]
+    candidate: Candidate, now: float, retention_seconds: float, anything_left: Callable[[], bool]
 ) -> bool:
     """Whether the state file may forget this row: its file is long gone and nothing is left
-    to do for it. `file_exists` (is anything at the row's path?) is asked last, only when the
-    answer decides."""
+    to do for it. `anything_left` (is the audio still at its path, or an output under its name
+    where it was written?) is asked last, only when the answer decides."""
     if candidate.state not in (State.DONE, State.FAILED, State.SUPERSEDED, State.GONE):
         return False
     if now - candidate.updated_at < retention_seconds:
@@ -102,4 +104,4 @@ def prunable(
         or candidate.object_pending
     ):
         return False
-    return candidate.newer_version or not file_exists()
+    return candidate.newer_version or not anything_left()

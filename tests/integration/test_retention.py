@@ -198,7 +198,10 @@ def test_rows_of_files_long_gone_are_forgotten_and_the_others_kept(
         store, clock,
     )  # fmt: skip
     deleted = files.finish(inbox / "deleted.ogg")
-    (inbox / "deleted.ogg").unlink()
+    for leftover in inbox.glob("deleted.*"):
+        leftover.unlink()  # audio and outputs: nothing left of it
+    transcript_kept = files.finish(inbox / "transcript.ogg")
+    (inbox / "transcript.ogg").unlink()  # its outputs still hold the name "transcript"
     kept = files.finish(inbox / "kept.ogg")
     older = files.finish(inbox / "again.ogg")
     newer_id = store.add_version(path=str(inbox / "again.ogg"), folder=str(inbox), size=1,
@@ -206,7 +209,8 @@ def test_rows_of_files_long_gone_are_forgotten_and_the_others_kept(
     unmounted = files.finish(share / "remote.ogg")
     clock.now = NOW + 60 * DAY_SECONDS
     recent = files.finish(inbox / "recent.ogg")
-    (inbox / "recent.ogg").unlink()
+    for leftover in inbox.glob("recent.*"):
+        leftover.unlink()
     shutil.rmtree(share)  # as if unmounted: its files look gone, but it is the mount that is
     clock.now = NOW + 91 * DAY_SECONDS
     with caplog.at_level(logging.INFO, logger="daemon.aftercare"):
@@ -214,7 +218,7 @@ def test_rows_of_files_long_gone_are_forgotten_and_the_others_kept(
     remaining = {row.id for row in store.in_states(state.ALL_STATES)}
     assert deleted.id not in remaining
     assert older.id not in remaining
-    assert {kept.id, newer_id, unmounted.id, recent.id} <= remaining
+    assert {kept.id, transcript_kept.id, newer_id, unmounted.id, recent.id} <= remaining
     assert "forgot 2 file(s) gone for more than 90 days (state_retention_days)" in caplog.text
     # Nothing is known of a file whose row was forgotten: it counts as new if it comes back.
     assert str(inbox / "deleted.ogg") not in store.known_versions()
@@ -238,3 +242,17 @@ def test_audio_on_a_share_that_is_not_mounted_waits_for_it(
     files.care.sweep_retention()
     assert not (inbox / "call.ogg").exists()
     assert store.get(row.id).due_at is None
+
+
+def test_the_row_of_audio_moved_away_with_its_outputs_is_forgotten(
+    tmp_path: Path, inbox: Path, store: state.Store
+) -> None:
+    clock = Clock()
+    moved = tmp_path / "done"
+    folder = {"path": str(inbox), "after_done": "move", "move_to": str(moved)}
+    files = Files(settings(tmp_path, folder), store, clock)
+    row = files.finish(inbox / "call.ogg")
+    assert (moved / "call.json").exists()  # outputs went along: no names held in the inbox
+    clock.now = NOW + 91 * DAY_SECONDS
+    assert files.care.prune_state(clock.now) == 1
+    assert row.id not in {other.id for other in store.in_states(state.ALL_STATES)}

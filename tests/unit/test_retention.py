@@ -63,7 +63,7 @@ GONE_LONG_AGO = retention.Candidate(
 def test_a_row_is_forgotten_only_when_its_file_is_long_gone_and_nothing_is_left_to_do() -> None:
     keep = 90 * DAY
     assert retention.prunable(GONE_LONG_AGO, NOW, keep, lambda: False)
-    assert not retention.prunable(GONE_LONG_AGO, NOW, keep, lambda: True)  # still there
+    assert not retention.prunable(GONE_LONG_AGO, NOW, keep, lambda: True)  # audio or outputs
     busy = (
         replace(GONE_LONG_AGO, action_pending=True), replace(GONE_LONG_AGO, hook_pending=True),
         replace(GONE_LONG_AGO, owned=True), replace(GONE_LONG_AGO, object_pending=True),
