@@ -93,14 +93,19 @@ class Files:
         return self.store.get(row_id)
 
 
+def deleting_after(
+    days: float, tmp_path: Path, inbox: Path, store: state.Store
+) -> tuple[Clock, Files]:
+    """A clock, and an inbox whose audio is deleted `days` after its transcript."""
+    clock = Clock()
+    folder = {"path": str(inbox), "after_done": "delete", "after_done_days": days}
+    return clock, Files(settings(tmp_path, folder), store, clock)
+
+
 def test_audio_is_deleted_only_once_its_delay_has_passed_and_its_outputs_stay(
     tmp_path: Path, inbox: Path, store: state.Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
-    files = Files(
-        settings(tmp_path, {"path": str(inbox), "after_done": "delete", "after_done_days": 30}),
-        store, clock,
-    )  # fmt: skip
+    clock, files = deleting_after(30, tmp_path, inbox, store)
     audio = inbox / "call.ogg"
     row = files.finish(audio)
     assert audio.exists()  # a delay: not at once
@@ -150,11 +155,7 @@ def test_a_shorter_delay_applies_to_files_already_waiting(
 def test_audio_whose_transcript_is_gone_is_kept(
     tmp_path: Path, inbox: Path, store: state.Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
-    files = Files(
-        settings(tmp_path, {"path": str(inbox), "after_done": "delete", "after_done_days": 1}),
-        store, clock,
-    )  # fmt: skip
+    clock, files = deleting_after(1, tmp_path, inbox, store)
     audio = inbox / "call.ogg"
     row = files.finish(audio)
     (inbox / "call.json").unlink()
@@ -227,11 +228,7 @@ def test_rows_of_files_long_gone_are_forgotten_and_the_others_kept(
 def test_audio_on_a_share_that_is_not_mounted_waits_for_it(
     tmp_path: Path, inbox: Path, store: state.Store
 ) -> None:
-    clock = Clock()
-    files = Files(
-        settings(tmp_path, {"path": str(inbox), "after_done": "delete", "after_done_days": 1}),
-        store, clock,
-    )  # fmt: skip
+    clock, files = deleting_after(1, tmp_path, inbox, store)
     row = files.finish(inbox / "call.ogg")
     hidden = tmp_path / "unmounted"
     inbox.rename(hidden)  # as if unmounted: the file looks gone, but it is the mount that is
