@@ -337,9 +337,10 @@ class _UnwatchedSubfolders(logging.Handler):
     """Collects the subfolders watchdog could not watch for an inotify limit. `emit` runs in the
     observer's thread: it only queues, and never raises."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake: Waker) -> None:
         super().__init__(logging.WARNING)
         self._found: queue.SimpleQueue[tuple[str, OSError]] = queue.SimpleQueue()
+        self._wake = wake
 
     def emit(self, record: logging.LogRecord) -> None:
         arguments = record.args if isinstance(record.args, tuple) else ()
@@ -348,6 +349,7 @@ class _UnwatchedSubfolders(logging.Handler):
         path, error = arguments
         if isinstance(error, OSError) and error.errno in inotify_limits.LIMIT_ERRORS:
             self._found.put((os.fsdecode(path) if isinstance(path, bytes | str) else "", error))
+            self._wake.set()  # the main loop falls back now, not at its next idle wake
 
     def take(self) -> list[tuple[str, OSError]]:
         found = []
@@ -383,7 +385,7 @@ class Watcher:
         self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
         self.watches = [_Watch(folder) for folder in folders]
         self.next_refresh = 0.0
-        self.unwatched = _UnwatchedSubfolders()
+        self.unwatched = _UnwatchedSubfolders(wake)
 
     @property
     def folders(self) -> tuple[config_module.WatchFolder, ...]:
@@ -401,6 +403,8 @@ class Watcher:
         """Watch every folder that exists; missing ones are waited for (the caller, which knows
         their config keys, reports them). OSError if an existing folder cannot be watched."""
         _WATCHDOG_INOTIFY_LOG.addHandler(self.unwatched)
+        if _WATCHDOG_INOTIFY_LOG.getEffectiveLevel() > logging.WARNING:  # log_level: error
+            _WATCHDOG_INOTIFY_LOG.setLevel(logging.WARNING)  # its warnings must reach us
         for watch in self.watches:
             self._begin(watch)
 
@@ -468,10 +472,10 @@ class Watcher:
         still the one watched: one stat per folder. A folder gone is let go and waited for; one
         back, replaced or whose watch ended is watched again. Returns the folders watched anew:
         files may have arrived unseen meanwhile, so the caller scans them now."""
+        renewed = self._fall_back_unwatched()  # at once: files there are being missed
         if now < self.next_refresh:
-            return []
+            return renewed
         self.next_refresh = now + FOLDER_CHECK_SECONDS
-        renewed = self._fall_back_unwatched()
         for watch in self.watches:
             observer = watch.observer
             # Only an observer thread that still runs can have a watch that ended by itself;
