@@ -229,6 +229,13 @@ class _Validator:
                 self.problem(f"watch[{index}].move_to", "required when after_done is move")
             if folder["after_failed"] == "move" and not folder["failed_move_to"]:
                 self.problem(f"watch[{index}].failed_move_to", "required when after_failed is move")
+            for action, days in (("after_done", "after_done_days"),
+                                 ("after_failed", "after_failed_days")):  # fmt: skip
+                if folder[action] == "keep" and folder[days]:
+                    self.warnings.append(
+                        f"{self.source}: at 'watch[{index}].{days}': {action} is keep, so the "
+                        "audio is kept and the delay does nothing"
+                    )
             resolved = str(Path(folder["path"]).resolve())
             if resolved in seen:
                 self.problem(f"watch[{index}].path", f"the same folder as watch[{seen[resolved]}]")

@@ -96,6 +96,11 @@ def test_retention_keys_default_to_todays_behaviour_and_are_checked() -> None:
     days = parse(minimal(watch=[{"path": "/srv/inbox", "after_done": "delete",
                                  "after_done_days": 30}]))  # fmt: skip
     assert days.watch[0].after_done_days == 30.0
+    idle = parse(minimal(watch=[{"path": "/srv/inbox", "after_failed_days": 7}]))
+    assert idle.warnings == (
+        "conf.yaml: at 'watch[0].after_failed_days': after_failed is keep, so the audio is kept "
+        "and the delay does nothing",
+    )
     found = problems(minimal(watch=[{"path": "/srv/inbox", "after_failed": "move"}]))
     assert any("'watch[0].failed_move_to'" in p and "after_failed is move" in p for p in found)
     found = problems(minimal(
