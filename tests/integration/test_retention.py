@@ -253,3 +253,23 @@ def test_the_row_of_audio_moved_away_with_its_outputs_is_forgotten(
     clock.now = NOW + 91 * DAY_SECONDS
     assert files.care.prune_state(clock.now) == 1
     assert row.id not in {other.id for other in store.in_states(state.ALL_STATES)}
+
+
+def test_an_action_a_crash_cut_short_is_taken_by_the_next_sweep(
+    tmp_path: Path, inbox: Path, store: state.Store
+) -> None:
+    _, files = deleting_after(0, tmp_path, inbox, store)
+    audio = inbox / "call.ogg"
+    audio.write_bytes(b"OggS audio")
+    found = audio.stat()
+    row_id = store.add_version(path=str(audio), folder=str(inbox), size=found.st_size,
+                               mtime_ns=found.st_mtime_ns, now=NOW)  # fmt: skip
+    (inbox / "call.txt").write_text("transcript")
+    (inbox / "call.json").write_text("{}")
+    row = store.get(row_id)
+    done = lifecycle.finished(NOW, 1, hook=False, retain_at=files.care.due_at(row, State.DONE, NOW))
+    assert store.apply(row, done, NOW)  # the end is recorded; the daemon dies before acting
+    assert audio.exists()
+    files.care.sweep_retention()  # at the next start
+    assert not audio.exists()
+    assert (inbox / "call.json").exists()
