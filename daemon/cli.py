@@ -216,8 +216,14 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
         }
         for row in store.in_states([state.FAILED])
     ]
+    waiting, earliest = store.retention_pending()
+    retention = {
+        "waiting": waiting,
+        "next_at": None if earliest is None else transcripts.iso_time(earliest),
+    }
     return {"state_file": str(store.path), "counts": store.counts(), "in_progress": in_progress,
-            "failed": failed, "quota": quota_report(store, limits, now)}  # fmt: skip
+            "failed": failed, "quota": quota_report(store, limits, now),
+            "retention": retention}  # fmt: skip
 
 
 def _submitted(item: dict[str, Any]) -> str:
@@ -246,7 +252,8 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
     store = _open_store(settings)
     if store is None:
         report: dict[str, Any] = {"state_file": str(settings.state_file), "counts": {},
-                                  "in_progress": [], "failed": [], "quota": None}  # fmt: skip
+                                  "in_progress": [], "failed": [], "quota": None,
+                                  "retention": None}  # fmt: skip
     else:
         report = status_report(store, settings.quota, time.time())
         store.close()
@@ -272,6 +279,10 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
                 f"backlog: {usage['waiting_for_submission']} file(s) wait for submission; at the "
                 f"quota that takes about {logs.duration(usage['backlog_seconds'], precision=60)}"
             )
+    retention = report.get("retention")
+    if retention and retention["waiting"]:
+        print(f"retention: the audio of {retention['waiting']} finished file(s) waits for "
+              f"after_done/after_failed; the first is due {retention['next_at']}")  # fmt: skip
     if report["in_progress"]:
         print("in progress:")
         for item in report["in_progress"]:

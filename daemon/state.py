@@ -697,6 +697,17 @@ class Store:
             (str(ended), _encode(folder), ended_before, limit),
         )
 
+    def retention_pending(self) -> tuple[int, float | None]:
+        """Finished rows whose audio is still to be moved or deleted, and the earliest time one
+        was due by the delay it ended with (`status`)."""
+        with self._lock:
+            count, earliest = self._db.execute(
+                "SELECT COUNT(*), MIN(due_at) FROM files WHERE state IN (?, ?) "
+                "AND due_at IS NOT NULL",
+                (DONE, FAILED),
+            ).fetchone()
+        return int(count), None if earliest is None else float(earliest)
+
     def prune_candidates(
         self, changed_before: float, *, after_id: int = 0, limit: int
     ) -> list[tuple[FileRow, bool]]:

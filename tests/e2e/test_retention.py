@@ -47,7 +47,8 @@ def test_audio_goes_a_month_after_its_transcript_and_long_gone_files_are_forgott
         assert done_outputs(inbox, "call")[0] == MONO_TXT
         done_outputs(notes, "memo")
         wait_for((inbox / "broken.error.json").exists, "the failure of broken.ogg")
-        daemon.wait_for_count("done", 2)
+        waiting = daemon.wait_for_count("done", 2)["retention"]
+        assert waiting["waiting"] == 2  # call.ogg and broken.ogg; memo.ogg's folder keeps
         assert daemon.stop() == 0
     assert (inbox / "call.ogg").exists()  # kept: 30 days are not over
     assert (inbox / "broken.ogg").exists()  # kept: 7 days are not over
