@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from daemon import state
 
@@ -79,7 +80,7 @@ def webhook_delivery(result: str) -> None:
     WEBHOOK_DELIVERIES.labels(result=result).inc()
 
 
-class StateCollector:
+class StateCollector(Collector):
     """Gauges computed at scrape time: a few indexed queries of the state file."""
 
     def __init__(
