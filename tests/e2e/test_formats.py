@@ -1,5 +1,5 @@
-"""Recordings as people have them (WAV, MP3, M4A, FLAC, WebM, MKV, AMR, video) are converted to Ogg Opus
-locally and transcribed; files without audio fail at `check` and are never uploaded."""
+"""Recordings as people have them (WAV, MP3, M4A, FLAC, WebM, MKV, AMR, video) are converted to
+Ogg Opus locally and transcribed; files without audio fail at `check` and are never uploaded."""
 
 from __future__ import annotations
 
