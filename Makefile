@@ -19,12 +19,14 @@ LOWEST_BIN := $(LOWEST_VENV)/bin
 LOWEST_STAMP := $(LOWEST_VENV)/.installed-from-constraints
 LOWEST_CONSTRAINTS := constraints/lowest.txt
 # Storage (boto3), IAM and JWTs (cryptography, requests), the API client (requests, urllib3),
-# config (pyyaml), inotify (watchdog), conversion and the local server's decoding (av), and the
-# daemon end to end as a subprocess against SeaweedFS and the local server, every format too.
+# config (pyyaml), inotify (watchdog), conversion and the local server's decoding (av), metrics
+# (prometheus_client: the collector, the exposition and its parser), and the daemon end to end
+# as a subprocess against SeaweedFS and the local server. The other e2e tests call the same
+# library functions these do, so they would add minutes to CI and no coverage.
 LOWEST_TESTS := tests/integration/test_storage.py tests/integration/test_iam.py \
 	tests/unit/test_credentials.py tests/unit/test_recognition_logic.py tests/unit/test_config.py \
 	tests/integration/test_watching.py tests/integration/test_localserver.py \
-	tests/e2e/test_pipeline.py tests/e2e/test_check.py tests/e2e/test_formats.py \
+	tests/unit/test_convert.py tests/e2e/test_pipeline.py tests/integration/test_metrics.py \
 	tests/e2e/test_retention.py::test_a_folder_beyond_the_inotify_limit_is_polled_and_its_files_transcribed
 
 # pip's "a new release is available" notice is noise in every CI log.

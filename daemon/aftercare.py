@@ -17,7 +17,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from daemon import hooks, layout, retention, state
+from daemon import hooks, layout, metrics, retention, state
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
 from daemon.render import files
@@ -292,6 +292,7 @@ class Aftercare:
         try:
             self.objects.delete(row.object_key)
         except StorageError as error:
+            metrics.error(error.service, error.kind)
             log.warning(
                 "could not delete object %s (will retry at start): %s", row.object_key, error
             )

@@ -27,7 +27,7 @@ trap 'rm -rf "$work_dir"' EXIT
 # ---------------------------------------------------------------- tests/data/formats: other formats
 # Recordings as people have them, for the conversion to Ogg Opus. Their speech is the committed
 # mono.ogg and stereo.ogg decoded again (opusdec), so this part runs on its own:
-#   bash tests/data/make_fixtures.sh formats      (needs ffmpeg, lame, opusdec)
+#   bash tests/data/make_fixtures.sh formats      (needs ffmpeg, lame, opusdec, .venv with PyAV)
 # The sentences travel as tags (ID3 TXXX in WAV and MP3, MP4 metadata tags, Vorbis comments in
 # FLAC, Matroska tags in WebM); the daemon copies TRANSCRIPT* tags into the Opus comments, so the
 # local server's echo engine answers with them. `-fflags +bitexact` keeps the bytes repeatable.
@@ -92,13 +92,36 @@ make_format_fixtures() {
         "${exact[@]}" "$formats_dir/video.mp4"
     "${ff[@]}" -f lavfi -i "color=black:size=32x32:rate=5" -t 2 -c:v libx264 -preset ultrafast \
         -crf 51 -pix_fmt yuv420p "${exact[@]}" "$formats_dir/video_no_audio.mp4"
+    # Matroska with stereo Vorbis, as screen and meeting recorders write.
+    "${ff[@]}" -i "$work_dir/f_stereo.wav" -ar 16000 -c:a libvorbis -q:a 0 \
+        "${stereo_tags[@]}" "${exact[@]}" "$formats_dir/stereo.mkv"
+    # A QuickTime MOV video (a tiny black picture) with mono AAC, as phones' cameras write.
+    "${ff[@]}" -f lavfi -i "color=black:size=32x32:rate=5" -i "$work_dir/f_mono.wav" \
+        -map 0:v -map 1:a -shortest -c:v libx264 -preset ultrafast -crf 51 -pix_fmt yuv420p \
+        -c:a aac -ar 16000 -b:a 24k -movflags +use_metadata_tags "${mono_tags[@]}" \
+        "${exact[@]}" "$formats_dir/video.mov"
+    # AMR-NB at 12.2 kbit/s, as old phones' voice memos: Debian's ffmpeg has no AMR encoder,
+    # PyAV's FFmpeg carries opencore-amr's. The format has no tags, so no sentence travels.
+    "${ff[@]}" -i "$work_dir/f_mono.wav" -ar 8000 "${exact[@]}" "$work_dir/f_mono8.wav"
+    "$fixture_python" - "$work_dir/f_mono8.wav" "$formats_dir/mono.amr" <<'PYTHON'
+import sys
+import av
+with av.open(sys.argv[1]) as source, av.open(sys.argv[2], "w", format="amr") as target:
+    stream = target.add_stream("libopencore_amrnb", rate=8000, layout="mono")
+    stream.bit_rate = 12200
+    for frame in source.decode(audio=0):
+        frame.pts = None
+        target.mux(stream.encode(frame))
+    target.mux(stream.encode(None))
+PYTHON
     # Not media at all, named like audio.
     printf 'These are meeting notes, not a recording.\n' > "$formats_dir/notes.wav"
     ls -l "$formats_dir"
 }
 
 if [[ "${1:-}" == formats ]]; then
-    for tool in ffmpeg lame opusdec python3; do
+    fixture_python="${FIXTURE_PYTHON:-$repo_root/.venv/bin/python}"  # with PyAV: `make install` first
+    for tool in ffmpeg lame opusdec "$fixture_python"; do
         command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
     done
     make_format_fixtures
