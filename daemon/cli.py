@@ -179,6 +179,10 @@ def quota_report(store: state.Store, limits: config.Quota, now: float) -> dict[s
 
 def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[str, Any]:
     """What `status` shows, as data."""
+    # Counted first: a file that ends while the lists are read may be in `failed` and not yet
+    # counted, but never counted as failed and missing from `failed` (a script that waits for
+    # the count and then reads the list relies on it).
+    counts = store.counts()
     in_progress = [
         {
             "path": row.path,
@@ -225,7 +229,7 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
         "waiting": waiting,
         "next_at": None if earliest is None else transcripts.iso_time(earliest),
     }
-    return {"state_file": str(store.path), "counts": store.counts(), "in_progress": in_progress,
+    return {"state_file": str(store.path), "counts": counts, "in_progress": in_progress,
             "failed": failed, "quota": quota_report(store, limits, now),
             "webhooks_undelivered": undelivered, "retention": retention}  # fmt: skip
 
