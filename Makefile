@@ -88,7 +88,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 demo: $(STAMP)
-	$(BIN)/python tools/demo.py
+	$(BIN)/python tools/demo.py $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

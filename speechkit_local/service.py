@@ -233,7 +233,9 @@ class SpeechKitService:
             settings.engine, model=settings.model, threads=settings.engine_threads
         )
         LOGGER.info("recognition engine: %s", self._engine.describe())
-        self._engine_slots = threading.BoundedSemaphore(min(self._engine.capacity, 1024))
+        # Recognitions at once: the engine's own limit, or the worker pool's if that is lower.
+        self._capacity = max(1, min(self._engine.capacity, settings.worker_count))
+        self._engine_slots = threading.BoundedSemaphore(self._capacity)
         self._in_flight = 0  # submitted to the workers, not finished yet
         self._workers = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.worker_count, thread_name_prefix="localserver-worker"
@@ -532,7 +534,7 @@ class SpeechKitService:
     def _queue_is_full(self) -> bool:
         """Caller holds the lock."""
         limit = self._settings.queue_limit
-        return limit is not None and self._in_flight >= self._engine.capacity + limit
+        return limit is not None and self._in_flight >= self._capacity + limit
 
     def get_operation(self, authorization: str | None, operation_id: str) -> Reply:
         """GET /operations/{id}."""
