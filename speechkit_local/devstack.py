@@ -572,8 +572,7 @@ class LocalServerProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"the local SpeechKit server wrote no port to {self.port_file} within "
-                    f"{self.ready_timeout_seconds:.0f} s; log tail:\n"
-                    + log_tail(self.log_path)
+                    f"{self.ready_timeout_seconds:.0f} s; log tail:\n" + log_tail(self.log_path)
                 )
             time.sleep(READY_POLL_SECONDS)
 
