@@ -8,18 +8,15 @@ shares the same queue, with capacity 1).
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
 
 from speechkit_local import LocalSpeechKit, ServerSettings
+from tests.integration.test_localserver import wait_done
 
 API_KEY = "queue-test-key"
-WAIT_LIMIT_SECONDS = 20.0  # a safety net, never a timing assertion
-POLL_SECONDS = 0.02
 
 
 @pytest.fixture
@@ -36,21 +33,6 @@ def submit(server: LocalSpeechKit, uri: str) -> requests.Response:
     return requests.post(
         server.recognize_url, json=body, headers={"Authorization": f"Api-Key {API_KEY}"}, timeout=10
     )
-
-
-def wait_done(server: LocalSpeechKit, operation_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_LIMIT_SECONDS
-    while time.monotonic() < deadline:
-        answer = requests.get(
-            f"{server.operations_url}/{operation_id}",
-            headers={"Authorization": f"Api-Key {API_KEY}"},
-            timeout=10,
-        )
-        operation: dict[str, Any] = answer.json()
-        if operation["done"]:
-            return operation
-        time.sleep(POLL_SECONDS)
-    pytest.fail(f"operation {operation_id} never finished")
 
 
 def test_a_full_queue_answers_429_resource_exhausted_until_a_place_frees(
@@ -76,6 +58,8 @@ def test_a_full_queue_answers_429_resource_exhausted_until_a_place_frees(
         }
         assert int(refused.headers["Retry-After"]) > 0
         assert server.stats()["submissions"] == 3  # the refused one created nothing
-        for answer in accepted:  # the held links time out: the operations end, places free
-            assert "error" in wait_done(server, answer.json()["id"])
+        with requests.Session() as session:  # the held links time out: places free
+            session.headers["Authorization"] = f"Api-Key {API_KEY}"
+            for answer in accepted:
+                assert "error" in wait_done(session, server, answer.json()["id"])
         assert submit(server, silent_listener).status_code == 200
