@@ -10,14 +10,18 @@ from pathlib import Path
 import pytest
 
 from speechkit_local import cli
+from speechkit_local.audio import InvalidAudio
 from speechkit_local.engines import models
 from speechkit_local.engines.whisper import (
     RecognizedSegment,
     RecognizedWord,
     channel_utterances,
+    decode_channels,
     segment_utterance,
     whisper_language,
 )
+from speechkit_local.logic import RecognizeRequest
+from tests.fixtures_audio import fixture_path
 
 SECOND = 1_000_000_000
 
@@ -122,3 +126,38 @@ def test_speechkit_local_refuses_a_model_it_cannot_use_with_one_clear_line(
     error = capsys.readouterr().err
     assert error.startswith(f"localserver: --model {missing}: not 'base'"), error
     assert "Traceback" not in error
+
+
+def test_each_channel_is_decoded_on_its_own_at_16_khz() -> None:
+    np = pytest.importorskip("numpy", reason="the whisper extra is not installed")
+
+    data = fixture_path("speech/dialogue.ogg").read_bytes()
+    left, right = decode_channels(data, RecognizeRequest(uri="x"), 2)
+
+    assert len(left) == len(right) == pytest.approx(4.676 * 16_000, abs=400)
+    assert left.dtype == right.dtype == np.float32
+    half = len(left) // 2  # the agent (left) speaks first, the caller (right) after
+    assert np.abs(left[:half]).mean() > 10 * np.abs(right[:half]).mean()
+    assert np.abs(right[half:]).mean() > 10 * np.abs(left[half:]).mean()
+
+
+def test_raw_pcm_is_deinterleaved_and_resampled() -> None:
+    np = pytest.importorskip("numpy", reason="the whisper extra is not installed")
+
+    seconds = np.arange(8000) / 8000  # one second at 8 kHz: a tone left, silence right
+    tone = (np.sin(2 * np.pi * 440 * seconds) * 16000).astype("<i2")
+    interleaved = np.column_stack([tone, np.zeros_like(tone)]).reshape(-1)
+    request = RecognizeRequest(uri="x", audio_encoding="LINEAR16_PCM", sample_rate_hertz=8000)
+
+    left, right = decode_channels(interleaved.tobytes(), request, 2)
+
+    assert len(left) == pytest.approx(16_000, abs=100)
+    assert np.abs(left).max() == pytest.approx(16000 / 32768, rel=0.1)
+    assert np.abs(right).max() < 1e-3
+
+
+def test_audio_that_will_not_decode_is_invalid_audio() -> None:
+    pytest.importorskip("numpy", reason="the whisper extra is not installed")
+
+    with pytest.raises(InvalidAudio, match="cannot decode"):
+        decode_channels(b"not audio at all" * 100, RecognizeRequest(uri="x"), 1)
