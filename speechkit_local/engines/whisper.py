@@ -180,8 +180,11 @@ class WhisperEngine:
     name = "whisper"
     capacity = 1  # one recognition at a time uses every thread it is given
 
-    def __init__(self, model: Any, folder: models_module.ModelFolder, threads: int) -> None:
+    def __init__(
+        self, model: Any, folder: models_module.ModelFolder, threads: int, *, version: str
+    ) -> None:
         self._model = model
+        self._version = version
         self._folder = folder
         self._threads = threads
 
@@ -189,6 +192,7 @@ class WhisperEngine:
     def load(cls, model: str | None, *, threads: int = 0) -> WhisperEngine:
         """Load the model once; EngineUnavailableError if the library or the model is missing."""
         try:
+            import faster_whisper  # noqa: PLC0415 - the optional extra
             from faster_whisper import WhisperModel  # noqa: PLC0415 - the optional extra
         except ImportError as error:
             raise EngineUnavailableError(
@@ -210,11 +214,12 @@ class WhisperEngine:
             )
         except (RuntimeError, ValueError, OSError) as error:
             raise EngineUnavailableError(f"cannot load the model {folder.path}: {error}") from None
-        return cls(loaded, folder, threads)
+        return cls(loaded, folder, threads, version=faster_whisper.__version__)
 
     def describe(self) -> str:
         return (
-            f"whisper (faster-whisper, model {self._folder.name} at {self._folder.path}, "
+            f"whisper (faster-whisper {self._version}, model {self._folder.name} at "
+            f"{self._folder.path}, "
             f"{COMPUTE_TYPE}, {self._threads} threads)"
         )
 
