@@ -35,14 +35,14 @@ class Aftercare:
         self,
         config: Config,
         store: state.Store,
-        objects: ObjectStore,
+        objects: ObjectStore | None,
         *,
         clock: Callable[[], float],
         stopping: threading.Event,
     ) -> None:
         self.config = config
         self.store = store
-        self.objects = objects
+        self.objects = objects  # None: no storage (API v3 with the audio inline)
         self.clock = clock
         self.stopping = stopping
 
@@ -131,7 +131,10 @@ class Aftercare:
             self.run_hook(row)
 
     def delete_object(self, row: state.FileRow) -> None:
-        if row.object_key is None or not self.config.storage.delete_after or row.object_deleted:
+        storage = self.config.storage
+        if row.object_key is None or storage is None or not storage.delete_after:
+            return
+        if row.object_deleted or self.objects is None:
             return
         # Another version with the same content may still need the object.
         if self.store.object_in_use(row.object_key, exclude=row.id):
@@ -151,6 +154,8 @@ class Aftercare:
         The bucket is listed before the in-use check of each key, so an upload that starts
         meanwhile is either not listed or already recorded as in use.
         """
+        if self.objects is None:
+            return 0
         for row in self.store.undeleted_objects():
             if self.stopping.is_set():
                 return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -262,8 +263,10 @@ class V2Backend:
     def __init__(self, client: RecognitionClient) -> None:
         self.client = client
 
-    def submit(self, audio_uri: str, specification: Mapping[str, Any]) -> str:
-        return str(self.client.submit(audio_uri, dict(specification))["id"])
+    def submit(self, audio: str | Path, specification: Mapping[str, Any]) -> str:
+        if isinstance(audio, Path):  # the config requires storage with v2
+            raise ApiError(PERMANENT, "API v2 takes audio only by link; configure storage")
+        return str(self.client.submit(audio, dict(specification))["id"])
 
     def status(self, operation_id: str) -> Status:
         """The operation's status in the backends' plain words; the shape of a done one is
@@ -281,7 +284,7 @@ class V2Backend:
             return Malformed(operation, problem)
         return Finished(operation)
 
-    def result(self, finished: Finished) -> dict[str, Any]:
+    def result(self, finished: Finished, specification: Mapping[str, Any]) -> dict[str, Any]:
         return dict(finished.operation)
 
     def forget(self, operation_id: str) -> None:
