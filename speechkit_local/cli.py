@@ -29,7 +29,7 @@ ENV_S3_SECRET_ACCESS_KEY = "SPEECHKIT_LOCAL_S3_SECRET_ACCESS_KEY"  # noqa: S105 
 WAIT_SLICE_SECONDS = 0.5  # the main thread wakes this often to notice a stop request
 
 DESCRIPTION = """\
-Local SpeechKit v2 compatible server for developing and testing speechkit-watch.
+Local SpeechKit v2 and v3 compatible server for developing and testing speechkit-watch.
 
 Recognition is an ECHO ENGINE: it does not recognise speech. For each Ogg Opus file it returns
 the text stored in the file's Opus comments, TRANSCRIPT for channel 1 and TRANSCRIPT_CH2 for
@@ -41,6 +41,17 @@ rawResults are validated but change nothing.
 Timing: an operation is done at creation + --base-delay + --seconds-per-minute x audio minutes
 x channels (or when the audio has been read, if later). Audio that cannot be read or is not
 Ogg Opus fails after --base-delay. Results are forgotten (404) --retention-seconds after done.
+
+Speakers (API v3 speaker labeling): the echo engine takes them from the SPEAKERS comment of a
+mono file, one 1-based speaker number per sentence of TRANSCRIPT ("1,2,1"; the last number holds
+for the rest); without it everything is speaker 1. Stereo files report channels, not speakers.
+A real recognition engine (whisper) does no speaker separation: everything is speaker 1.
+
+API v3: POST /stt/v3/recognizeFileAsync (audio by `uri` or inline base64 `content`, requests up
+to 60 MB; no deferred-general), GET /stt/v3/getRecognition?operationId= (one JSON message per
+line: final, eouUpdate, finalRefinement per sentence; channelTag "0"/"1"; int64 values as
+strings), DELETE /stt/v3/deleteRecognition?operationId=. Status checks of v3 operations over
+--v3-checks-per-second in one second are answered 429 (code 8), as the real quota is.
 
 Endpoints: POST /speech/stt/v2/longRunningRecognize, GET /operations/{id}, the IAM token
 exchange POST /iam/v1/tokens (a PS256 JWT signed by the key of --iam-public-key buys a token
@@ -145,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metadata-service",
         action="store_true",
         help="the metadata endpoint hands out tokens (a VM with a service account attached)",
+    )
+    add(
+        "--v3-checks-per-second",
+        type=int,
+        default=None,
+        help="API v3's status-check quota: more checks of v3 operations in a second get 429 "
+        "(default: no limit; the real service's is 5)",
     )
     add("--seed", type=int, help="seed for fault injection draws (reproducible runs)")
     add(
@@ -265,6 +283,7 @@ def settings_from_arguments(arguments: argparse.Namespace) -> service.ServerSett
         iam_keys=_iam_keys(arguments),
         iam_token_lifetime_seconds=arguments.iam_token_lifetime,
         metadata_service=arguments.metadata_service,
+        v3_checks_per_second=arguments.v3_checks_per_second,
     )
 
 

@@ -215,3 +215,14 @@ def _refresh_crc(buffer: bytearray, page: Page) -> None:
     start, end = page.offset, page.end
     crc = page_crc(bytes(buffer[start:end]))
     buffer[start + _CRC_FIELD.start : start + _CRC_FIELD.stop] = struct.pack("<I", crc)
+
+
+MONO_TEXT = "Hello from the watch folder. This is a test recording."
+
+
+def two_speakers() -> bytes:
+    """mono.ogg whose two sentences are said by two speakers for the echo engine (SPEAKERS)."""
+    tags = opus_tags_packet(
+        "speechkit-watch tests", [b"TRANSCRIPT=" + MONO_TEXT.encode(), b"SPEAKERS=1,2"]
+    )
+    return replace_tags(read_fixture("mono.ogg"), tags)
