@@ -1,0 +1,116 @@
+"""API v3 end to end: the daemon with `speechkit.api: v3`, without a bucket (inline audio) and
+with faults; the crash points' v3 twins are in test_crash.py."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from speechkit_local import LocalSpeechKit
+from tests.e2e.harness import Daemon, wait_for
+from tests.e2e.test_pipeline import MONO_TXT, done_outputs
+from tests.fixtures_audio import fixture_path, two_speakers
+
+SPEAKERS_TXT = "[speaker 1] Hello from the watch folder.\n[speaker 2] This is a test recording.\n"
+STEREO_LITERATURE_TXT = (
+    "[channel 1] The left channel says good morning.\n"
+    "[channel 2] The right channel answers good evening.\n"
+)
+
+
+def v3(speechkit: LocalSpeechKit, **extra: Any) -> dict[str, Any]:
+    """Config keys of a daemon on API v3 without storage (audio inline)."""
+    return {
+        "speechkit": {"api": "v3", "stt_v3_url": speechkit.stt_v3_url},
+        "storage": None,
+        **extra,
+    }
+
+
+def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3(
+    make_daemon: Callable[..., Daemon], inbox: Path, speechkit: LocalSpeechKit
+) -> None:
+    recognition = {"speaker_labeling": True, "literature_text": True, "languages": ["en-US"]}
+    daemon = make_daemon(**v3(speechkit, recognition=recognition, outputs=["txt", "json", "srt"]))
+    checked = daemon.cli("check", check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "storage: none configured" in checked.stdout
+    assert f"{speechkit.stt_v3_url} accepts" in checked.stdout  # probed; nothing created
+    with daemon.start():
+        (inbox / "meeting.ogg").write_bytes(two_speakers())
+        shutil.copy(fixture_path("stereo.ogg"), inbox / "call.ogg")  # stereo: channels stay
+        text, saved = done_outputs(inbox, "meeting")
+        assert text == SPEAKERS_TXT
+        assert done_outputs(inbox, "call")[0] == STEREO_LITERATURE_TXT
+        srt = (inbox / "meeting.srt").read_text(encoding="utf-8")
+        assert "[speaker 2] This is a test recording." in srt
+        operation, stream = saved["operation"], saved["getRecognition"]
+        assert isinstance(operation, dict)
+        assert isinstance(stream, list)
+        assert operation["done"] is True
+        events = [next(iter(set(message["result"]) & {"final", "eouUpdate", "finalRefinement"}))
+                  for message in stream]  # fmt: skip
+        assert events == ["final", "eouUpdate", "finalRefinement"] * 2  # unchanged, in order
+        daemon.wait_for_count("done", 2)
+        assert daemon.stop() == 0
+    stats = speechkit.stats()
+    assert stats["v3"]["inline"] == stats["submissions"] == 2
+    wait_for(lambda: speechkit.stats()["v3"]["deleted"] == 2, "the results deleted")
+    (inbox / "meeting.txt").unlink()
+    rendered = daemon.cli("render", str(inbox / "meeting.json"))
+    assert "read an API v3 result" in rendered.stderr
+    assert (inbox / "meeting.txt").read_text(encoding="utf-8") == SPEAKERS_TXT
+
+
+def test_v3_faults_lost_answers_and_a_forgotten_operation_are_survived(
+    make_daemon: Callable[..., Daemon], inbox: Path, speechkit: LocalSpeechKit
+) -> None:
+    speechkit.set_config(seconds_per_minute=60.0)  # pending long enough to forget it
+    with make_daemon(**v3(speechkit)).start() as daemon:
+        shutil.copy(fixture_path("mono.ogg"), inbox / "old.ogg")
+        pending = wait_for(
+            lambda: [item for item in daemon.status()["in_progress"] if item["operation_id"]],
+            "an operation id",
+        )
+        # A status check is refused by the quota; then the operation is unknown (404); then the
+        # answer to its resubmission is lost (the operation exists and is billed).
+
+        def injected(endpoint: str, kind: str) -> int:
+            return int(speechkit.stats()["faults_injected"][endpoint][kind])
+
+        speechkit.set_faults(
+            rate_limit_rate=1.0, rate_limit_endpoints=["operation"], retry_after_seconds=1
+        )
+        speechkit.set_config(seconds_per_minute=0.5)
+        assert speechkit.expire_operation(pending[0]["operation_id"])
+        wait_for(lambda: injected("operation", "rate_limit") >= 1, "a refused status check")
+        speechkit.set_faults(
+            rate_limit_rate=0.0, drop_rate=1.0, drop_after_create=True, drop_endpoints=["submit"]
+        )
+        wait_for(lambda: injected("submit", "drop_after_create") >= 1, "a lost answer")
+        speechkit.set_faults(drop_rate=0.0)
+        text, saved = done_outputs(inbox, "old")
+        assert text == MONO_TXT
+        operation = saved["operation"]
+        assert isinstance(operation, dict)
+        assert operation["id"] != pending[0]["operation_id"]
+        log = daemon.log()
+        assert "unknown to the service" in log
+        assert "may be billed twice" in log
+        stats = speechkit.stats()
+        assert stats["faults_injected"]["operation"]["rate_limit"] >= 1
+        assert stats["submissions"] == 2 + stats["faults_injected"]["submit"]["drop_after_create"]
+        assert daemon.status()["counts"]["failed"] == 0
+        assert daemon.stop() == 0
+
+
+def test_v3_only_options_with_api_v2_are_a_config_error_naming_both_keys(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    daemon = make_daemon(recognition={"speaker_labeling": True})
+    result = daemon.cli("check", check=False)
+    assert result.returncode == 2
+    assert "recognition.speaker_labeling" in result.stderr
+    assert "speechkit.api" in result.stderr
