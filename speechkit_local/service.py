@@ -21,12 +21,13 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from speechkit_local import audio, fetch, iam, logic, recognition, v3
 from speechkit_local import faults as faults_module
 
 LOGGER = logging.getLogger("speechkit_local")
+_Request = TypeVar("_Request")
 
 DEFAULT_HOST = "127.0.0.1"  # test infrastructure never listens beyond loopback
 DEFAULT_SECONDS_PER_MINUTE = 10.0  # documented speed: about 10 s per minute of mono audio
@@ -448,35 +449,42 @@ class SpeechKitService:
                 return error_reply(code, message), decision
         return None, decision
 
-    def submit(self, authorization: str | None, body: bytes) -> Reply:
-        """POST /speech/stt/v2/longRunningRecognize."""
+    def _accepted(
+        self, authorization: str | None, body: bytes, parse: Callable[[Any], _Request]
+    ) -> tuple[_Request, faults_module.FaultDecision] | Reply:
+        """A submission's request parsed by `parse`, after the faults and the credentials; or
+        the answer to give instead."""
         with self._lock:
             self._counters.submit_requests += 1
         early, decision = self._common_faults(faults_module.SUBMIT, authorization)
         if early is not None:
             return early
         try:
-            document = json.loads(body.decode("utf-8"))
-            request = logic.parse_recognize_request(document, folder_id=self._settings.folder_id)
+            return parse(json.loads(body.decode("utf-8"))), decision
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return error_reply(logic.CODE_INVALID_ARGUMENT, f"Invalid JSON payload: {error}")
         except logic.RequestRejectedError as rejected:
             return rejected_reply(rejected)
+
+    def submit(self, authorization: str | None, body: bytes) -> Reply:
+        """POST /speech/stt/v2/longRunningRecognize."""
+        accepted = self._accepted(
+            authorization, body,
+            lambda document: logic.parse_recognize_request(
+                document, folder_id=self._settings.folder_id
+            ),
+        )  # fmt: skip
+        if isinstance(accepted, Reply):
+            return accepted
+        request, decision = accepted
         return self._start(request, decision, _Operation("", 0.0, "", ""), None)
 
     def submit_v3(self, authorization: str | None, body: bytes) -> Reply:
         """POST /stt/v3/recognizeFileAsync: the audio by `uri` or inline `content`."""
-        with self._lock:
-            self._counters.submit_requests += 1
-        early, decision = self._common_faults(faults_module.SUBMIT, authorization)
-        if early is not None:
-            return early
-        try:
-            parsed = v3.parse_request(json.loads(body.decode("utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return error_reply(logic.CODE_INVALID_ARGUMENT, f"Invalid JSON payload: {error}")
-        except logic.RequestRejectedError as rejected:
-            return rejected_reply(rejected)
+        accepted = self._accepted(authorization, body, v3.parse_request)
+        if isinstance(accepted, Reply):
+            return accepted
+        parsed, decision = accepted
         template = _Operation(
             "", 0.0, "", "", api="v3", speaker_labeling=parsed.speaker_labeling,
             literature_text=parsed.literature_text,

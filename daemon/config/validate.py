@@ -226,29 +226,23 @@ class _Validator:
 
     def api_checks(self, prefix: str, settings: Mapping[str, Any], api: str | None) -> None:
         """Settings only the other API understands: a problem naming both keys."""
-        if api == "v2":
-            for name in V3_ONLY_KEYS:
-                if settings.get(name):
-                    self.problem(
-                        f"{prefix}.{name}",
-                        f"exists only in SpeechKit API v3, and 'speechkit.api' is v2: set "
-                        f"speechkit.api: v3, or remove {name}",
-                    )
-        elif api == "v3":
-            for name in V2_ONLY_KEYS:
-                if settings.get(name):
-                    self.problem(
-                        f"{prefix}.{name}",
-                        f"exists only in SpeechKit API v2, and 'speechkit.api' is v3: set "
-                        f"speechkit.api: v2, or remove {name}",
-                    )
-            model = settings.get("model")
-            if model is not None and model not in V3_MODELS:
+        if api not in ("v2", "v3"):
+            return  # already reported
+        other = "v3" if api == "v2" else "v2"
+        for name in V3_ONLY_KEYS if api == "v2" else V2_ONLY_KEYS:
+            if settings.get(name):
                 self.problem(
-                    f"{prefix}.model",
-                    f"{model} exists only in SpeechKit API v2, and 'speechkit.api' is v3: use "
-                    f"one of {', '.join(V3_MODELS)}, or speechkit.api: v2",
+                    f"{prefix}.{name}",
+                    f"exists only in SpeechKit API {other}, and 'speechkit.api' is {api}: set "
+                    f"speechkit.api: {other}, or remove {name}",
                 )
+        model = settings.get("model")
+        if api == "v3" and model is not None and model not in V3_MODELS:
+            self.problem(
+                f"{prefix}.model",
+                f"{model} exists only in SpeechKit API v2, and 'speechkit.api' is v3: use "
+                f"one of {', '.join(V3_MODELS)}, or speechkit.api: v2",
+            )
 
     def cross_checks(self, values: dict[str, Any]) -> None:
         self.credential_checks(values["speechkit"])

@@ -51,6 +51,18 @@ class Malformed:
 Status = Running | Finished | Failed | Malformed
 
 
+def documented_failure(operation: Mapping[str, Any]) -> Failed | Malformed | None:
+    """A done operation's `error` as the backends report it: Failed when it is the documented
+    failure (an object with an integer code), Malformed when it is something else, else None."""
+    failure = operation.get("error")
+    if failure is None:
+        return None
+    code = failure.get("code") if isinstance(failure, dict) else None
+    if not isinstance(code, int) or isinstance(code, bool):
+        return Malformed(operation, "error is not an object with an integer code")
+    return Failed(operation, code, str(failure.get("message") or "recognition failed"))
+
+
 class Backend(Protocol):
     def submit(self, audio: str | Path, specification: Mapping[str, Any]) -> str:
         """Start a recognition of the audio behind a link (str) or, where the API takes it

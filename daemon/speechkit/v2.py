@@ -20,7 +20,7 @@ from daemon import __version__, outcomes
 from daemon.config import SpeechKit
 from daemon.outcomes import Kind
 from daemon.render import transcripts
-from daemon.speechkit import Failed, Finished, Malformed, Running, Status
+from daemon.speechkit import Failed, Finished, Malformed, Running, Status, documented_failure
 from daemon.speechkit import credentials as credentials_module
 
 log = logging.getLogger(__name__)
@@ -274,12 +274,10 @@ class V2Backend:
         operation = self.client.get_operation(operation_id)
         if not operation.get("done"):
             return Running(operation)
-        failure = transcripts.documented_failure(operation)
-        if failure is not None:
-            code = failure.get("code")
-            message = str(failure.get("message") or "recognition failed")
-            return Failed(operation, int(code) if isinstance(code, int) else 0, message)
-        problem = transcripts.result_problem(operation)
+        ended = documented_failure(operation)
+        if isinstance(ended, Failed):
+            return ended
+        problem = transcripts.result_problem(operation)  # names a malformed `error` too
         if problem is not None:
             return Malformed(operation, problem)
         return Finished(operation)

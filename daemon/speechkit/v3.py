@@ -18,9 +18,8 @@ from typing import Any
 
 import requests
 
-from daemon.render import transcripts
 from daemon.render import v3 as results
-from daemon.speechkit import Failed, Finished, Malformed, Running, Status
+from daemon.speechkit import Finished, Malformed, Running, Status, documented_failure
 from daemon.speechkit.v2 import (
     AMBIGUOUS,
     NOT_THE_API,
@@ -171,13 +170,9 @@ class V3Backend:
         operation = self.client.get_operation(operation_id)
         if not operation.get("done"):
             return Running(operation)
-        failure = transcripts.documented_failure(operation)
-        if failure is not None:
-            code = failure.get("code")
-            message = str(failure.get("message") or "recognition failed")
-            return Failed(operation, int(code) if isinstance(code, int) else 0, message)
-        if operation.get("error") is not None:
-            return Malformed(operation, "error is not an object with an integer code")
+        ended = documented_failure(operation)
+        if ended is not None:
+            return ended
         try:
             messages = self.client.get_recognition(operation_id)
         except ValueError as error:

@@ -82,6 +82,29 @@ def check_invariants(
     assert set(latest.values()) == {"done"}
 
 
+def kill_at(daemon: Daemon, point: str) -> None:
+    """Start the daemon to be killed at `point`; wait until it is."""
+    daemon.start(extra_env={crashpoints.ENVIRONMENT_VARIABLE: point})
+    assert daemon.process is not None
+    code = daemon.process.wait(timeout=60)
+    assert code == -9, f"the daemon did not reach crash point {point}:\n{daemon.log()}"
+
+
+def finish_and_check(
+    daemon: Daemon,
+    inbox: Path,
+    stack: tuple[LocalSpeechKit, devstack.SeaweedFS, str, Path],
+    extra: int,
+) -> None:
+    """Restart the killed daemon, let it finish everything, check the invariants, stop it."""
+    with daemon.start():
+        wait_for(lambda: all_done(inbox, FILES), "every transcript after the restart")
+        # A .txt from before the crash may already be right while its outputs are written again.
+        daemon.wait_for_count("done", len(FILES))
+        check_invariants(inbox, FILES, *stack, allowed_extra_submissions=extra)
+        assert daemon.stop() == 0
+
+
 @pytest.mark.parametrize("point", V2_POINTS)
 def test_kill_at_a_named_step_then_restart_finishes_everything(
     point: str,
@@ -93,30 +116,17 @@ def test_kill_at_a_named_step_then_restart_finishes_everything(
     bucket: str,
 ) -> None:
     daemon = make_daemon()
-    daemon.start(extra_env={crashpoints.ENVIRONMENT_VARIABLE: point})
     drop(inbox, FILES)
-    assert daemon.process is not None
-    code = daemon.process.wait(timeout=60)
-    assert code == -9, f"the daemon did not reach crash point {point}:\n{daemon.log()}"
-    with daemon.start():
-        wait_for(lambda: all_done(inbox, FILES), "every transcript after the restart")
-        # A .txt from before the crash may already be right while its outputs are written again.
-        daemon.wait_for_count("done", len(FILES))
-        check_invariants(
-            inbox, FILES, speechkit, seaweedfs, bucket, tmp_path / "state" / "state.db",
-            allowed_extra_submissions=len(FILES) if point in GAP_POINTS else 0,
-        )  # fmt: skip
-        assert daemon.stop() == 0
+    kill_at(daemon, point)
+    stack = (speechkit, seaweedfs, bucket, tmp_path / "state" / "state.db")
+    finish_and_check(daemon, inbox, stack, len(FILES) if point in GAP_POINTS else 0)
     if point not in GAP_POINTS:
         assert speechkit.stats()["submissions"] == len(FILES)
 
 
 @pytest.mark.parametrize(
     ("storage", "points"),
-    [
-        (False, crashpoints.INLINE_POINTS),
-        (True, ("after_upload", "before_forget", "before_delete")),
-    ],
+    [(False, crashpoints.INLINE_POINTS), (True, STORAGE_V3_POINTS)],
     ids=["inline", "storage"],
 )
 def test_api_v3_killed_at_each_step_in_turn_finishes_everything(
@@ -137,18 +147,9 @@ def test_api_v3_killed_at_each_step_in_turn_finishes_everything(
     daemon = make_daemon(**v3, **({} if storage else {"storage": None}))
     drop(inbox, FILES)
     for point in points:
-        daemon.start(extra_env={crashpoints.ENVIRONMENT_VARIABLE: point})
-        assert daemon.process is not None
-        code = daemon.process.wait(timeout=60)
-        assert code == -9, f"the daemon did not reach crash point {point}:\n{daemon.log()}"
-    with daemon.start():
-        wait_for(lambda: all_done(inbox, FILES), "every transcript after the restarts")
-        daemon.wait_for_count("done", len(FILES))
-        check_invariants(
-            inbox, FILES, speechkit, seaweedfs, bucket, tmp_path / "state" / "state.db",
-            allowed_extra_submissions=1,  # the after_submit kill: the documented gap
-        )  # fmt: skip
-        assert daemon.stop() == 0
+        kill_at(daemon, point)
+    stack = (speechkit, seaweedfs, bucket, tmp_path / "state" / "state.db")
+    finish_and_check(daemon, inbox, stack, 1)  # 1: the after_submit kill, the documented gap
     stats = speechkit.stats()
     assert stats["v3"]["submissions"] == stats["submissions"]
     assert stats["v3"]["inline"] == (0 if storage else stats["submissions"])
