@@ -3,15 +3,17 @@ with faults; the crash points' v3 twins are in test_crash.py."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from daemon.speechkit.v3 import MAX_INLINE_AUDIO_BYTES
 from speechkit_local import LocalSpeechKit
 from tests.e2e.harness import Daemon, wait_for
 from tests.e2e.test_pipeline import MONO_TXT, done_outputs
-from tests.fixtures_audio import fixture_path, two_speakers
+from tests.fixtures_audio import fixture_path, larger_than, two_speakers
 
 SPEAKERS_TXT = "[speaker 1] Hello from the watch folder.\n[speaker 2] This is a test recording.\n"
 STEREO_LITERATURE_TXT = (
@@ -41,6 +43,7 @@ def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3
     with daemon.start():
         (inbox / "meeting.ogg").write_bytes(two_speakers())
         shutil.copy(fixture_path("stereo.ogg"), inbox / "call.ogg")  # stereo: channels stay
+        (inbox / "big.ogg").write_bytes(larger_than(MAX_INLINE_AUDIO_BYTES))
         text, saved = done_outputs(inbox, "meeting")
         assert text == SPEAKERS_TXT
         assert done_outputs(inbox, "call")[0] == STEREO_LITERATURE_TXT
@@ -54,6 +57,10 @@ def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3
                   for message in stream]  # fmt: skip
         assert events == ["final", "eouUpdate", "finalRefinement"] * 2  # unchanged, in order
         daemon.wait_for_count("done", 2)
+        wait_for((inbox / "big.error.json").exists, "big.error.json")
+        error = json.loads((inbox / "big.error.json").read_text(encoding="utf-8"))
+        assert error["stage"] == "check"
+        assert "configure `storage`" in error["message"]
         assert daemon.stop() == 0
     stats = speechkit.stats()
     assert stats["v3"]["inline"] == stats["submissions"] == 2
