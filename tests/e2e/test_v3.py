@@ -32,7 +32,7 @@ def v3(speechkit: LocalSpeechKit, **extra: Any) -> dict[str, Any]:
 
 
 def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3(
-    make_daemon: Callable[..., Daemon], inbox: Path, speechkit: LocalSpeechKit
+    make_daemon: Callable[..., Daemon], inbox: Path, tmp_path: Path, speechkit: LocalSpeechKit
 ) -> None:
     recognition = {"speaker_labeling": True, "literature_text": True, "languages": ["en-US"]}
     daemon = make_daemon(**v3(speechkit, recognition=recognition, outputs=["txt", "json", "srt"]))
@@ -69,6 +69,13 @@ def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3
     rendered = daemon.cli("render", str(inbox / "meeting.json"))
     assert "read an API v3 result" in rendered.stderr
     assert (inbox / "meeting.txt").read_text(encoding="utf-8") == SPEAKERS_TXT
+    # `transcribe` takes the same way: one speaker, labelled as such.
+    solo = tmp_path / "solo.ogg"
+    shutil.copy(fixture_path("mono.ogg"), solo)
+    printed = daemon.cli("transcribe", str(solo)).stdout
+    assert printed.endswith(
+        "[speaker 1] Hello from the watch folder.\n[speaker 1] This is a test recording.\n"
+    )
 
 
 def test_v3_faults_lost_answers_and_a_forgotten_operation_are_survived(
