@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 SUBMIT_CALL, CHECK_CALL = "submit", "check"  # the two hourly quotas, by the calls they count
 # URLs that answered something other than the API (a bare 404, an HTML page): paused on their own.
 RECOGNIZE_URL, OPERATIONS_URL = "speechkit.recognize_url", "speechkit.operations_url"
+STT_V3_URL = "speechkit.stt_v3_url"  # API v3's submissions (and result reads) go here
 STORAGE_CREDENTIALS = "storage.access_key_id / storage.secret_access_key"
 # A file is uploaded at most this long before the submission quota has a slot for it, so that
 # the submission follows the upload instead of an hour-long backlog sitting in the bucket.
@@ -58,7 +59,13 @@ class Gate:
         }
         self.pauses = {
             name: quota.Pause()
-            for name in (Service.RECOGNITION, Service.STORAGE, RECOGNIZE_URL, OPERATIONS_URL)
+            for name in (
+                Service.RECOGNITION,
+                Service.STORAGE,
+                RECOGNIZE_URL,
+                OPERATIONS_URL,
+                STT_V3_URL,
+            )
         }
         self._pacing: set[str] = set()
         self._uploading: set[int] = set()  # rows past the upload gate, not yet SUBMITTING

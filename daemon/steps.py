@@ -34,7 +34,14 @@ from daemon import (
 from daemon.aftercare import Aftercare
 from daemon.config import Config, WatchFolder
 from daemon.crashpoints import crash_point
-from daemon.gate import CHECK_CALL, OPERATIONS_URL, RECOGNIZE_URL, SUBMIT_CALL, Gate
+from daemon.gate import (
+    CHECK_CALL,
+    OPERATIONS_URL,
+    RECOGNIZE_URL,
+    STT_V3_URL,
+    SUBMIT_CALL,
+    Gate,
+)
 from daemon.logs import shown
 from daemon.outcomes import Failure, Kind, Service
 from daemon.render import files, transcripts
@@ -477,7 +484,7 @@ class Steps:
                 f"{self.store.path}: less than {state.MIN_FREE_BYTES // 1024} KiB free beside the "
                 "state file; nothing is submitted until there is room"
             )
-        if not self._may_call(row, (RECOGNITION, RECOGNIZE_URL), SUBMIT_CALL):
+        if not self._may_call(row, (RECOGNITION, self._submit_url()[0]), SUBMIT_CALL):
             return False
         crash_point("before_submit")
         try:
@@ -513,7 +520,7 @@ class Steps:
         self.unwritten_operations.pop(row.id, None)
         crash_point("after_commit")
         self.gate.credentials_accepted(RECOGNITION)
-        self.gate.url_answers(RECOGNIZE_URL)
+        self.gate.url_answers(self._submit_url()[0])
         again = f" (submission {row.submissions + 1} of at most {lifecycle.MAX_SUBMISSIONS})"
         log.info(
             "submitted %s: operation %s, first status check in %.1f s%s",
@@ -737,9 +744,8 @@ class Steps:
 
     def _submit_failed(self, row: state.FileRow, error: Failure) -> bool:
         if error.kind == Kind.NOT_THE_API:
-            settings = self.config.speechkit
-            url = settings.stt_v3_url if settings.api == "v3" else settings.recognize_url
-            return self._not_the_api(row, RECOGNIZE_URL, url, "submissions", error)
+            name, url = self._submit_url()
+            return self._not_the_api(row, name, url, "submissions", error)
         if error.kind == Kind.PERMANENT:
             self.fail(
                 row, "submit", f"the service refused the request: {error.message}",
@@ -851,6 +857,13 @@ class Steps:
     def _specification(self, row: state.FileRow, channels: int) -> dict[str, Any]:
         """The recognition settings of a row's request: its dedup key, recorded per row."""
         return self._folder(row).recognition.settings(self.config.speechkit.api, channels)
+
+    def _submit_url(self) -> tuple[str, str]:
+        """The config key and URL submissions go to (each paused on its own)."""
+        settings = self.config.speechkit
+        if settings.api == "v3":
+            return STT_V3_URL, settings.stt_v3_url
+        return RECOGNIZE_URL, settings.recognize_url
 
     def _key_for(self, digest: str) -> str:
         """The object key of some content; without storage, a name that no bucket holds."""
