@@ -42,6 +42,7 @@ def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3
     assert f"{speechkit.stt_v3_url} accepts" in checked.stdout  # probed; nothing created
     with daemon.start():
         (inbox / "meeting.ogg").write_bytes(two_speakers())
+        (inbox / "meeting copy.ogg").write_bytes(two_speakers())  # same content: paid once
         shutil.copy(fixture_path("stereo.ogg"), inbox / "call.ogg")  # stereo: channels stay
         (inbox / "big.ogg").write_bytes(larger_than(MAX_INLINE_AUDIO_BYTES))
         text, saved = done_outputs(inbox, "meeting")
@@ -56,7 +57,8 @@ def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3
         events = [next(iter(set(message["result"]) & {"final", "eouUpdate", "finalRefinement"}))
                   for message in stream]  # fmt: skip
         assert events == ["final", "eouUpdate", "finalRefinement"] * 2  # unchanged, in order
-        daemon.wait_for_count("done", 2)
+        assert done_outputs(inbox, "meeting copy")[0] == SPEAKERS_TXT
+        daemon.wait_for_count("done", 3)
         wait_for((inbox / "big.error.json").exists, "big.error.json")
         error = json.loads((inbox / "big.error.json").read_text(encoding="utf-8"))
         assert error["stage"] == "check"
@@ -78,12 +80,15 @@ def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3
     )
 
 
-def test_v3_faults_lost_answers_and_a_forgotten_operation_are_survived(
+def test_v3_survives_a_refused_key_a_refused_check_a_forgotten_operation_a_lost_answer(
     make_daemon: Callable[..., Daemon], inbox: Path, speechkit: LocalSpeechKit
 ) -> None:
     speechkit.set_config(seconds_per_minute=60.0)  # pending long enough to forget it
-    with make_daemon(**v3(speechkit)).start() as daemon:
+    speechkit.set_faults(auth_fail=True)  # first the key is refused: a pause, not a failure
+    with make_daemon(**v3(speechkit, auth_retry_seconds=1)).start() as daemon:
         shutil.copy(fixture_path("mono.ogg"), inbox / "old.ogg")
+        wait_for(lambda: "refused our credentials" in daemon.log(), "the credential pause")
+        speechkit.set_faults(auth_fail=False)
         pending = wait_for(
             lambda: [item for item in daemon.status()["in_progress"] if item["operation_id"]],
             "an operation id",
