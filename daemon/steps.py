@@ -566,7 +566,7 @@ class Steps:
             log.debug("operation %s not done yet; next check in %.1f s", row.operation_id, delay)
             return False
         if row.duplicate_of is None:
-            self._learn(row, status.operation)
+            self._learn(row, render.operation_of(status.operation))
         with self._lock:  # this answer's place in a streak of malformed ones
             malformed = self._malformed.pop(row.id, 0) + 1
         if isinstance(status, speechkit.Failed):

@@ -49,12 +49,17 @@ def result_problem(result: Any) -> str | None:
     return v3.problem(result) if v3.is_v3(result) else transcripts.result_problem(result)
 
 
-def result_id(result: Mapping[str, Any]) -> Any:
-    """The operation id of a result of either API."""
+def operation_of(result: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The finished operation of a result of either API (v2: the result itself)."""
     if v3.is_v3(result):
         operation = result.get(v3.OPERATION)
-        return operation.get("id") if isinstance(operation, dict) else None
-    return result.get("id")
+        return operation if isinstance(operation, dict) else {}
+    return result
+
+
+def result_id(result: Mapping[str, Any]) -> Any:
+    """The operation id of a result of either API."""
+    return operation_of(result).get("id")
 
 
 def line_count(result: Mapping[str, Any]) -> int:

@@ -85,6 +85,7 @@ def test_json_holds_the_operation_and_the_messages_unchanged_in_order() -> None:
     assert saved["getRecognition"] == DOCUMENTED
     assert render.kind(saved) == "API v3"
     assert render.result_id(saved) == "e03abc"
+    assert render.operation_of(saved) == OPERATION  # what the schedule learns its speed from
     assert render.kind(OPERATION) == "API v2"
 
 
