@@ -307,7 +307,8 @@ class Config:
     source: Path  # the file it was loaded from
     watch: tuple[WatchFolder, ...] = key("folders to watch (one or more)")
     recognition: Recognition = key(
-        "maps to config.specification of each request", default_factory=Recognition
+        "maps to config.specification (v2) or recognitionModel (v3) of each request",
+        default_factory=Recognition,
     )
     storage: Storage | None = key(
         "the S3-compatible bucket the audio is uploaded to; with api v3 it may be left out: "
@@ -317,7 +318,8 @@ class Config:
     speechkit: SpeechKit = key("the recognition API")
     polling: Polling = key("status checks of pending operations", default_factory=Polling)
     quota: Quota = key(
-        "calls per hour the daemon allows itself (sliding window)", default_factory=Quota
+        "calls per hour (v3 status checks: per second) the daemon allows itself (sliding window)",
+        default_factory=Quota,
     )
     auth_retry_seconds: float = key(
         "while credentials are refused, work that needs them is retried this often",
