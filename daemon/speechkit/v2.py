@@ -181,19 +181,7 @@ class RecognitionClient:
         bill) an operation we never heard of. The caller decides; it is never retried here.
         """
         body = {"config": {"specification": specification}, "audio": {"uri": audio_uri}}
-        headers = self._headers()
-        try:
-            response = self.session.post(
-                self.settings.recognize_url,
-                json=body,
-                headers=headers,
-                timeout=self.settings.request_timeout_seconds,
-            )
-        except requests.RequestException as error:
-            kind = AMBIGUOUS if request_was_sent(error) else TRANSIENT
-            raise ApiError(kind, f"recognition API unreachable: {_describe(error)}") from None
-        self._check_refused(response, headers)
-        return self._operation(response)
+        return self.post_operation(self.settings.recognize_url, body, submission=True)
 
     def submit_without_audio(self, specification: dict[str, Any]) -> dict[str, Any]:
         """POST longRunningRecognize with no `audio`: the probe of `check`.
@@ -201,16 +189,20 @@ class RecognitionClient:
         The API refuses such a request (400, code 3) once it has accepted the credentials, so
         nothing is created or billed; its answer shows whether `recognize_url` is the API.
         """
+        body = {"config": {"specification": specification}}
+        return self.post_operation(self.settings.recognize_url, body, submission=False)
+
+    def post_operation(self, url: str, body: dict[str, Any], *, submission: bool) -> dict[str, Any]:
+        """POST `body`; the operation it answers with, else ApiError. For a `submission`, a
+        failure after the request left us is AMBIGUOUS (an operation may exist)."""
         headers = self._headers()
         try:
             response = self.session.post(
-                self.settings.recognize_url,
-                json={"config": {"specification": specification}},
-                headers=headers,
-                timeout=self.settings.request_timeout_seconds,
+                url, json=body, headers=headers, timeout=self.settings.request_timeout_seconds
             )
         except requests.RequestException as error:
-            raise ApiError(TRANSIENT, f"recognition API unreachable: {_describe(error)}") from None
+            kind = AMBIGUOUS if submission and request_was_sent(error) else TRANSIENT
+            raise ApiError(kind, f"recognition API unreachable: {_describe(error)}") from None
         self._check_refused(response, headers)
         return self._operation(response)
 

@@ -21,14 +21,12 @@ import requests
 from daemon.render import v3 as results
 from daemon.speechkit import Finished, Malformed, Running, Status, documented_failure
 from daemon.speechkit.v2 import (
-    AMBIGUOUS,
     NOT_THE_API,
     TRANSIENT,
     ApiError,
     RecognitionClient,
     _describe,
     error_from_response,
-    request_was_sent,
 )
 
 log = logging.getLogger(__name__)
@@ -94,65 +92,42 @@ class V3Client(RecognitionClient):
         """POST recognizeFileAsync; the operation. A failure after the request left us is
         AMBIGUOUS (an operation may exist that we never heard of); never retried here."""
         body = request_body(audio, specification)
-        headers = self._headers()
-        try:
-            response = self.session.post(
-                self._url("recognizeFileAsync"), json=body, headers=headers,
-                timeout=self.settings.request_timeout_seconds,
-            )  # fmt: skip
-        except requests.RequestException as error:
-            kind = AMBIGUOUS if request_was_sent(error) else TRANSIENT
-            raise ApiError(kind, f"recognition API unreachable: {_describe(error)}") from None
-        self._check_refused(response, headers)
-        return self._operation(response)
+        return self.post_operation(self._url("recognizeFileAsync"), body, submission=True)
 
     def submit_without_audio(self, specification: dict[str, Any]) -> dict[str, Any]:
         """POST recognizeFileAsync with neither `uri` nor `content`: the probe of `check`,
         refused (400, code 3) once the credentials are accepted; nothing is created or billed."""
+        body = dict(specification)
+        return self.post_operation(self._url("recognizeFileAsync"), body, submission=False)
+
+    def _results(self, method: str, name: str, operation_id: str) -> requests.Response:
+        """One call about an operation's results; the 200 answer, else ApiError."""
         headers = self._headers()
         try:
-            response = self.session.post(
-                self._url("recognizeFileAsync"), json=dict(specification), headers=headers,
-                timeout=self.settings.request_timeout_seconds,
+            response = self.session.request(
+                method, self._url(name), params={"operationId": operation_id},
+                headers=headers, timeout=self.settings.request_timeout_seconds,
             )  # fmt: skip
         except requests.RequestException as error:
             raise ApiError(TRANSIENT, f"recognition API unreachable: {_describe(error)}") from None
         self._check_refused(response, headers)
-        return self._operation(response)
+        if response.status_code != 200:
+            raise error_from_response(response)
+        return response
 
     def get_recognition(self, operation_id: str) -> list[Any]:
         """GET getRecognition, read completely; the messages in order. ValueError when the
         answer is not the documented stream (see parse_stream)."""
-        headers = self._headers()
+        response = self._results("GET", "getRecognition", operation_id)  # read whole
         try:
-            response = self.session.get(
-                self._url("getRecognition"), params={"operationId": operation_id},
-                headers=headers, timeout=self.settings.request_timeout_seconds,
-            )  # fmt: skip
-            if response.status_code == 200:
-                text = response.content.decode("utf-8")
-        except requests.RequestException as error:
-            raise ApiError(TRANSIENT, f"recognition API unreachable: {_describe(error)}") from None
+            text = response.content.decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError("the getRecognition answer is not UTF-8") from None
-        self._check_refused(response, headers)
-        if response.status_code != 200:
-            raise error_from_response(response)
         return parse_stream(text)
 
     def delete_recognition(self, operation_id: str) -> None:
         """DELETE deleteRecognition: the results are gone from the service."""
-        headers = self._headers()
-        try:
-            response = self.session.delete(
-                self._url("deleteRecognition"), params={"operationId": operation_id},
-                headers=headers, timeout=self.settings.request_timeout_seconds,
-            )  # fmt: skip
-        except requests.RequestException as error:
-            raise ApiError(TRANSIENT, f"recognition API unreachable: {_describe(error)}") from None
-        self._check_refused(response, headers)
-        if response.status_code != 200:
-            raise error_from_response(response)
+        self._results("DELETE", "deleteRecognition", operation_id)
 
 
 class V3Backend:
