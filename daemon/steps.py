@@ -26,10 +26,12 @@ from daemon import (
     layout,
     lifecycle,
     logs,
+    metrics,
     render,
     scheduling,
     speechkit,
     state,
+    webhooks,
 )
 from daemon.aftercare import Aftercare
 from daemon.config import Config, WatchFolder
@@ -152,6 +154,8 @@ class Steps:
         # Malformed answers in a row per row id. In memory: after a restart the count starts
         # again, which costs at most MALFORMED_RESULT_CHECKS more status checks.
         self._malformed: dict[int, int] = {}
+        # Called after a file's end put webhook events in the outbox (the daemon's deliverer).
+        self.events_ready: Callable[[], None] = lambda: None
 
     @property
     def config(self) -> Config:
@@ -402,6 +406,7 @@ class Steps:
         except ContentChangedError as changed:
             return self._changed_while_uploading(row, changed)
         except StorageError as error:
+            metrics.error(error.service, error.kind)
             return self._transient(row, "upload", error)
         except FileNotFoundError:
             return self._vanished_or_retry(row, state.UPLOADING, "file disappeared")
@@ -414,6 +419,7 @@ class Steps:
         if not self._unchanged(row, object_written=True):
             return False
         if uploaded:
+            metrics.uploaded(size)
             log.info("uploaded %s as %s", shown(path), key)
         now = self.clock()
         if self.store.apply(row, lifecycle.uploaded(now), now):
@@ -475,6 +481,7 @@ class Steps:
             try:
                 source = self.objects.audio_uri(row.object_key)
             except StorageError as error:
+                metrics.error(error.service, error.kind)
                 return self._transient(row, "submit", error)
         if self._submission_cap_reached(row, "submit"):
             return False
@@ -490,6 +497,7 @@ class Steps:
         try:
             operation_id = self.api.submit(source, specification)
         except Failure as error:
+            metrics.error(error.service, error.kind)
             return self._submit_failed(row, error)
         crash_point("after_submit")
         self._record_submission(row, (operation_id, self.clock()))
@@ -546,6 +554,7 @@ class Steps:
         try:
             status = self.api.status(row.operation_id)
         except Failure as error:
+            metrics.error(error.service, error.kind)
             if error.kind == Kind.NOT_FOUND:
                 return self._resubmit(
                     row, f"operation {row.operation_id} is unknown to the service (expired?)"
@@ -676,10 +685,15 @@ class Steps:
             )  # fmt: skip
             return False
         crash_point("after_outputs")
+        events = webhooks.deliveries_for(self.config, row, "done", now)
         finished = self.store.apply(
-            row, lifecycle.finished(now, checks, hook=self.config.on_complete is not None), now
-        )
+            row, lifecycle.finished(now, checks, hook=self.config.on_complete is not None), now,
+            outbox=events,
+        )  # fmt: skip
         if finished:
+            metrics.file_ended("done", now - row.created_at)
+            if events:
+                self.events_ready()
             lines = render.line_count(operation)  # one .txt line per chunk or utterance
             log.info(
                 "done %s: operation %s, %d line(s), %d status check(s)",
@@ -731,8 +745,17 @@ class Steps:
         change = lifecycle.failed(
             now, stage, message, code, hook=self.config.on_complete is not None
         )
-        failed = self.store.apply(replace(row, state=state.State(expect)), change, now)
+        events = webhooks.deliveries_for(
+            self.config, row, "failed", now,
+            error={"stage": stage, "message": message, "code": change.fields["error_code"]},
+        )  # fmt: skip
+        failed = self.store.apply(
+            replace(row, state=state.State(expect)), change, now, outbox=events
+        )
         if failed:
+            metrics.file_ended("failed", now - row.created_at)
+            if events:
+                self.events_ready()
             log.error("failed %s at %s: %s", shown(audio), stage, message)
             if row.object_key is not None:
                 self.aftercare.delete_object(self.store.get(row.id))

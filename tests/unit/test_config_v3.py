@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.config.declaration import described
 from tests.unit.test_config import minimal, parse, problems
 
 V3 = {"api_key": "${YC_API_KEY}", "api": "v3"}
@@ -106,3 +107,9 @@ def test_per_folder_settings_differ_as_today() -> None:
     first, second = settings.watch
     assert "speakerLabeling" in first.recognition.settings("v3", 1)
     assert "speakerLabeling" not in second.recognition.settings("v3", 1)
+
+
+def test_model_and_language_are_told_for_either_api() -> None:
+    settings = parse(v3(recognition={"languages": ["ru-RU", "en-US"]})).recognition
+    assert described(settings.settings("v3", 1)) == ("general", "ru-RU,en-US")
+    assert described(settings.settings("v2", 1)) == ("general", "ru-RU")
