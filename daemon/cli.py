@@ -179,6 +179,9 @@ def quota_report(store: state.Store, limits: config.Quota, now: float) -> dict[s
 
 def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[str, Any]:
     """What `status` shows, as data."""
+    # Counted first: rows only move on, so every row counted as failed is in the list below
+    # even while the daemon works (the reads are not one snapshot).
+    counts = store.counts()
     in_progress = [
         {
             "path": row.path,
@@ -220,7 +223,7 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
     from daemon import webhooks  # noqa: PLC0415 - keeps `status` light to start
 
     undelivered = webhooks.undelivered_report(store.undelivered(), now)
-    return {"state_file": str(store.path), "counts": store.counts(), "in_progress": in_progress,
+    return {"state_file": str(store.path), "counts": counts, "in_progress": in_progress,
             "failed": failed, "quota": quota_report(store, limits, now),
             "webhooks_undelivered": undelivered}  # fmt: skip
 
