@@ -39,14 +39,14 @@ class Aftercare:
         self,
         config: Config,
         store: state.Store,
-        objects: ObjectStore,
+        objects: ObjectStore | None,
         *,
         clock: Callable[[], float],
         stopping: threading.Event,
     ) -> None:
         self.config = config
         self.store = store
-        self.objects = objects
+        self.objects = objects  # None: no storage (API v3 with the audio inline)
         self.clock = clock
         self.stopping = stopping
         self.pruned_at: float | None = None  # wall time of the last pruning of the state file
@@ -225,7 +225,7 @@ class Aftercare:
                     action_pending=row.due_at is not None, hook_pending=bool(row.hook_pending),
                     owned=row.owner is not None, newer_version=newer,
                     object_pending=row.object_key is not None and not row.object_deleted
-                    and self.config.storage.delete_after,
+                    and self.config.storage is not None and self.config.storage.delete_after,
                 )  # fmt: skip
                 if retention.prunable(candidate, now, keep, partial(self._anything_left, row)):
                     chosen.append(row.id)
@@ -284,7 +284,10 @@ class Aftercare:
             self.run_hook(row)
 
     def delete_object(self, row: state.FileRow) -> None:
-        if row.object_key is None or not self.config.storage.delete_after or row.object_deleted:
+        storage = self.config.storage
+        if row.object_key is None or storage is None or not storage.delete_after:
+            return
+        if row.object_deleted or self.objects is None:
             return
         # Another version with the same content may still need the object.
         if self.store.object_in_use(row.object_key, exclude=row.id):
@@ -305,6 +308,8 @@ class Aftercare:
         The bucket is listed before the in-use check of each key, so an upload that starts
         meanwhile is either not listed or already recorded as in use.
         """
+        if self.objects is None:
+            return 0
         for row in self.store.undeleted_objects():
             if self.stopping.is_set():
                 return 0

@@ -26,6 +26,7 @@ import requests
 from daemon import inotify_limits, storage
 from daemon.config import Config, Hook, SpeechKit, Storage
 from daemon.layout import OWN_TEMP_SUFFIX
+from daemon.speechkit import backends, v3
 from daemon.speechkit import credentials as credentials_module
 from daemon.speechkit import v2 as recognition
 
@@ -381,7 +382,12 @@ def check_credentials(
     """For a key file or the metadata service, get a token; then probe both API URLs."""
     key = credentials_module.config_key(settings)
     provider = provider if provider is not None else credentials_module.from_settings(settings)
-    client = recognition.RecognitionClient(settings, credentials=provider)
+    client = backends.client_for(settings)(settings, credentials=provider)
+    submit_key, submit_url = (
+        ("speechkit.stt_v3_url", settings.stt_v3_url)
+        if settings.api == "v3"
+        else ("speechkit.recognize_url", settings.recognize_url)
+    )
     try:
         if isinstance(provider, credentials_module.RefreshingCredentials):
             try:
@@ -400,12 +406,11 @@ def check_credentials(
         )  # fmt: skip
         yield operations
         if operations.status == PROBLEM and operations.message.startswith("credentials:"):
-            yield Result(SKIP, "speechkit.recognize_url: not probed (the credentials are refused)")
+            yield Result(SKIP, f"{submit_key}: not probed (the credentials are refused)")
             return
         yield probe_result(
-            lambda: client.submit_without_audio(specification),
-            key, "speechkit.recognize_url", settings.recognize_url,
-        )  # fmt: skip
+            lambda: client.submit_without_audio(specification), key, submit_key, submit_url
+        )
     finally:
         client.close()
 
@@ -441,7 +446,13 @@ def run_checks(config: Config) -> Iterator[Result]:
     yield check_state_file(config.state_file)
     if config.on_complete is not None:
         yield check_hook(config.on_complete)
-    yield from check_storage(
-        config.storage, timeout_seconds=config.speechkit.request_timeout_seconds
+    if config.storage is None:
+        yield Result(OK, "storage: none configured; API v3 takes the audio inline, files up to "
+                     f"{v3.MAX_INLINE_AUDIO_BYTES / 1e6:.1f} MB (after conversion)")  # fmt: skip
+    else:
+        yield from check_storage(
+            config.storage, timeout_seconds=config.speechkit.request_timeout_seconds
+        )
+    yield from check_credentials(
+        config.speechkit, config.recognition.settings(config.speechkit.api, 1)
     )
-    yield from check_credentials(config.speechkit, config.recognition.specification())

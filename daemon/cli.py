@@ -346,8 +346,8 @@ def still_refused(row: state.FileRow) -> str | None:
 def _settings_said(specification: str | None) -> str:
     if not specification:
         return "unknown"
-    settings = json.loads(specification)
-    return f"model {settings.get('model')}, language {settings.get('languageCode')}"
+    model, language = config.declaration.described(json.loads(specification))
+    return f"model {model}, language {language}"
 
 
 def retry_command(settings: config.Config, arguments: argparse.Namespace) -> int:
@@ -382,7 +382,9 @@ def retry_command(settings: config.Config, arguments: argparse.Namespace) -> int
                       file=sys.stderr)  # fmt: skip
                 status = EXIT_FAILED
                 continue
-        specification = layout.current_specification(settings, row.path, row.folder)
+        specification = layout.current_specification(
+            settings, row.path, row.folder, row.channels or 1
+        )
         if store.apply(row, lifecycle.retried(now, specification), now):
             changed += 1
             was = (
@@ -453,10 +455,11 @@ def render_command(settings: config.Config, arguments: argparse.Namespace) -> in
             print(f"speechkit-watch: {logs.shown(result)}: {unreadable}", file=sys.stderr)
             status = EXIT_FAILED
             continue
-        problem = transcripts.result_problem(operation)  # the daemon's own test before writing
+        problem = render.result_problem(operation)  # the daemon's own test before writing
         if problem is not None:
             print(f"speechkit-watch: {logs.shown(result)}: not a finished recognition result: "
-                  f"{problem}", file=sys.stderr)  # fmt: skip
+                  f"{problem} (read as an {render.kind(operation)} result)",
+                  file=sys.stderr)  # fmt: skip
             status = EXIT_FAILED
             continue
         documents = {
@@ -471,6 +474,8 @@ def render_command(settings: config.Config, arguments: argparse.Namespace) -> in
                   file=sys.stderr)  # fmt: skip
             status = EXIT_FAILED
             continue
+        print(f"speechkit-watch: {logs.shown(result)}: read an {render.kind(operation)} result",
+              file=sys.stderr)  # fmt: skip
         for path in documents:
             print(path)
     return status

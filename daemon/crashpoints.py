@@ -27,8 +27,11 @@ POINTS = (
     "before_outputs",  # result fetched, nothing written
     "output_written",  # one output written atomically, the next not yet
     "after_outputs",  # all outputs written, state still "pending"
+    "before_forget",  # state "done", API v3's results not yet deleted from the service
     "before_delete",  # state "done", the object not yet deleted
 )
+# Reached with API v3 and no storage, in pipeline order: every point but the upload's.
+INLINE_POINTS = tuple(point for point in POINTS if point != "after_upload")
 
 # Reached only by recordings that are converted (not by Ogg Opus), so tested on their own.
 CONVERSION_POINTS = ("mid_conversion",)  # part of the Ogg Opus written, in the work folder

@@ -23,10 +23,25 @@ log = logging.getLogger(__name__)
 SUBMIT_CALL, CHECK_CALL = "submit", "check"  # the two hourly quotas, by the calls they count
 # URLs that answered something other than the API (a bare 404, an HTML page): paused on their own.
 RECOGNIZE_URL, OPERATIONS_URL = "speechkit.recognize_url", "speechkit.operations_url"
+STT_V3_URL = "speechkit.stt_v3_url"  # API v3's submissions (and result reads) go here
 STORAGE_CREDENTIALS = "storage.access_key_id / storage.secret_access_key"
 # A file is uploaded at most this long before the submission quota has a slot for it, so that
 # the submission follows the upload instead of an hour-long backlog sitting in the bucket.
 UPLOAD_LEAD_SECONDS = 60.0
+
+
+def check_limit(config: Config) -> int:
+    """Status checks allowed per window: API v3's quota is per second, v2's per hour."""
+    if config.speechkit.api == "v3":
+        return config.quota.status_checks_per_second
+    return config.quota.status_checks_per_hour
+
+
+def check_window(config: Config, history: Iterable[float]) -> quota.SlidingWindow:
+    """The window status checks are paced in; the calls of the state file count in it, so the
+    pace holds across restarts."""
+    seconds = quota.SECOND_WINDOW_SECONDS if config.speechkit.api == "v3" else quota.WINDOW_SECONDS
+    return quota.SlidingWindow(check_limit(config), seconds, history=history)
 
 
 class Gate:
@@ -40,13 +55,17 @@ class Gate:
             SUBMIT_CALL: quota.SlidingWindow(
                 config.quota.submissions_per_hour, history=store.recent_calls(SUBMIT_CALL, since)
             ),
-            CHECK_CALL: quota.SlidingWindow(
-                config.quota.status_checks_per_hour, history=store.recent_calls(CHECK_CALL, since)
-            ),
+            CHECK_CALL: check_window(config, store.recent_calls(CHECK_CALL, since)),
         }
         self.pauses = {
             name: quota.Pause()
-            for name in (Service.RECOGNITION, Service.STORAGE, RECOGNIZE_URL, OPERATIONS_URL)
+            for name in (
+                Service.RECOGNITION,
+                Service.STORAGE,
+                RECOGNIZE_URL,
+                OPERATIONS_URL,
+                STT_V3_URL,
+            )
         }
         self._pacing: set[str] = set()
         self._uploading: set[int] = set()  # rows past the upload gate, not yet SUBMITTING
@@ -55,7 +74,8 @@ class Gate:
     def set_limits(self, settings: Quota) -> None:
         """New hourly limits (a config reload); the calls already counted stay counted."""
         self.windows[SUBMIT_CALL].limit = settings.submissions_per_hour
-        self.windows[CHECK_CALL].limit = settings.status_checks_per_hour
+        self.windows[CHECK_CALL].limit = check_limit(self.config)
+        self.windows[CHECK_CALL].window = check_window(self.config, ()).window
 
     # -- before a call ------------------------------------------------------------------------
 
@@ -106,9 +126,12 @@ class Gate:
             first = call not in self._pacing
             self._pacing.add(call)
         if first:
-            log.warning(
-                "hourly quota of %d %s calls reached; pacing them (next slot in %.0f s)",
-                self.windows[call].limit, call, wait,
+            window = self.windows[call]
+            log.log(
+                logging.WARNING if window.window >= quota.WINDOW_SECONDS else logging.DEBUG,
+                "%s quota of %d %s calls reached; pacing them (next slot in %.1f s)",
+                "hourly" if window.window >= quota.WINDOW_SECONDS else "per-second",
+                window.limit, call, wait,
             )  # fmt: skip
 
     # -- after a call -------------------------------------------------------------------------

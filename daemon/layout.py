@@ -103,10 +103,13 @@ def folder_of(config: config_module.Config, path: str, folder: str) -> config_mo
         return config_module.WatchFolder(path=Path(folder), recognition=config.recognition)
 
 
-def current_specification(config: config_module.Config, path: str, folder: str) -> str:
+def current_specification(
+    config: config_module.Config, path: str, folder: str, channels: int = 1
+) -> str:
     """The recognition settings the config gives this file now, as the canonical JSON the
     state file records (`retry` sends a failed file with these, not the ones it failed with)."""
-    settings = folder_of(config, path, folder).recognition.specification()
+    recognition = folder_of(config, path, folder).recognition
+    settings = recognition.settings(config.speechkit.api, channels)
     return json.dumps(settings, sort_keys=True)
 
 

@@ -30,7 +30,7 @@ from typing import TextIO
 from daemon import layout, render, state
 from daemon.config import Config, WatchFolder
 from daemon.logs import duration, shown
-from daemon.speechkit.v2 import RecognitionClient, V2Backend
+from daemon.speechkit import backends
 from daemon.steps import Steps
 from daemon.storage import ObjectStore
 
@@ -153,8 +153,8 @@ class Transcriber:
             log.warning("%s changed while it was being transcribed", shown(path))
 
         return Steps(
-            config, store, ObjectStore(config.storage),
-            V2Backend(RecognitionClient(config.speechkit)),
+            config, store, None if config.storage is None else ObjectStore(config.storage),
+            backends.for_settings(config.speechkit),
             clock=time.time, rng=random.Random(),  # noqa: S311 - jitter, not cryptography
             stopping=self.stopping, on_changed=changed,
         )  # fmt: skip
@@ -170,7 +170,7 @@ class Transcriber:
                 store.requeue(
                     paths=[str(path)], now=now,
                     specification=lambda row: layout.current_specification(
-                        config, row.path, row.folder
+                        config, row.path, row.folder, row.channels or 1
                     ),
                 )  # fmt: skip
                 store.update(latest.id, now, owner=self.owner)

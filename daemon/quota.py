@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable
 
 WINDOW_SECONDS = 3600.0  # the quotas are per hour
+SECOND_WINDOW_SECONDS = 1.0  # but API v3's status checks are counted per second
 
 
 class SlidingWindow:

@@ -30,7 +30,7 @@ from daemon.health import Health
 from daemon.intake import Intake
 from daemon.logs import shown
 from daemon.render import files
-from daemon.speechkit.v2 import RecognitionClient, V2Backend
+from daemon.speechkit import backends
 from daemon.steps import Steps
 from daemon.storage import ObjectStore
 from daemon.wallclock import WallClock
@@ -188,8 +188,8 @@ class Service:
         store = self.store
         self.wallclock.start(store)  # before the gate reads the quota's calls
         self.health.alive_while_starting()
-        objects = ObjectStore(self.config.storage)
-        api = V2Backend(RecognitionClient(self.config.speechkit))
+        objects = None if self.config.storage is None else ObjectStore(self.config.storage)
+        api = backends.for_settings(self.config.speechkit)
         steps = Steps(
             self.config, store, objects, api, clock=self.clock, rng=self.rng,
             stopping=self.stopping, on_changed=self.intake.file_changed,
@@ -479,7 +479,7 @@ class Service:
     ) -> None:
         """Work a crash cut short, in workers: object deletions and hooks; and retention."""
         self.background.append(executor.submit(steps.aftercare.sweep_retention))
-        if self.config.storage.delete_after:
+        if self.config.storage is not None and self.config.storage.delete_after:
             self.background.append(executor.submit(steps.aftercare.sweep_objects))
         if self.config.on_complete is not None:
             self.background.append(executor.submit(steps.aftercare.sweep_hooks))

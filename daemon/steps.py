@@ -36,10 +36,18 @@ from daemon import (
 from daemon.aftercare import Aftercare
 from daemon.config import Config, WatchFolder
 from daemon.crashpoints import crash_point
-from daemon.gate import CHECK_CALL, OPERATIONS_URL, RECOGNIZE_URL, SUBMIT_CALL, Gate
+from daemon.gate import (
+    CHECK_CALL,
+    OPERATIONS_URL,
+    RECOGNIZE_URL,
+    STT_V3_URL,
+    SUBMIT_CALL,
+    Gate,
+)
 from daemon.logs import shown
 from daemon.outcomes import Failure, Kind, Service
 from daemon.render import files, transcripts
+from daemon.speechkit import v3
 from daemon.storage import ContentChangedError, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -63,17 +71,17 @@ _REUSABLE_SECONDS = RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
 
 
 def _read_result(saved: Path) -> dict[str, Any] | None:
-    """A finished operation saved as NAME.json, or None if it is missing or not one."""
+    """A finished result (either API's) saved as NAME.json, or None if it is missing or not one."""
     try:
-        operation = json.loads(saved.read_text(encoding="utf-8"))
+        result = json.loads(saved.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if (
-        isinstance(operation, dict)
-        and isinstance(operation.get("id"), str)
-        and transcripts.result_problem(operation) is None  # a response object, well-formed
+        isinstance(result, dict)
+        and isinstance(render.result_id(result), str)
+        and render.result_problem(result) is None  # well-formed, of the API that wrote it
     ):
-        return operation
+        return result
     return None
 
 
@@ -117,7 +125,7 @@ class Steps:
         self,
         config: Config,
         store: state.Store,
-        objects: ObjectStore,
+        objects: ObjectStore | None,
         api: speechkit.Backend,
         *,
         clock: Callable[[], float],
@@ -129,7 +137,7 @@ class Steps:
         self.aftercare = Aftercare(config, store, objects, clock=clock, stopping=stopping)
         self.config = config
         self.store = store
-        self.objects = objects
+        self.objects = objects  # None: no storage, the audio goes inline (API v3)
         self.api = api
         self.clock = clock
         self.rng = rng
@@ -220,11 +228,18 @@ class Steps:
                 return self._vanished_or_retry(row, state.QUEUED, f"cannot read: {error.strerror}")
             if not self._unchanged(row):
                 return False
+            if self.objects is None:
+                too_big = v3.inline_refusal(info.upload_path.stat().st_size)
+                if too_big is not None:
+                    self.fail(row, "check", too_big, expect=state.QUEUED, code="too_big_inline")
+                    return False
             unreadable_before = (row.message or "").startswith(lifecycle.UNREADABLE)
             self.store.update(
                 row.id, self.clock(), expect=state.QUEUED, sha256=digest,
                 duration_seconds=info.duration_seconds, channels=info.channels,
-                specification=json.dumps(self._specification(row), sort_keys=True),
+                specification=json.dumps(
+                    self._specification(row, info.channels), sort_keys=True
+                ),
                 **({"message": None, "attempts": 0} if unreadable_before else {}),
             )  # fmt: skip
             crash_point("after_hash")
@@ -242,7 +257,7 @@ class Steps:
         if reused is not None:
             return reused
         now = self.clock()
-        if self.store.claim_upload(row.id, self.objects.key_for(row.sha256), now):
+        if self.store.claim_upload(row.id, self._key_for(row.sha256), now):
             return True
         # A twin was hashed at the same moment and won: reuse its operation once it has one.
         self.store.update(row.id, now, expect=state.QUEUED, due_at=now + DUPLICATE_WAIT_SECONDS)
@@ -273,10 +288,12 @@ class Steps:
                             "%s has the same content as %s: reusing its result",
                             shown(row.path), shown(other.path),
                         )  # fmt: skip
-                        self.finish(self.store.get(row.id), saved, 0)
+                        self.finish(self.store.get(row.id), saved, 0, fetched=False)
                     return False
                 if other.finished_at is None or now - other.finished_at > _REUSABLE_SECONDS:
                     continue  # the service has forgotten it; transcribe afresh
+                if self.config.speechkit.api == "v3":
+                    continue  # v3 results are deleted from the service once saved
             log.info(
                 "%s has the same content as %s: reusing its operation %s",
                 shown(row.path), shown(other.path), other.operation_id,
@@ -308,9 +325,9 @@ class Steps:
 
     def _saved_result(self, row: state.FileRow) -> dict[str, Any] | None:
         """The finished operation saved beside an earlier file, if it is still there intact."""
-        operation = _read_result(layout.row_output(self.config, row, "json"))
-        if operation is not None and operation.get("id") == row.operation_id:
-            return operation
+        result = _read_result(layout.row_output(self.config, row, "json"))
+        if result is not None and render.result_id(result) == row.operation_id:
+            return result
         return None
 
     def _adopt(self, row: state.FileRow) -> bool:
@@ -326,15 +343,16 @@ class Steps:
                 return False
         except OSError:
             return False  # an output is missing
-        operation = _read_result(layout.row_output(self.config, row, "json"))
-        if operation is None:
+        result = _read_result(layout.row_output(self.config, row, "json"))
+        if result is None:
             return False
+        operation_id = render.result_id(result)
         now = self.clock()
-        if self.store.apply(row, lifecycle.adopted(operation["id"], now), now):
+        if self.store.apply(row, lifecycle.adopted(operation_id, now), now):
             log.info(
                 "adopted %s as done: its outputs, newer than the audio, are already there "
                 "(operation %s); it is not transcribed or paid for again",
-                shown(audio), operation["id"],
+                shown(audio), operation_id,
             )  # fmt: skip
         return True
 
@@ -342,6 +360,10 @@ class Steps:
         assert row.object_key is not None  # noqa: S101 - set by prepare
         assert row.sha256 is not None  # noqa: S101 - set by prepare
         path = Path(row.path)
+        if self.objects is None:
+            # No storage: the audio goes inline with the submission, which reads it then.
+            now = self.clock()
+            return self.store.apply(row, lifecycle.uploaded(now), now)
         if not self._may_call(row, STORAGE) or not self._submission_near(row):
             return False
         try:
@@ -349,7 +371,9 @@ class Steps:
         finally:
             self.gate.uploaded(row.id)
 
-    def _upload_file(self, row: state.FileRow, path: Path) -> tuple[Path, int, str] | None:
+    def _upload_file(
+        self, row: state.FileRow, path: Path, expect: str = state.UPLOADING
+    ) -> tuple[Path, int, str] | None:
         """The bytes to upload for `row`: the recording itself (Ogg Opus), or its conversion,
         converted again if a restart emptied the work folder. The object key stays the source's
         content hash either way; the size and hash checked on upload are the uploaded bytes'."""
@@ -361,14 +385,15 @@ class Steps:
             upload_path = prepared.upload_path
             return upload_path, upload_path.stat().st_size, sha256_file(upload_path)
         except audio.AudioRefused as refusal:
-            self.fail(row, "check", refusal.reason, expect=state.UPLOADING, code=refusal.code)
+            self.fail(row, "check", refusal.reason, expect=expect, code=refusal.code)
         except FileNotFoundError:
-            self._vanished_or_retry(row, state.UPLOADING, "file disappeared")
+            self._vanished_or_retry(row, expect, "file disappeared")
         except OSError as error:
             self._transient(row, "upload", f"cannot read: {error.strerror}")
         return None
 
     def _upload(self, row: state.FileRow, path: Path, key: str) -> bool:
+        assert self.objects is not None  # noqa: S101 - without storage nothing is uploaded
         chosen = self._upload_file(row, path)
         if chosen is None:
             return False
@@ -442,13 +467,24 @@ class Steps:
             return False
         # The settings recorded when the file was accepted (a config reload affects new files).
         specification = (
-            json.loads(row.specification) if row.specification else self._specification(row)
+            json.loads(row.specification)
+            if row.specification
+            else self._specification(row, row.channels or 1)
         )
-        try:
-            uri = self.objects.audio_uri(row.object_key)
-        except StorageError as error:
-            metrics.error(error.service, error.kind)
-            return self._transient(row, "submit", error)
+        source: str | Path
+        if self.objects is None:  # inline: the bytes checked and hashed (or their conversion)
+            if not self._unchanged(row):
+                return False
+            chosen = self._upload_file(row, Path(row.path), state.SUBMITTING)
+            if chosen is None:
+                return False
+            source = chosen[0]
+        else:
+            try:
+                source = self.objects.audio_uri(row.object_key)
+            except StorageError as error:
+                metrics.error(error.service, error.kind)
+                return self._transient(row, "submit", error)
         if self._submission_cap_reached(row, "submit"):
             return False
         if not self.store.has_room():
@@ -457,16 +493,18 @@ class Steps:
                 f"{self.store.path}: less than {state.MIN_FREE_BYTES // 1024} KiB free beside the "
                 "state file; nothing is submitted until there is room"
             )
-        if not self._may_call(row, (RECOGNITION, RECOGNIZE_URL), SUBMIT_CALL):
+        if not self._may_call(row, (RECOGNITION, self._submit_url()[0]), SUBMIT_CALL):
             return False
         crash_point("before_submit")
         try:
-            operation_id = self.api.submit(uri, specification)
+            operation_id = self.api.submit(source, specification)
         except Failure as error:
             metrics.error(error.service, error.kind)
             return self._submit_failed(row, error)
         crash_point("after_submit")
         self._record_submission(row, (operation_id, self.clock()))
+        if self.objects is None:
+            audio.discard(self.work_dir, str(row.id))  # sent inline: not needed again
         return False
 
     def _record_submission(self, row: state.FileRow, accepted: tuple[str, float]) -> None:
@@ -492,7 +530,7 @@ class Steps:
         self.unwritten_operations.pop(row.id, None)
         crash_point("after_commit")
         self.gate.credentials_accepted(RECOGNITION)
-        self.gate.url_answers(RECOGNIZE_URL)
+        self.gate.url_answers(self._submit_url()[0])
         again = f" (submission {row.submissions + 1} of at most {lifecycle.MAX_SUBMISSIONS})"
         log.info(
             "submitted %s: operation %s, first status check in %.1f s%s",
@@ -539,7 +577,7 @@ class Steps:
             log.debug("operation %s not done yet; next check in %.1f s", row.operation_id, delay)
             return False
         if row.duplicate_of is None:
-            self._learn(row, status.operation)
+            self._learn(row, render.operation_of(status.operation))
         with self._lock:  # this answer's place in a streak of malformed ones
             malformed = self._malformed.pop(row.id, 0) + 1
         if isinstance(status, speechkit.Failed):
@@ -559,7 +597,8 @@ class Steps:
             )  # fmt: skip
             return False
         if isinstance(status, speechkit.Finished):
-            return self.finish(row, self.api.result(status), checks)
+            specification = json.loads(row.specification) if row.specification else {}
+            return self.finish(row, self.api.result(status, specification), checks)
         reason = f"the service answered with a malformed result: {status.problem}"
         if malformed >= MALFORMED_RESULT_CHECKS:
             self.fail(
@@ -592,7 +631,7 @@ class Steps:
         log.warning("%s of %s; submitting again in %.0f s (submission %d of at most %d)",
                     why, shown(row.path), delay, row.submissions + 1,
                     lifecycle.MAX_SUBMISSIONS)  # fmt: skip
-        change = lifecycle.submit_again(why, now, delay, self.objects.key_for(digest), code)
+        change = lifecycle.submit_again(why, now, delay, self._key_for(digest), code)
         return self.store.apply(row, change, now)
 
     def _submission_cap_reached(
@@ -617,8 +656,11 @@ class Steps:
         self.store.apply(row, lifecycle.later(until, 0.0), now)
         return False
 
-    def finish(self, row: state.FileRow, operation: dict[str, Any], checks: int) -> bool:
-        """Write the outputs, then record DONE, then delete the object."""
+    def finish(
+        self, row: state.FileRow, operation: dict[str, Any], checks: int, *, fetched: bool = True
+    ) -> bool:
+        """Write the outputs, then record DONE, then remove the results from the service (v3:
+        unless they came from an earlier file's saved result) and delete the object."""
         audio = Path(row.path)
         out_dir = self.output_dir(row)
         documents = {
@@ -655,16 +697,30 @@ class Steps:
             metrics.file_ended("done", now - row.created_at)
             if events:
                 self.events_ready()
-            lines = len(transcripts.chunks(operation))  # one .txt line per chunk
+            lines = render.line_count(operation)  # one .txt line per chunk or utterance
             log.info(
                 "done %s: operation %s, %d line(s), %d status check(s)",
                 shown(audio), row.operation_id, lines, checks,
             )  # fmt: skip
+            crash_point("before_forget")
+            if fetched:
+                self._forget(row)
             crash_point("before_delete")
             self.aftercare.delete_object(row)
             self.aftercare.after_done(self.store.get(row.id))
             self.aftercare.run_hook(self.store.get(row.id))
         return False
+
+    def _forget(self, row: state.FileRow) -> None:
+        """Remove the results from the service (v3) once saved, unless another version with the
+        same content still waits for the same operation's result."""
+        if row.operation_id is None:
+            return
+        digest, specification = row.sha256 or "", row.specification or ""
+        for other in self.store.same_content(digest, specification, exclude=row.id):
+            if other.operation_id == row.operation_id and other.state == state.PENDING:
+                return
+        self.api.forget(row.operation_id)
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -716,8 +772,8 @@ class Steps:
 
     def _submit_failed(self, row: state.FileRow, error: Failure) -> bool:
         if error.kind == Kind.NOT_THE_API:
-            return self._not_the_api(row, RECOGNIZE_URL, self.config.speechkit.recognize_url,
-                                     "submissions", error)  # fmt: skip
+            name, url = self._submit_url()
+            return self._not_the_api(row, name, url, "submissions", error)
         if error.kind == Kind.PERMANENT:
             self.fail(
                 row, "submit", f"the service refused the request: {error.message}",
@@ -826,8 +882,20 @@ class Steps:
         self.on_changed(row.path)
         return False
 
-    def _specification(self, row: state.FileRow) -> dict[str, Any]:
-        return self._folder(row).recognition.specification()
+    def _specification(self, row: state.FileRow, channels: int) -> dict[str, Any]:
+        """The recognition settings of a row's request: its dedup key, recorded per row."""
+        return self._folder(row).recognition.settings(self.config.speechkit.api, channels)
+
+    def _submit_url(self) -> tuple[str, str]:
+        """The config key and URL submissions go to (each paused on its own)."""
+        settings = self.config.speechkit
+        if settings.api == "v3":
+            return STT_V3_URL, settings.stt_v3_url
+        return RECOGNIZE_URL, settings.recognize_url
+
+    def _key_for(self, digest: str) -> str:
+        """The object key of some content; without storage, a name that no bucket holds."""
+        return self.objects.key_for(digest) if self.objects is not None else f"inline:{digest}"
 
     def _folder(self, row: state.FileRow) -> WatchFolder:
         return layout.folder_of(self.config, row.path, row.folder)

@@ -30,6 +30,7 @@ import requests
 
 from daemon import layout, metrics, scheduling, state
 from daemon.config import Config, Webhook
+from daemon.config.declaration import described
 from daemon.render import transcripts
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def event_body(
         "result": event,
         "outputs": outputs,
         "operation_id": row.operation_id,
-        "language": specification.get("languageCode"),
+        "language": described(specification)[1],
         "duration_seconds": row.duration_seconds,
         "error": error,
     }

@@ -31,7 +31,7 @@ DEFAULT_WHISPER_QUEUE_LIMIT = 8  # with one recognition at a time: a minute or t
 WAIT_SLICE_SECONDS = 0.5  # the main thread wakes this often to notice a stop request
 
 DESCRIPTION = """\
-Local SpeechKit v2 compatible server for developing and testing speechkit-watch.
+Local SpeechKit v2 and v3 compatible server for developing and testing speechkit-watch.
 
 Two recognition engines (--engine):
 
@@ -56,6 +56,17 @@ Timing: an operation is done at creation + --base-delay + --seconds-per-minute x
 x channels, or when recognition has finished, if later (whisper's default pace is 0: done when
 done). Audio that cannot be read or decoded as its audioEncoding fails after --base-delay with
 "Invalid audio received". Results are forgotten (404) --retention-seconds after done.
+
+Speakers (API v3 speaker labeling): the echo engine takes them from the SPEAKERS comment of a
+mono file, one 1-based speaker number per sentence of TRANSCRIPT ("1,2,1"; the last number holds
+for the rest); without it everything is speaker 1. Stereo files report channels, not speakers.
+The whisper engine does no speaker separation: with speaker labeling everything is speaker 1.
+
+API v3: POST /stt/v3/recognizeFileAsync (audio by `uri` or inline base64 `content`, requests up
+to 60 MB; no deferred-general), GET /stt/v3/getRecognition?operationId= (one JSON message per
+line: final, eouUpdate, finalRefinement per sentence; channelTag "0"/"1"; int64 values as
+strings), DELETE /stt/v3/deleteRecognition?operationId=. Status checks of v3 operations over
+--v3-checks-per-second in one second are answered 429 (code 8), as the real quota is.
 
 Endpoints: POST /speech/stt/v2/longRunningRecognize, GET /operations/{id}, the IAM token
 exchange POST /iam/v1/tokens (a PS256 JWT signed by the key of --iam-public-key buys a token
@@ -184,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metadata-service",
         action="store_true",
         help="the metadata endpoint hands out tokens (a VM with a service account attached)",
+    )
+    add(
+        "--v3-checks-per-second",
+        type=int,
+        default=None,
+        help="API v3's status-check quota: more checks of v3 operations in a second get 429 "
+        "(default: no limit; the real service's is 5)",
     )
     add("--seed", type=int, help="seed for fault injection draws (reproducible runs)")
     add(
@@ -315,6 +333,7 @@ def settings_from_arguments(arguments: argparse.Namespace) -> service.ServerSett
         iam_keys=_iam_keys(arguments),
         iam_token_lifetime_seconds=arguments.iam_token_lifetime,
         metadata_service=arguments.metadata_service,
+        v3_checks_per_second=arguments.v3_checks_per_second,
         engine=arguments.engine,
         model=arguments.model,
         engine_threads=arguments.threads,

@@ -31,6 +31,7 @@ CODE_DEADLINE_EXCEEDED = 4
 CODE_NOT_FOUND = 5
 CODE_PERMISSION_DENIED = 7
 CODE_RESOURCE_EXHAUSTED = 8
+CODE_FAILED_PRECONDITION = 9
 CODE_UNIMPLEMENTED = 12
 CODE_INTERNAL = 13
 CODE_UNAVAILABLE = 14
@@ -43,6 +44,7 @@ HTTP_STATUS_BY_CODE: Mapping[int, int] = {
     CODE_NOT_FOUND: 404,
     CODE_PERMISSION_DENIED: 403,
     CODE_RESOURCE_EXHAUSTED: 429,
+    CODE_FAILED_PRECONDITION: 400,
     CODE_UNIMPLEMENTED: 501,
     CODE_INTERNAL: 500,
     CODE_UNAVAILABLE: 503,
@@ -446,12 +448,16 @@ def format_timestamp(epoch_seconds: float) -> str:
 
 
 def echo_utterances(
-    channel_texts: Sequence[str | None], duration_seconds: float
+    channel_texts: Sequence[str | None],
+    duration_seconds: float,
+    speakers: Sequence[int] = (),
 ) -> list[Utterance]:
     """The echo engine: one utterance per sentence of each channel's stored transcript.
 
     `channel_texts[i]` is the text of channel i+1 (None: nothing said on that channel). Each
     channel's words share its whole duration evenly; a sentence without words is dropped.
+    `speakers` gives the 0-based speaker of each sentence of channel 1 in turn (the last one
+    holds for the rest); empty: no speaker separation.
     """
     duration_nanoseconds = max(0, round(duration_seconds * NANOSECONDS_PER_SECOND))
     utterances: list[Utterance] = []
@@ -469,10 +475,32 @@ def echo_utterances(
                 end = (index + 1) * duration_nanoseconds // word_total
                 timed.append(Word(word, start, end))
                 index += 1
+            number = len(utterances)
+            speaker = speakers[min(number, len(speakers) - 1)] if speakers and not channel else None
             utterances.append(
-                Utterance(channel, tuple(timed), sentence, timed[0].start_ns, timed[-1].end_ns)
-            )
+                Utterance(
+                    channel, tuple(timed), sentence, timed[0].start_ns, timed[-1].end_ns,
+                    speaker=speaker,
+                )
+            )  # fmt: skip
     return in_time_order(utterances)
+
+
+SPEAKERS_COMMENT = "SPEAKERS"  # "1,2,1": who says each sentence of a mono TRANSCRIPT (1-based)
+
+
+def speaker_turns(comments: Mapping[str, str], channels: int) -> list[int]:
+    """The 0-based speakers of the echo engine's sentences, from the SPEAKERS comment of a mono
+    file ("1,2,1", 1-based); empty without it, or for stereo (speakers only in mono audio)."""
+    text = comments.get(SPEAKERS_COMMENT)
+    if not text or channels != 1:
+        return []
+    turns = []
+    for part in text.split(","):
+        part = part.strip()  # noqa: PLW2901 - the trimmed item
+        if part.isdigit() and int(part) >= 1:
+            turns.append(int(part) - 1)
+    return turns
 
 
 def build_echo_chunks(

@@ -97,3 +97,63 @@ def v2_chunks(utterances: Sequence[Utterance], *, literature_text: bool) -> list
         alternative = {"words": words, "text": text, "confidence": _number(utterance.confidence)}
         chunks.append({"alternatives": [alternative], "channelTag": str(utterance.channel + 1)})
     return chunks
+
+
+def _milliseconds(nanoseconds: int) -> str:
+    """An int64 of milliseconds as v3's JSON writes it: a string."""
+    return str(nanoseconds // 1_000_000)
+
+
+def v3_messages(
+    utterances: Sequence[Utterance], *, speaker_labeling: bool, literature_text: bool
+) -> list[dict[str, Any]]:
+    """API v3 `getRecognition` messages: per utterance in time order a `final` (raw words, times
+    in ms), an `eouUpdate` and a `finalRefinement` (the normalized text), each `{"result": ...}`.
+
+    `channelTag` is 0-based and a string, as are all int64 values. With speaker labeling the
+    speaker is reported through `channelTag` where the engine separated speakers (mono audio);
+    else the channel. `finalIndex` counts the finals of each tag.
+    """
+    messages: list[dict[str, Any]] = []
+    next_index: dict[str, int] = {}
+    session = {"uuid": "local-session", "userRequestId": ""}
+    for utterance in in_time_order(utterances):
+        if not utterance.words:
+            continue
+        labelled = speaker_labeling and utterance.speaker is not None
+        tag = str(utterance.speaker if labelled else utterance.channel)
+        index = next_index.get(tag, 0)
+        next_index[tag] = index + 1
+        start, end = _milliseconds(utterance.start_ns), _milliseconds(utterance.end_ns)
+        cursors = {
+            "receivedDataMs": end, "resetTimeMs": "0", "partialTimeMs": end,
+            "finalTimeMs": end, "finalIndex": str(index), "eouTimeMs": end,
+        }  # fmt: skip
+        words = [
+            {"text": word.text, "startTimeMs": _milliseconds(word.start_ns),
+             "endTimeMs": _milliseconds(word.end_ns)}
+            for word in utterance.words
+        ]  # fmt: skip
+        final = {
+            "alternatives": [
+                {"words": words, "text": utterance.raw_text, "startTimeMs": start,
+                 "endTimeMs": end, "confidence": 0, "languages": []}
+            ],
+            "channelTag": tag,
+        }  # fmt: skip
+        text = utterance.normalized_text if literature_text else utterance.raw_text
+        refinement = {
+            "finalIndex": str(index),
+            "normalizedText": {
+                "alternatives": [
+                    {"words": words, "text": text, "startTimeMs": start, "endTimeMs": end,
+                     "confidence": 0, "languages": []}
+                ],
+                "channelTag": tag,
+            },
+        }  # fmt: skip
+        common = {"sessionUuid": session, "audioCursors": cursors, "responseWallTimeMs": "0"}
+        messages.append({"result": {**common, "final": final, "channelTag": tag}})
+        messages.append({"result": {**common, "eouUpdate": {"timeMs": end}, "channelTag": tag}})
+        messages.append({"result": {**common, "finalRefinement": refinement, "channelTag": tag}})
+    return messages

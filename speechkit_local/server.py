@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from speechkit_local import iam, logic
+from speechkit_local import iam, logic, v3
 from speechkit_local import service as service_module
 from speechkit_local.faults import FaultSettings
 
@@ -89,7 +89,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         LOGGER.debug("http: " + format, *args)
 
-    def _read_body(self) -> bytes | service_module.Reply:
+    def _read_body(self, limit: int) -> bytes | service_module.Reply:
         if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
             self.close_connection = True
             return service_module.Reply(
@@ -103,7 +103,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             length = int(raw_length)
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_REQUEST_BODY_BYTES:
+        if length < 0 or length > limit:
             self.close_connection = True
             return service_module.Reply(
                 413 if length > 0 else 400,
@@ -114,6 +114,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, method: str, path: str, body: bytes) -> service_module.Reply:
         service = self.server.service
         authorization = self.headers.get("Authorization")
+        if path.startswith(v3.DEFAULT_PREFIX + "/"):
+            return self._route_v3(method, path[len(v3.DEFAULT_PREFIX) :], body)
         if path == RECOGNIZE_PATH:
             if method != "POST":
                 return _method_not_allowed()
@@ -139,10 +141,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return control(service, method, path[len(CONTROL_PREFIX) :], body)
         return service_module.error_reply(logic.CODE_NOT_FOUND, "Not found")
 
+    def _route_v3(self, method: str, path: str, body: bytes) -> service_module.Reply:
+        service = self.server.service
+        authorization = self.headers.get("Authorization")
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        operation_id = (query.get("operationId") or query.get("operation_id") or [""])[0]
+        wanted = {v3.RECOGNIZE_PATH: "POST", v3.GET_RECOGNITION_PATH: "GET",
+                  v3.DELETE_RECOGNITION_PATH: "DELETE"}.get(path)  # fmt: skip
+        if wanted is None:
+            return service_module.error_reply(logic.CODE_NOT_FOUND, "Not found")
+        if method != wanted:
+            return _method_not_allowed()
+        if path == v3.RECOGNIZE_PATH:
+            return service.submit_v3(authorization, body)
+        if not operation_id:
+            return service_module.error_reply(
+                logic.CODE_INVALID_ARGUMENT, "operationId is required"
+            )
+        if path == v3.GET_RECOGNITION_PATH:
+            return service.get_recognition(authorization, operation_id)
+        return service.delete_recognition(authorization, operation_id)
+
     def _dispatch(self, method: str) -> None:
         request_id = str(uuid.uuid4())
         path = urllib.parse.urlsplit(self.path).path
-        body = self._read_body()
+        inline = path == v3.DEFAULT_PREFIX + v3.RECOGNIZE_PATH  # may carry the audio itself
+        body = self._read_body(v3.MAX_REQUEST_BYTES if inline else MAX_REQUEST_BODY_BYTES)
         if isinstance(body, service_module.Reply):
             reply = body
         else:
@@ -159,7 +183,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             LOGGER.info("%s %s dropped x-request-id=%s%s", method, path, request_id, client_part)
             return
-        payload = json.dumps(reply.body, ensure_ascii=False).encode("utf-8")
+        payload = (
+            reply.text.encode("utf-8")
+            if reply.text is not None
+            else json.dumps(reply.body, ensure_ascii=False).encode("utf-8")
+        )
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -387,6 +415,11 @@ class LocalSpeechKit:
     @property
     def recognize_url(self) -> str:
         return self.url + RECOGNIZE_PATH
+
+    @property
+    def stt_v3_url(self) -> str:
+        """API v3's base: recognizeFileAsync, getRecognition, deleteRecognition under it."""
+        return self.url + v3.DEFAULT_PREFIX
 
     @property
     def operations_url(self) -> str:

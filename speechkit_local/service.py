@@ -23,12 +23,13 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from speechkit_local import audio, engines, fetch, iam, logic, recognition
+from speechkit_local import audio, engines, fetch, iam, logic, recognition, v3
 from speechkit_local import faults as faults_module
 
 LOGGER = logging.getLogger("speechkit_local")
+_Request = TypeVar("_Request")
 
 DEFAULT_HOST = "127.0.0.1"  # test infrastructure never listens beyond loopback
 DEFAULT_SECONDS_PER_MINUTE = 10.0  # documented speed: about 10 s per minute of mono audio
@@ -74,6 +75,9 @@ class ServerSettings:
     # True: the metadata endpoint hands out tokens, as on a VM with a service account attached;
     # False: it answers 404, as on a VM without one.
     metadata_service: bool = False
+    # API v3's status-check quota: more operation requests for v3 operations in one second
+    # are answered 429 (code 8), as the real service does. None: no limit.
+    v3_checks_per_second: int | None = None
     engine: str = engines.ECHO  # engines.ENGINE_NAMES
     model: str | None = None  # the whisper engine's --model (None: its default)
     engine_threads: int = 0  # the whisper engine's CPU threads (0: up to 4, one per core)
@@ -90,6 +94,7 @@ class Reply:
     body: Any = None
     headers: tuple[tuple[str, str], ...] = ()
     drop: bool = False
+    text: str | None = None  # a body that is not one JSON value (v3's stream of messages)
 
 
 def error_reply(code: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
@@ -121,6 +126,10 @@ class _Operation:
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     malformed: str | None = None  # a faults.MALFORMED_KINDS answer instead of its result
+    api: str = "v2"  # v3: the result is read with getRecognition, the operation has none
+    speaker_labeling: bool = False
+    literature_text: bool = False
+    utterances: list[recognition.Utterance] | None = None  # what the engine recognised
 
     def done_at(self) -> float | None:
         if self.finished_at is None:
@@ -154,6 +163,11 @@ class _Counters:
     iam_refused: int = 0  # exchange requests refused (bad JWT, unknown key, ...)
     iam_outage_answers: int = 0  # exchange requests answered with the injected outage status
     metadata_tokens: int = 0  # tokens handed out by the metadata endpoint
+    v3_submissions: int = 0  # operations created by recognizeFileAsync (counted in submissions)
+    v3_inline: int = 0  # of those, with the audio inline (`content`)
+    get_recognition_requests: int = 0
+    deleted_recognitions: int = 0
+    v3_rate_limited: int = 0  # operation requests over the v3 per-second quota
     by_sha256: collections.Counter[str] = field(default_factory=collections.Counter)
     by_uri_key: collections.Counter[str] = field(default_factory=collections.Counter)
     # What each decoded recording held, in order: sha256, seconds per channel, channels.
@@ -215,6 +229,7 @@ class SpeechKitService:
             except (ValueError, TypeError) as error:
                 raise ValueError(f"IAM key {key.key_id}: {error}") from None
         self._operations: dict[str, _Operation] = {}
+        self._v3_checks: collections.deque[float] = collections.deque()  # the last second's
         self._counters = _Counters()
         storage = None
         if (
@@ -322,6 +337,13 @@ class SpeechKitService:
                     "done": done,
                     "error": failed,
                     "forgotten": counters.forgotten,
+                },
+                "v3": {
+                    "submissions": counters.v3_submissions,
+                    "inline": counters.v3_inline,
+                    "get_recognition_requests": counters.get_recognition_requests,
+                    "deleted": counters.deleted_recognitions,
+                    "rate_limited_checks": counters.v3_rate_limited,
                 },
                 "iam": {
                     "exchanges": counters.iam_exchanges,
@@ -450,21 +472,59 @@ class SpeechKitService:
                 return error_reply(code, message), decision
         return None, decision
 
-    def submit(self, authorization: str | None, body: bytes) -> Reply:
-        """POST /speech/stt/v2/longRunningRecognize."""
+    def _accepted(
+        self, authorization: str | None, body: bytes, parse: Callable[[Any], _Request]
+    ) -> tuple[_Request, faults_module.FaultDecision] | Reply:
+        """A submission's request parsed by `parse`, after the faults and the credentials; or
+        the answer to give instead."""
         with self._lock:
             self._counters.submit_requests += 1
         early, decision = self._common_faults(faults_module.SUBMIT, authorization)
         if early is not None:
             return early
         try:
-            document = json.loads(body.decode("utf-8"))
-            request = logic.parse_recognize_request(document, folder_id=self._settings.folder_id)
+            return parse(json.loads(body.decode("utf-8"))), decision
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return error_reply(logic.CODE_INVALID_ARGUMENT, f"Invalid JSON payload: {error}")
         except logic.RequestRejectedError as rejected:
             return rejected_reply(rejected)
 
+    def submit(self, authorization: str | None, body: bytes) -> Reply:
+        """POST /speech/stt/v2/longRunningRecognize."""
+        accepted = self._accepted(
+            authorization, body,
+            lambda document: logic.parse_recognize_request(
+                document, folder_id=self._settings.folder_id
+            ),
+        )  # fmt: skip
+        if isinstance(accepted, Reply):
+            return accepted
+        request, decision = accepted
+        return self._start(request, decision, _Operation("", 0.0, "", ""), None)
+
+    def submit_v3(self, authorization: str | None, body: bytes) -> Reply:
+        """POST /stt/v3/recognizeFileAsync: the audio by `uri` or inline `content`."""
+        accepted = self._accepted(authorization, body, v3.parse_request)
+        if isinstance(accepted, Reply):
+            return accepted
+        parsed, decision = accepted
+        template = _Operation(
+            "", 0.0, "", "", api="v3", speaker_labeling=parsed.speaker_labeling,
+            literature_text=parsed.literature_text,
+        )  # fmt: skip
+        with self._lock:
+            self._counters.v3_submissions += 1
+            self._counters.v3_inline += parsed.content is not None
+        return self._start(v3.as_v2_request(parsed), decision, template, parsed.content)
+
+    def _start(
+        self,
+        request: logic.RecognizeRequest,
+        decision: faults_module.FaultDecision,
+        template: _Operation,
+        content: bytes | None,
+    ) -> Reply:
+        """Create an operation for a valid request and start recognising it."""
         with self._lock:
             if self._queue_is_full():
                 LOGGER.info("submission refused: %d operations unfinished", self._in_flight)
@@ -472,11 +532,12 @@ class SpeechKitService:
                 return error_reply(logic.CODE_RESOURCE_EXHAUSTED, QUEUE_FULL_MESSAGE, retry_after)
             self._in_flight += 1
             now = self._clock()
-            operation = _Operation(
+            operation = dataclasses.replace(
+                template,
                 operation_id=logic.make_operation_id(secrets.token_hex(16)),
                 created_at=now,
                 created_by=self._settings.service_account_id,
-                uri_key=logic.uri_object_key(request.uri),
+                uri_key="" if content is not None else logic.uri_object_key(request.uri),
             )
             self._operations[operation.operation_id] = operation
             self._counters.submissions += 1
@@ -511,11 +572,12 @@ class SpeechKitService:
                 modified_at=now,
             )
         LOGGER.info(
-            "operation %s created for %s", operation.operation_id, logic.strip_query(request.uri)
-        )
+            "operation %s created for %s", operation.operation_id,
+            "inline content" if content is not None else logic.strip_query(request.uri),
+        )  # fmt: skip
         try:
             self._workers.submit(
-                self._recognize, operation.operation_id, request, timing, forced_error
+                self._recognize, operation.operation_id, request, timing, forced_error, content
             )
         except RuntimeError:  # the pool is shut down: the server is stopping
             with self._lock:
@@ -549,6 +611,12 @@ class SpeechKitService:
             operation = self._operations.get(operation_id)
             if operation is None:
                 return error_reply(logic.CODE_NOT_FOUND, "Operation not found")
+            if operation.api == "v3" and not self._v3_check_allowed(now):
+                self._counters.v3_rate_limited += 1
+                return error_reply(
+                    logic.CODE_RESOURCE_EXHAUSTED, "Quota exceeded: too many status checks",
+                    (("Retry-After", "1"),),
+                )  # fmt: skip
             done_at = operation.done_at()
             if done_at is None or now < done_at:
                 return Reply(
@@ -560,17 +628,75 @@ class SpeechKitService:
                         modified_at=max(now, operation.created_at),
                     ),
                 )
+            response = operation.response
+            if operation.api == "v3" and response is not None:
+                response = {"@type": v3.RESPONSE_TYPE}  # v3's results are not in the operation
             answer = logic.operation_json(
                 operation_id=operation.operation_id,
                 created_at=operation.created_at,
                 created_by=operation.created_by,
                 modified_at=done_at,
-                response=operation.response,
+                response=response,
                 error=operation.error,
             )
             if operation.malformed is not None:
                 answer = faults_module.malformed_answer(answer, operation.malformed)
             return Reply(200, answer)
+
+    def _v3_check_allowed(self, now: float) -> bool:
+        """Whether one more v3 status check fits the per-second quota (caller holds the lock)."""
+        limit = self._settings.v3_checks_per_second
+        if limit is None:
+            return True
+        while self._v3_checks and self._v3_checks[0] <= now - 1.0:
+            self._v3_checks.popleft()
+        if len(self._v3_checks) >= limit:
+            return False
+        self._v3_checks.append(now)
+        return True
+
+    def _done_v3(self, authorization: str | None, operation_id: str) -> Reply | _Operation:
+        """The done v3 operation that getRecognition or deleteRecognition names, or the
+        answer to give instead (faults, credentials, unknown, not done, not a v3 one)."""
+        early, _ = self._common_faults(faults_module.OPERATION, authorization)
+        if early is not None:
+            return early
+        with self._lock:
+            now = self._clock()
+            self._forget_expired(now)
+            operation = self._operations.get(operation_id)
+            if operation is None or operation.api != "v3":
+                return error_reply(logic.CODE_NOT_FOUND, "Operation not found")
+            done_at = operation.done_at()
+            if done_at is None or now < done_at:
+                return error_reply(logic.CODE_FAILED_PRECONDITION, "Operation is not done yet")
+            return operation
+
+    def get_recognition(self, authorization: str | None, operation_id: str) -> Reply:
+        """GET /stt/v3/getRecognition?operationId=: the messages, one JSON object per line."""
+        with self._lock:
+            self._counters.get_recognition_requests += 1
+        found = self._done_v3(authorization, operation_id)
+        if isinstance(found, Reply):
+            return found
+        if found.error is not None:
+            return error_reply(logic.CODE_NOT_FOUND, "The operation has no results")
+        messages = recognition.v3_messages(
+            found.utterances or [], speaker_labeling=found.speaker_labeling,
+            literature_text=found.literature_text,
+        )  # fmt: skip
+        return Reply(200, text=v3.stream_text(messages))
+
+    def delete_recognition(self, authorization: str | None, operation_id: str) -> Reply:
+        """DELETE /stt/v3/deleteRecognition?operationId=: the results (and operation) go."""
+        found = self._done_v3(authorization, operation_id)
+        if isinstance(found, Reply):
+            return found
+        with self._lock:
+            self._operations.pop(operation_id, None)
+            self._counters.deleted_recognitions += 1
+        LOGGER.info("operation %s: results deleted", operation_id)
+        return Reply(200, {})
 
     def _forget_expired(self, now: float) -> None:
         """Drop operations whose results outlived the retention time (caller holds the lock)."""
@@ -609,9 +735,10 @@ class SpeechKitService:
         request: logic.RecognizeRequest,
         timing: _Timing,
         forced_error: int | None,
+        content: bytes | None = None,
     ) -> None:
         try:
-            self._recognize_or_fail(operation_id, request, timing, forced_error)
+            self._recognize_or_fail(operation_id, request, timing, forced_error, content)
         except Exception:  # a bug here must end the operation, not leave it pending forever
             LOGGER.exception("operation %s: recognition crashed", operation_id)
             self._finish(
@@ -629,10 +756,11 @@ class SpeechKitService:
         request: logic.RecognizeRequest,
         timing: _Timing,
         forced_error: int | None,
+        content: bytes | None = None,
     ) -> None:
         invalid_audio = logic.error_body(logic.CODE_INVALID_ARGUMENT, logic.INVALID_AUDIO_MESSAGE)
         try:
-            data = self._fetcher.fetch(request.uri)
+            data = content if content is not None else self._fetcher.fetch(request.uri)
         except fetch.FetchError as failure:
             LOGGER.info("operation %s: %s (%s)", operation_id, failure.message, failure.detail)
             self._finish(
@@ -684,6 +812,10 @@ class SpeechKitService:
             literature_text=request.literature_text
             and request.language_code != logic.AUTO_LANGUAGE,
         )
+        with self._lock:
+            operation = self._operations.get(operation_id)
+            if operation is not None:
+                operation.utterances = utterances
         LOGGER.info(
             "operation %s: %d chunk(s), %.3f s x %d channel(s), sha256 %s",
             operation_id,

@@ -8,10 +8,9 @@ sox or espeak-ng. Page surgery keeps the Ogg CRCs valid unless breaking them is 
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-from daemon.audio.oggopus import page_crc
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -165,6 +164,18 @@ def opus_tags_packet(vendor: str, fields: list[bytes]) -> bytes:
     return packet
 
 
+_BIT_REVERSED = bytes(int(f"{value:08b}"[::-1], 2) for value in range(256))
+
+
+def page_crc(page: bytes) -> int:
+    """The CRC an Ogg page should carry (its CRC field counted as zero), as the daemon's
+    `oggopus.page_crc` computes it, but through zlib: Ogg's CRC-32 is zlib's on bit-reversed
+    bytes, without zlib's inversions, bit-reversed; so a 45 MB fixture takes a moment."""
+    data = (page[:22] + b"\x00\x00\x00\x00" + page[26:]).translate(_BIT_REVERSED)
+    reflected = zlib.crc32(data, 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{reflected:032b}"[::-1], 2)
+
+
 def make_page(
     *, serial: int, sequence: int, granule: int, flags: int, lacing: list[int], body: bytes
 ) -> bytes:
@@ -215,3 +226,22 @@ def _refresh_crc(buffer: bytearray, page: Page) -> None:
     start, end = page.offset, page.end
     crc = page_crc(bytes(buffer[start:end]))
     buffer[start + _CRC_FIELD.start : start + _CRC_FIELD.stop] = struct.pack("<I", crc)
+
+
+MONO_TEXT = "Hello from the watch folder. This is a test recording."
+
+
+def larger_than(size: int) -> bytes:
+    """mono.ogg made larger than `size` bytes by a cover picture in its tags: a valid Ogg Opus
+    file of under 4 s (pictures of megabytes are common in tags)."""
+    picture = b"METADATA_BLOCK_PICTURE=" + b"A" * size
+    tags = opus_tags_packet("speechkit-watch tests", [b"TRANSCRIPT=" + MONO_TEXT.encode(), picture])
+    return replace_tags(read_fixture("mono.ogg"), tags)
+
+
+def two_speakers() -> bytes:
+    """mono.ogg whose two sentences are said by two speakers for the echo engine (SPEAKERS)."""
+    tags = opus_tags_packet(
+        "speechkit-watch tests", [b"TRANSCRIPT=" + MONO_TEXT.encode(), b"SPEAKERS=1,2"]
+    )
+    return replace_tags(read_fixture("mono.ogg"), tags)

@@ -37,6 +37,10 @@ DEFAULT_PREFIX = "speechkit-watch/"  # keeps our objects apart from anything els
 DEFAULT_LINK = "presigned"  # works with a private bucket, whoever owns the API key
 DEFAULT_RECOGNIZE_URL = "https://transcribe.api.cloud.yandex.net/speech/stt/v2/longRunningRecognize"
 DEFAULT_OPERATIONS_URL = "https://operation.api.cloud.yandex.net/operations"
+DEFAULT_API = "v2"  # what every existing config was written for; v3 is chosen, not imposed
+# API v3's base: /recognizeFileAsync, /getRecognition and /deleteRecognition are appended.
+DEFAULT_STT_V3_URL = "https://stt.api.cloud.yandex.net/stt/v3"
+DEFAULT_STATUS_CHECKS_PER_SECOND = 5  # the service's v3 quota per cloud folder
 DEFAULT_IAM_URL = "https://iam.api.cloud.yandex.net/iam/v1/tokens"  # Yandex IAM token exchange
 # The VM metadata service (Google-compatible path) hands out the attached service account's token.
 DEFAULT_METADATA_URL = (
@@ -65,6 +69,7 @@ DEFAULT_LOG_LEVEL = "info"
 
 OUTPUT_FORMATS = ("txt", "json", "srt", "vtt")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+APIS = ("v2", "v3")
 LINK_KINDS = ("presigned", "plain")
 # The ways to authenticate to the recognition API; a config sets exactly one.
 CREDENTIAL_KEYS = ("api_key", "iam_token", "service_account_key_file", "metadata_service")
@@ -85,6 +90,12 @@ MODELS = ("general", "general:rc", "general:deprecated", "deferred-general")
 # Languages that only some models serve (the docs: pt-BR only with general:rc).
 LANGUAGE_MODELS = {"pt-BR": ("general:rc",)}
 AUTO_LANGUAGE = "auto"  # the service detects the language; its text then gets no normalization
+# v3 has no cheap deferred model, and no rawResults (its numbers are always normalized).
+V3_MODELS = ("general", "general:rc", "general:deprecated")
+# Keys of `recognition` that only one API understands: set to anything but their default with
+# the other API, they are a config error naming both keys (see validate.recognition_checks).
+V3_ONLY_KEYS = ("speaker_labeling", "languages", "phone_formatting")
+V2_ONLY_KEYS = ("raw_results",)
 
 
 # Conversions applied when the typed config is built.
@@ -107,6 +118,10 @@ def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _enabled(flag: bool, name: str) -> str:
+    return f"{name}_ENABLED" if flag else f"{name}_DISABLED"
+
+
 # ---------------------------------------------------------------------------------------------
 # The sections, in the order of the file (and of its problems)
 
@@ -123,7 +138,47 @@ class Recognition:
     )  # fmt: skip
     profanity_filter: bool = key("profanityFilter", default=False)
     literature_text: bool = key("literature_text: punctuation and capitals", default=False)
-    raw_results: bool = key("rawResults: numbers as words", default=False)
+    raw_results: bool = key("rawResults: numbers as words (v2 only)", default=False)
+    speaker_labeling: bool = key(
+        "v3 only: [speaker N] labels, at most two speakers, mono files only (a stereo file is "
+        "recognised by channel, without speaker labels)",
+        default=False,
+    )  # fmt: skip
+    languages: tuple[str, ...] = key(
+        "v3 only: languages the audio may be in (a list), or auto; empty: [language]",
+        default=(), kind="languages", item_choices=LANGUAGES,
+    )  # fmt: skip
+    phone_formatting: bool = key("v3 only: phone numbers written as numbers", default=False)
+
+    def settings(self, api: str, channels: int) -> dict[str, Any]:
+        """What a request of `api` says about recognition for a file of `channels` channels:
+        the recorded `specification` of a file version (its dedup key: v2 and v3 settings never
+        look alike, and every setting that changes the result is in it)."""
+        if api == "v3":
+            return self.v3_request(channels)
+        return self.specification()
+
+    def v3_request(self, channels: int) -> dict[str, Any]:
+        """The recognizeFileAsync body without the audio (`uri` or `content`). Speaker labeling
+        is asked only for mono audio (the service labels speakers of one channel only)."""
+        languages = list(self.languages) or [self.language]
+        request: dict[str, Any] = {
+            "recognitionModel": {
+                "model": self.model,
+                "audioFormat": {"containerAudio": {"containerAudioType": "OGG_OPUS"}},
+                "textNormalization": {
+                    "textNormalization": "TEXT_NORMALIZATION_ENABLED",
+                    "profanityFilter": self.profanity_filter,
+                    "literatureText": self.literature_text,
+                    "phoneFormattingMode": _enabled(self.phone_formatting, "PHONE_FORMATTING_MODE"),
+                },
+                "languageRestriction": {"restrictionType": "WHITELIST", "languageCode": languages},
+                "audioProcessingType": "FULL_DATA",
+            },
+        }
+        if self.speaker_labeling and channels == 1:
+            request["speakerLabeling"] = {"speakerLabeling": "SPEAKER_LABELING_ENABLED"}
+        return request
 
     def specification(self) -> dict[str, Any]:
         """The request's `config.specification`; never `audioChannelCount` (Opus carries it)."""
@@ -135,6 +190,17 @@ class Recognition:
             "audioEncoding": "OGG_OPUS",
             "rawResults": self.raw_results,
         }
+
+
+def described(specification: dict[str, Any]) -> tuple[Any, Any]:
+    """(model, language) of a recorded specification of either API, for people and webhooks;
+    v3's language is its list of languages joined by commas."""
+    v3 = specification.get("recognitionModel")
+    if not isinstance(v3, dict):
+        return specification.get("model"), specification.get("languageCode")
+    restriction = v3.get("languageRestriction")
+    codes = restriction.get("languageCode") if isinstance(restriction, dict) else None
+    return v3.get("model"), ",".join(codes) if isinstance(codes, list) else None
 
 
 @section
@@ -222,8 +288,17 @@ class SpeechKit:
     recognize_url: str = key(
         "longRunningRecognize endpoint", default=DEFAULT_RECOGNIZE_URL, kind="url"
     )
+    api: str = key(
+        "v2 (longRunningRecognize) or v3 (recognizeFileAsync: speaker labels, several "
+        "languages, audio inline without storage)",
+        default=DEFAULT_API, choices=APIS,
+    )  # fmt: skip
+    stt_v3_url: str = key(
+        "API v3 base; /recognizeFileAsync, /getRecognition, /deleteRecognition are appended",
+        default=DEFAULT_STT_V3_URL, kind="url", convert=_without_trailing_slash,
+    )  # fmt: skip
     operations_url: str = key(
-        "operations endpoint",
+        "operations endpoint (both APIs)",
         default=DEFAULT_OPERATIONS_URL, kind="url", convert=_without_trailing_slash,
     )  # fmt: skip
     request_timeout_seconds: float = key(
@@ -248,8 +323,12 @@ class Quota:
         "longRunningRecognize calls per hour", default=DEFAULT_SUBMISSIONS_PER_HOUR, minimum=1
     )
     status_checks_per_hour: int = key(
-        "operation status checks per hour", default=DEFAULT_STATUS_CHECKS_PER_HOUR, minimum=1
+        "operation status checks per hour (v2)", default=DEFAULT_STATUS_CHECKS_PER_HOUR, minimum=1
     )
+    status_checks_per_second: int = key(
+        "operation status checks per second (v3)",
+        default=DEFAULT_STATUS_CHECKS_PER_SECOND, minimum=1,
+    )  # fmt: skip
 
 
 @section
@@ -287,13 +366,19 @@ class Config:
     source: Path  # the file it was loaded from
     watch: tuple[WatchFolder, ...] = key("folders to watch (one or more)")
     recognition: Recognition = key(
-        "maps to config.specification of each request", default_factory=Recognition
+        "maps to config.specification (v2) or recognitionModel (v3) of each request",
+        default_factory=Recognition,
     )
-    storage: Storage = key("the S3-compatible bucket the audio is uploaded to")
+    storage: Storage | None = key(
+        "the S3-compatible bucket the audio is uploaded to; with api v3 it may be left out: "
+        "the audio then goes inline in the request (up to about 44 MB of audio)",
+        default=None,
+    )  # fmt: skip
     speechkit: SpeechKit = key("the recognition API")
     polling: Polling = key("status checks of pending operations", default_factory=Polling)
     quota: Quota = key(
-        "calls per hour the daemon allows itself (sliding window)", default_factory=Quota
+        "calls per hour (v3 status checks: per second) the daemon allows itself (sliding window)",
+        default_factory=Quota,
     )
     auth_retry_seconds: float = key(
         "while credentials are refused, work that needs them is retried this often",
@@ -335,9 +420,10 @@ class Config:
     def secrets(self) -> list[str]:
         """Every secret value in this config (for redaction and the tests that look for leaks)."""
         speechkit = self.speechkit
+        storage = self.storage
         values = [
-            self.storage.access_key_id.reveal(),
-            self.storage.secret_access_key.reveal(),
+            storage.access_key_id.reveal() if storage else "",
+            storage.secret_access_key.reveal() if storage else "",
             speechkit.api_key.reveal() if speechkit.api_key else "",
             speechkit.iam_token.reveal() if speechkit.iam_token else "",
         ]

@@ -106,7 +106,8 @@ def _key_lines(
         return
     if key.kind == "section":
         # A feature to switch on (default None): shown commented out.
-        off = commented or (key.default is None and not switch_on)
+        # `storage` is optional only with API v3; the generated config is a v2 one.
+        off = commented or (key.default is None and not switch_on and key.name != "storage")
         yield _line(indent, f"{key.name}:", doc, commented=off)
         for child in key.children:
             yield from _key_lines(child, path, depth + 1, commented=off, switch_on=switch_on)

@@ -126,7 +126,7 @@ def _key(cls: type[Any], field: dataclasses.Field[Any], declared: _Declared, hin
     elif item is not None and dataclasses.is_dataclass(item):
         kind, section_class = "sections", typing.cast(type[Any], item)
     elif item is str:
-        kind = "list"
+        kind = declared.kind or "list"
     elif hint in _KINDS:
         kind = declared.kind or ("enum" if declared.choices else _KINDS[hint])
     else:
@@ -210,7 +210,7 @@ def _typed(declared: Key, value: Any, root: Mapping[str, Any]) -> Any:
                 overrides = {name: item for name, item in value.items() if item is not None}
                 value = {**root[declared.inherits], **overrides}
             value = build(declared.section, declared.children, value, root)
-    elif declared.kind == "list":
+    elif isinstance(value, list):
         value = tuple(value)
     elif declared.secret:
         value = Secret(value)

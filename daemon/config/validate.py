@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from daemon import secrets
-from daemon.config.declaration import AUTO_LANGUAGE, CREDENTIAL_KEYS, LANGUAGE_MODELS
+from daemon.config.declaration import (
+    AUTO_LANGUAGE,
+    CREDENTIAL_KEYS,
+    LANGUAGE_MODELS,
+    V2_ONLY_KEYS,
+    V3_MODELS,
+    V3_ONLY_KEYS,
+)
 from daemon.config.schema import REQUIRED, Key
 
 # A string with `${ENV}` references -> (the text with them resolved, the names that are unset).
@@ -198,7 +205,9 @@ class _Validator:
             for index, folder in enumerate(values["watch"])
             if _set_values(folder["recognition"])
         ]
+        api = values["speechkit"].get("api")
         for prefix, settings in places:
+            self.api_checks(prefix, settings, api)
             language, model = settings.get("language"), settings.get("model")
             if language is None or model is None:
                 continue  # already reported
@@ -215,8 +224,34 @@ class _Validator:
                     "service does not normalize the text, so literature_text has no effect"
                 )
 
+    def api_checks(self, prefix: str, settings: Mapping[str, Any], api: str | None) -> None:
+        """Settings only the other API understands: a problem naming both keys."""
+        if api not in ("v2", "v3"):
+            return  # already reported
+        other = "v3" if api == "v2" else "v2"
+        for name in V3_ONLY_KEYS if api == "v2" else V2_ONLY_KEYS:
+            if settings.get(name):
+                self.problem(
+                    f"{prefix}.{name}",
+                    f"exists only in SpeechKit API {other}, and 'speechkit.api' is {api}: set "
+                    f"speechkit.api: {other}, or remove {name}",
+                )
+        model = settings.get("model")
+        if api == "v3" and model is not None and model not in V3_MODELS:
+            self.problem(
+                f"{prefix}.model",
+                f"{model} exists only in SpeechKit API v2, and 'speechkit.api' is v3: use "
+                f"one of {', '.join(V3_MODELS)}, or speechkit.api: v2",
+            )
+
     def cross_checks(self, values: dict[str, Any]) -> None:
         self.credential_checks(values["speechkit"])
+        if values.get("storage") is None and values["speechkit"].get("api") != "v3":
+            self.problem(
+                "storage",
+                "required with 'speechkit.api' v2 (only API v3 can take the audio inline, "
+                "without a bucket)",
+            )
         self.recognition_checks(values)
         if not values["watch"]:
             self.problem("watch", "list at least one folder to watch")
@@ -340,6 +375,30 @@ def _check_list(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any
     return items
 
 
+def _check_languages(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
+    """A list of language codes (any case, as the service reads them), or `auto` alone."""
+    if isinstance(raw, str):
+        if raw.strip().lower() == AUTO_LANGUAGE:
+            return [AUTO_LANGUAGE]
+        validator.problem(key_path, f"expected a list of language codes or auto, got {raw!r}")
+        return None
+    if not isinstance(raw, list):
+        validator.problem(key_path, f"expected a list of language codes or auto, got {_kind(raw)}")
+        return None
+    canonical = {choice.lower(): choice for choice in key.item_choices}
+    items: list[str] = []
+    for index, item in enumerate(raw):
+        text = validator.string(item, f"{key_path}[{index}]")
+        if text is None:
+            continue
+        found = canonical.get(text.lower())
+        if found is None:
+            validator.problem(f"{key_path}[{index}]", _not_a_choice(text, key.item_choices))
+            continue
+        items.append(found)
+    return items
+
+
 def _check_section(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:
     if not isinstance(raw, dict):
         validator.problem(key_path, f"expected a mapping of keys, got {_kind(raw)}")
@@ -371,6 +430,7 @@ _KIND_HANDLERS: dict[str, Callable[[_Validator, Any, Key, str], Any]] = {
     "int": _check_number,
     "float": _check_number,
     "list": _check_list,
+    "languages": _check_languages,
     "section": _check_section,
     "sections": _check_sections,
 }

@@ -175,7 +175,7 @@ def _estimated_cues(operation: Mapping[str, Any], several: bool) -> list[Cue]:
         if not text:
             continue
         if several:
-            text = f"[channel {transcripts.channel_tag(chunk)}] {text}"
+            text = f"[{transcripts.label(chunk)}] {text}"
         seconds = max(1.0, len(text.split()) / ESTIMATED_WORDS_PER_SECOND)
         cues.append(Cue(clock, clock + seconds, wrap(text)))
         clock += seconds
@@ -206,7 +206,8 @@ def build_cues(operation: Mapping[str, Any]) -> list[Cue]:
         {transcripts.channel_tag(chunk) for chunk in found},
         key=lambda tag: transcripts.channel_order({"channelTag": tag}),
     )  # cues are merged by a stable sort on start time: ties go by this channel order
-    several = len(tags) > 1
+    several = transcripts.labelled(found)
+    labels = {transcripts.channel_tag(chunk): transcripts.label(chunk) for chunk in found}
     by_channel: dict[str, list[list[_Word]]] = {tag: [] for tag in tags}
     for chunk in found:
         timed = timed_tokens(chunk)
@@ -219,7 +220,7 @@ def build_cues(operation: Mapping[str, Any]) -> list[Cue]:
         # Chunks by start time, each chunk's tokens in the order they are written.
         ordered = sorted(chunk_tokens, key=lambda timed: min(token.start for token in timed))
         reading = [token for timed in ordered for token in timed]
-        cues.extend(channel_cues(reading, f"[channel {tag}] " if several else ""))
+        cues.extend(channel_cues(reading, f"[{labels[tag]}] " if several else ""))
     return without_overlaps(cues)
 
 

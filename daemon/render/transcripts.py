@@ -178,6 +178,19 @@ def channel_order(chunk: Mapping[str, Any]) -> tuple[int, str]:
     return (int(tag), "") if tag.isdigit() else (1 << 30, tag)
 
 
+def label(chunk: Mapping[str, Any]) -> str:
+    """Who a line is from: `speaker N` (v3 speaker labeling) or `channel N`."""
+    given = chunk.get("label")
+    return given if isinstance(given, str) else f"channel {channel_tag(chunk)}"
+
+
+def labelled(found: list[dict[str, Any]]) -> bool:
+    """Lines carry a `[label] ` prefix: several channels occur, or speakers were labelled."""
+    return len({channel_tag(chunk) for chunk in found}) > 1 or any(
+        "label" in chunk for chunk in found
+    )
+
+
 def render_txt(operation: Mapping[str, Any]) -> str:
     """The .txt: one line per chunk in order; `[channel N] ` prefixes when several channels occur.
 
@@ -186,8 +199,7 @@ def render_txt(operation: Mapping[str, Any]) -> str:
     keep their place relative to each other.
     """
     found = chunks(operation)
-    tags = {channel_tag(chunk) for chunk in found}
-    several = len(tags) > 1
+    several = labelled(found)
     ordered = found
     if several:
         starts = [chunk_start(chunk) for chunk in found]
@@ -203,7 +215,7 @@ def render_txt(operation: Mapping[str, Any]) -> str:
     for chunk in ordered:
         text = chunk_text(chunk)
         if several:
-            text = f"[channel {channel_tag(chunk)}] {text}"
+            text = f"[{label(chunk)}] {text}"
         lines.append(text + "\n")
     return "".join(lines)
 

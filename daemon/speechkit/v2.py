@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -19,7 +20,7 @@ from daemon import __version__, outcomes
 from daemon.config import SpeechKit
 from daemon.outcomes import Kind
 from daemon.render import transcripts
-from daemon.speechkit import Failed, Finished, Malformed, Running, Status
+from daemon.speechkit import Failed, Finished, Malformed, Running, Status, documented_failure
 from daemon.speechkit import credentials as credentials_module
 
 log = logging.getLogger(__name__)
@@ -180,19 +181,7 @@ class RecognitionClient:
         bill) an operation we never heard of. The caller decides; it is never retried here.
         """
         body = {"config": {"specification": specification}, "audio": {"uri": audio_uri}}
-        headers = self._headers()
-        try:
-            response = self.session.post(
-                self.settings.recognize_url,
-                json=body,
-                headers=headers,
-                timeout=self.settings.request_timeout_seconds,
-            )
-        except requests.RequestException as error:
-            kind = AMBIGUOUS if request_was_sent(error) else TRANSIENT
-            raise ApiError(kind, f"recognition API unreachable: {_describe(error)}") from None
-        self._check_refused(response, headers)
-        return self._operation(response)
+        return self.post_operation(self.settings.recognize_url, body, submission=True)
 
     def submit_without_audio(self, specification: dict[str, Any]) -> dict[str, Any]:
         """POST longRunningRecognize with no `audio`: the probe of `check`.
@@ -200,16 +189,20 @@ class RecognitionClient:
         The API refuses such a request (400, code 3) once it has accepted the credentials, so
         nothing is created or billed; its answer shows whether `recognize_url` is the API.
         """
+        body = {"config": {"specification": specification}}
+        return self.post_operation(self.settings.recognize_url, body, submission=False)
+
+    def post_operation(self, url: str, body: dict[str, Any], *, submission: bool) -> dict[str, Any]:
+        """POST `body`; the operation it answers with, else ApiError. For a `submission`, a
+        failure after the request left us is AMBIGUOUS (an operation may exist)."""
         headers = self._headers()
         try:
             response = self.session.post(
-                self.settings.recognize_url,
-                json={"config": {"specification": specification}},
-                headers=headers,
-                timeout=self.settings.request_timeout_seconds,
+                url, json=body, headers=headers, timeout=self.settings.request_timeout_seconds
             )
         except requests.RequestException as error:
-            raise ApiError(TRANSIENT, f"recognition API unreachable: {_describe(error)}") from None
+            kind = AMBIGUOUS if submission and request_was_sent(error) else TRANSIENT
+            raise ApiError(kind, f"recognition API unreachable: {_describe(error)}") from None
         self._check_refused(response, headers)
         return self._operation(response)
 
@@ -262,8 +255,10 @@ class V2Backend:
     def __init__(self, client: RecognitionClient) -> None:
         self.client = client
 
-    def submit(self, audio_uri: str, specification: Mapping[str, Any]) -> str:
-        return str(self.client.submit(audio_uri, dict(specification))["id"])
+    def submit(self, audio: str | Path, specification: Mapping[str, Any]) -> str:
+        if isinstance(audio, Path):  # the config requires storage with v2
+            raise ApiError(PERMANENT, "API v2 takes audio only by link; configure storage")
+        return str(self.client.submit(audio, dict(specification))["id"])
 
     def status(self, operation_id: str) -> Status:
         """The operation's status in the backends' plain words; the shape of a done one is
@@ -271,17 +266,15 @@ class V2Backend:
         operation = self.client.get_operation(operation_id)
         if not operation.get("done"):
             return Running(operation)
-        failure = transcripts.documented_failure(operation)
-        if failure is not None:
-            code = failure.get("code")
-            message = str(failure.get("message") or "recognition failed")
-            return Failed(operation, int(code) if isinstance(code, int) else 0, message)
-        problem = transcripts.result_problem(operation)
+        ended = documented_failure(operation)
+        if isinstance(ended, Failed):
+            return ended
+        problem = transcripts.result_problem(operation)  # names a malformed `error` too
         if problem is not None:
             return Malformed(operation, problem)
         return Finished(operation)
 
-    def result(self, finished: Finished) -> dict[str, Any]:
+    def result(self, finished: Finished, specification: Mapping[str, Any]) -> dict[str, Any]:
         return dict(finished.operation)
 
     def forget(self, operation_id: str) -> None:

@@ -1,7 +1,8 @@
 """The echo engine: the text stored in the file's Opus comments, not recognition.
 
 TRANSCRIPT holds channel 1's text, TRANSCRIPT_CH2 channel 2's; one utterance per sentence, the
-words spread evenly over the audio. Deterministic, instant, and exact: what the fault and
+words spread evenly over the audio. SPEAKERS ("1,2,1") says who speaks each sentence of a mono
+file, for API v3's speaker labeling. Deterministic, instant, and exact: what the fault and
 pipeline tests need to check that what comes out is what went in.
 """
 
@@ -29,5 +30,7 @@ class EchoEngine:
         stop: threading.Event,
     ) -> list[Utterance]:
         return logic.echo_utterances(
-            logic.channel_transcripts(facts.comments, facts.channels), facts.duration_seconds
+            logic.channel_transcripts(facts.comments, facts.channels),
+            facts.duration_seconds,
+            logic.speaker_turns(facts.comments, facts.channels),
         )

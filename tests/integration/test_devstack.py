@@ -186,10 +186,10 @@ def test_daemon_config_loads_with_secrets_only_in_the_environment(
     assert "test-api-key-abc" not in text
 
     loaded = config.load(path, environ=devstack.daemon_env(seaweedfs, "test-api-key-abc"))
-    assert loaded.storage.endpoint_url == seaweedfs.endpoint_url
-    assert loaded.storage.bucket == bucket
-    assert loaded.storage.link == "plain"
-    assert loaded.storage.secret_access_key.reveal() == seaweedfs.secret_access_key
+    assert _storage(loaded).endpoint_url == seaweedfs.endpoint_url
+    assert _storage(loaded).bucket == bucket
+    assert _storage(loaded).link == "plain"
+    assert _storage(loaded).secret_access_key.reveal() == seaweedfs.secret_access_key
     assert loaded.speechkit.api_key == config.Secret("test-api-key-abc")
     assert loaded.speechkit.recognize_url == "http://127.0.0.1:9/speech/stt/v2/longRunningRecognize"
     assert loaded.speechkit.operations_url == "http://127.0.0.1:9/operations"
@@ -316,3 +316,9 @@ def test_leak_guard_fails_tests_that_leak_threads_or_processes(
     result.stdout.fnmatch_lines(
         ["*leaked thread 'leaky-thread'*", "*leaked child process * [[]running[]]*time.sleep*"]
     )
+
+
+def _storage(settings: config.Config) -> config.Storage:
+    """The storage section of a config that has one (every v2 config does)."""
+    assert settings.storage is not None
+    return settings.storage

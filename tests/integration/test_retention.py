@@ -52,7 +52,9 @@ def settings(tmp_path: Path, *folders: dict[str, Any], **top: Any) -> config.Con
 @functools.cache
 def objects() -> ObjectStore:
     """One client for every test (building a boto3 client is slow); retention never calls it."""
-    return ObjectStore(parse(minimal()).storage)
+    storage = parse(minimal()).storage
+    assert storage is not None
+    return ObjectStore(storage)
 
 
 class Files:

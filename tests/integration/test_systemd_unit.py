@@ -207,6 +207,20 @@ def test_unit_with_each_credential_drop_in_verifies(name: str, tmp_path: Path) -
 
 
 @needs_analyze
+def test_the_no_storage_drop_in_verifies_before_a_credential_drop_in(tmp_path: Path) -> None:
+    no_storage = SYSTEM_UNIT.parent / "no-storage.conf"
+    assert values(no_storage, "LoadCredential") == [""]  # resets the unit's storage keys
+    unit = with_drop_in((DROP_INS / "api-key.conf").read_text(encoding="utf-8"), tmp_path)
+    shutil.copy(no_storage, tmp_path / "speechkit-watch.service.d" / "00-no-storage.conf")
+    assert sorted(path.name for path in (tmp_path / "speechkit-watch.service.d").iterdir()) == [
+        "00-no-storage.conf", "credentials.conf",
+    ]  # fmt: skip
+    result = analyze("verify", "--man=no", "--generators=no", str(unit))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+@needs_analyze
 def test_verify_reads_the_drop_in(tmp_path: Path) -> None:
     """The check above would pass vacuously if verify ignored the drop-in folder."""
     unit = with_drop_in("[Service]\nNoSuchSetting=1\n", tmp_path)

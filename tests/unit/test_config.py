@@ -53,9 +53,9 @@ def test_minimal_config_gets_every_default() -> None:
         settings.watch[0].patterns
     )
     assert settings.watch[0].recursive is False
-    assert settings.storage.endpoint_url == "https://storage.yandexcloud.net"
-    assert settings.storage.link == "presigned"
-    assert settings.storage.delete_after is True
+    assert _storage(settings).endpoint_url == "https://storage.yandexcloud.net"
+    assert _storage(settings).link == "presigned"
+    assert _storage(settings).delete_after is True
     assert settings.speechkit.recognize_url.endswith("/speech/stt/v2/longRunningRecognize")
     assert settings.settle_seconds == 2.0
     assert settings.outputs == ("txt", "json")
@@ -64,7 +64,7 @@ def test_minimal_config_gets_every_default() -> None:
 
 def test_environment_references_are_substituted_and_secrets_hidden() -> None:
     settings = parse(minimal())
-    assert settings.storage.secret_access_key.reveal() == "s3-secret"
+    assert _storage(settings).secret_access_key.reveal() == "s3-secret"
     assert settings.speechkit.api_key == config.Secret("api-secret")
     assert "api-secret" not in repr(settings)
     assert "s3-secret" not in repr(settings)
@@ -73,7 +73,7 @@ def test_environment_references_are_substituted_and_secrets_hidden() -> None:
 
 def test_dollar_dollar_is_a_literal_dollar() -> None:
     settings = parse(minimal(storage={**minimal()["storage"], "prefix": "cost$$/"}))
-    assert settings.storage.prefix == "cost$/"
+    assert _storage(settings).prefix == "cost$/"
 
 
 def test_every_problem_is_reported_at_once_with_file_and_key_path() -> None:
@@ -288,7 +288,7 @@ def test_example_config_documents_every_key_and_is_valid(tmp_path: Path) -> None
     }
     assert documented == schema
     settings = config.load(example, environ=ENV)
-    assert settings.storage.bucket == "my-bucket"
+    assert _storage(settings).bucket == "my-bucket"
     defaults = parse(minimal())
     assert settings.settle_seconds == defaults.settle_seconds
     assert settings.watch[0].patterns == defaults.watch[0].patterns
@@ -296,7 +296,7 @@ def test_example_config_documents_every_key_and_is_valid(tmp_path: Path) -> None
     assert settings.recognition == defaults.recognition
     assert settings.rescan_seconds == defaults.rescan_seconds
     assert settings.concurrency == defaults.concurrency
-    assert settings.storage.presign_seconds == defaults.storage.presign_seconds
+    assert _storage(settings).presign_seconds == _storage(defaults).presign_seconds
 
 
 def test_offline_commands_load_the_config_without_secrets(tmp_path: Path) -> None:
@@ -370,3 +370,9 @@ def test_relative_paths_are_taken_from_the_config_files_folder(
     assert settings.watch[0].move_to == Path("~/done").expanduser()
     assert settings.speechkit.api_key is not None
     assert settings.speechkit.api_key.reveal() == "from-a-file"
+
+
+def _storage(settings: config.Config) -> config.Storage:
+    """The storage section of a config that has one (every v2 config does)."""
+    assert settings.storage is not None
+    return settings.storage

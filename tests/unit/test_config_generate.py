@@ -21,7 +21,7 @@ def test_the_generated_config_is_valid_as_it_is_once_its_variables_are_set() -> 
                             environ=ENVIRONMENT)  # fmt: skip
     assert settings.on_complete is None  # optional features come switched off
     assert str(settings.watch[0].path) == "/srv/speech/inbox"
-    assert settings.storage.bucket == "my-bucket"
+    assert _storage(settings).bucket == "my-bucket"
     assert settings.speechkit.api_key is not None
     assert settings.speechkit.api_key.reveal() == "key"  # from ${YC_API_KEY}, never a value
 
@@ -60,3 +60,9 @@ def test_the_command_prints_it_without_a_config_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout == generate()
+
+
+def _storage(settings: config.Config) -> config.Storage:
+    """The storage section of a config that has one (every v2 config does)."""
+    assert settings.storage is not None
+    return settings.storage
