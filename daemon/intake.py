@@ -103,6 +103,8 @@ class Intake:
         now = self.monotonic()
         recorded = 0
         for path, observation in list(self.settler.candidates.items()):
+            if not self.settler.worth_a_look(observation, now):
+                continue
             found = watching.stat_regular(path, str(observation.folder.path))
             if found is None:
                 self.settler.forget(path)

@@ -39,9 +39,6 @@ log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 8.0  # on SIGTERM, steps in flight get this long to reach a safe point (< 10 s)
 IDLE_WAKE_SECONDS = 5.0  # the loop checks its threads at least this often
-SETTLE_POLL_FRACTION = 0.25  # settling files are re-examined four times per settle period
-MIN_SETTLE_POLL_SECONDS = 0.05
-MAX_SETTLE_POLL_SECONDS = 0.5
 SWEEP_SECONDS = 3600.0  # objects whose deletion failed are retried hourly
 BACKLOG_LOG_SECONDS = 600.0  # a quota backlog is reported every ten minutes while it lasts
 # While the state file cannot be written (a full disk), steps wait this long, doubling up to the
@@ -339,8 +336,7 @@ class Service:
         if ping is not None:
             delays.append(ping)
         if len(self.intake):
-            poll = self.config.settle_seconds * SETTLE_POLL_FRACTION
-            delays.append(min(MAX_SETTLE_POLL_SECONDS, max(MIN_SETTLE_POLL_SECONDS, poll)))
+            delays.append(watching.settle_poll_seconds(self.config.settle_seconds))
         if self._state_paused():
             delays.append(self.state_paused_until - self.monotonic())
         elif len(self.in_flight) < self.config.concurrency:

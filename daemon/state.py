@@ -244,6 +244,13 @@ def _encode(value: str) -> bytes:
     return os.fsencode(value)
 
 
+def _after_prefix(prefix: bytes) -> bytes:
+    """The least byte string above every string that starts with `prefix` (an index range's
+    end); `prefix` is an encoded path, so it never ends in 0xff bytes alone."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else b"\xff" * (len(prefix) + 1)
+
+
 def _row(record: sqlite3.Row) -> FileRow:
     values: dict[str, Any] = dict(zip(record.keys(), record, strict=True))
     for column in _PATH_COLUMNS:
@@ -447,12 +454,13 @@ class Store:
         outputs named after that stem (it was recorded first). Files that vanished before their
         end or were replaced by a newer version of themselves hold no names."""
         folder = os.path.dirname(row.path)
-        prefix = _encode(folder.rstrip(os.sep) + os.sep)
+        # Every such file's name begins with the stem: an index range, not the whole folder.
+        prefix = _encode(folder.rstrip(os.sep) + os.sep + stem)
         with self._lock:
             cursor = self._db.execute(
-                "SELECT path, output_name FROM files WHERE id < ? AND path != ? AND state NOT IN "
-                "(?, ?) AND substr(path, 1, ?) = ?",
-                (row.id, _encode(row.path), GONE, SUPERSEDED, len(prefix), prefix),
+                "SELECT path, output_name FROM files WHERE path >= ? AND path < ? AND id < ? "
+                "AND path != ? AND state NOT IN (?, ?)",
+                (prefix, _after_prefix(prefix), row.id, _encode(row.path), GONE, SUPERSEDED),
             )
             for path_bytes, name_bytes in cursor.fetchall():
                 other = os.fsdecode(path_bytes)

@@ -190,13 +190,16 @@ class ObjectStore:
         sha256: str,
         progress: Callable[[int], None] | None = None,
     ) -> bool:
-        """Put the file's bytes at `key` unless they are there already; True if uploaded.
+        """Put the file's bytes at `key`; True if uploaded. A large file is not sent again when
+        the object is already there as the daemon sent it (False).
 
         ContentChangedError (after deleting the object) when the bytes read are not the ones
         with `sha256`. Large files go up in parts; s3transfer aborts an unfinished multipart
         upload on failure (unfinished uploads are billed). `progress` is called with the bytes
         of each piece sent (from s3transfer's threads).
         """
+        if size < MULTIPART_THRESHOLD:
+            return self._put_small(path, key, sha256, progress)
         if self.exists(key, size, sha256):
             return False
         with path.open("rb") as stream:
@@ -211,6 +214,30 @@ class ObjectStore:
                           "name (%s); the sweep retries", key, error)  # fmt: skip
                 left_behind = True
             raise ContentChangedError(reader.hexdigest(), left_behind=left_behind)
+        return True
+
+    def _put_small(
+        self, path: Path, key: str, sha256: str, progress: Callable[[int], None] | None
+    ) -> bool:
+        """One PUT of bytes read once and hashed before they are sent (a retry resends them).
+
+        No HEAD first: for a small file, asking costs as much as sending it again, and the
+        object key holds these bytes either way. Bytes that do not hash to `sha256` are never
+        sent (ContentChangedError, nothing left behind).
+        """
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise ContentChangedError(digest, left_behind=False)
+        try:
+            self.client.put_object(
+                Bucket=self.settings.bucket, Key=key, Body=data, ContentType="audio/ogg",
+                Metadata={HASH_METADATA: sha256},
+            )  # fmt: skip
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise _describe(error) from None
+        if progress is not None:
+            progress(len(data))
         return True
 
     def _put(

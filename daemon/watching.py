@@ -143,6 +143,18 @@ class Observation:
     mtime_ns: int
     changed_at: float  # monotonic time the size/mtime last changed (or first seen)
     awaiting_close: bool
+    looked_at: float = float("-inf")  # monotonic time of the last stat of it
+
+
+SETTLE_POLL_FRACTION = 0.25  # settling files are re-examined four times per settle period
+MIN_SETTLE_POLL_SECONDS = 0.05
+MAX_SETTLE_POLL_SECONDS = 0.5
+
+
+def settle_poll_seconds(settle_seconds: float) -> float:
+    """How often a settling file is looked at again (its stat repeated)."""
+    poll = settle_seconds * SETTLE_POLL_FRACTION
+    return min(MAX_SETTLE_POLL_SECONDS, max(MIN_SETTLE_POLL_SECONDS, poll))
 
 
 class Settler:
@@ -151,6 +163,7 @@ class Settler:
     def __init__(self, settle_seconds: float, grace_seconds: float = OPEN_WRITER_GRACE_SECONDS):
         self.settle_seconds = settle_seconds
         self.grace_seconds = max(grace_seconds, settle_seconds)
+        self.poll_seconds = settle_poll_seconds(settle_seconds)
         self.candidates: dict[str, Observation] = {}
 
     def __len__(self) -> int:
@@ -172,7 +185,7 @@ class Settler:
         writing = kind == WRITING or (kind == CREATED and size == 0)
         current = self.candidates.get(path)
         if current is None:
-            self.candidates[path] = Observation(folder, size, mtime_ns, now, writing)
+            self.candidates[path] = Observation(folder, size, mtime_ns, now, writing, now)
             return
         if (size, mtime_ns) != (current.size, current.mtime_ns):
             current.size, current.mtime_ns, current.changed_at = size, mtime_ns, now
@@ -184,9 +197,19 @@ class Settler:
     def forget(self, path: str) -> None:
         self.candidates.pop(path, None)
 
+    def worth_a_look(self, observation: Observation, now: float) -> bool:
+        """Whether to stat a candidate now: a poll period since the last look, or it may have
+        become complete. The loop wakes for every finished step; a burst of files settling
+        would otherwise cost a stat of each of them at every wake."""
+        wait = self.grace_seconds if observation.awaiting_close else self.settle_seconds
+        return (
+            now - observation.looked_at >= self.poll_seconds or now - observation.changed_at >= wait
+        )
+
     def observe(self, path: str, size: int, mtime_ns: int, now: float) -> bool:
         """Compare a fresh stat with the last one; True if the file now counts as complete."""
         current = self.candidates[path]
+        current.looked_at = now
         if (size, mtime_ns) != (current.size, current.mtime_ns):
             current.size, current.mtime_ns, current.changed_at = size, mtime_ns, now
             return False
