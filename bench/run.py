@@ -56,6 +56,9 @@ BASELINE_FILES = 8  # the sequential loop takes ~1 s per file; a few suffice for
 TRICKLE_FILES = 20
 TRICKLE_PAUSE_SECONDS = 0.5
 STARTUP_FILES = 20_000
+BIG_FILE_BYTES = 1024**3 - 1024**2  # just under the service's 1 GiB object limit
+BIG_FILE_SECONDS = 4 * 3600.0  # the service's limit of audio per recognition
+BIG_SETTLE_SECONDS = 0.5
 IDLE_SECONDS = 10.0
 WAIT_SECONDS = 600.0
 SCAN_POLL_SECONDS = 0.02  # how often the bench looks for new transcripts
@@ -335,6 +338,91 @@ def startup(stack: Stack) -> dict[str, float]:
         listener.close()
     return {"ready_seconds": ready, "scanned_seconds": scanned, "peak_rss_mb": rss,
             "idle_cpu_percent": idle}  # fmt: skip
+
+
+def big_file(stack: Stack, source: Path) -> dict[str, Any]:
+    """The 4-hour, 1 GiB recording: plain boto3 `upload_file` of it (before and after), then the
+    daemon from the drop to the submission, its peak RSS, and the upload progress it shows in
+    its log and in `status`. A server of its own, stopped at once after the submission, keeps
+    the recognition of 4 hours of audio out of the other measurements."""
+    client = stack.client()
+    size = source.stat().st_size
+
+    def plain_upload(name: str) -> float:
+        started = time.monotonic()
+        client.upload_file(str(source), stack.storage.bucket, f"baseline/{name}.ogg")
+        elapsed = time.monotonic() - started
+        client.delete_object(Bucket=stack.storage.bucket, Key=f"baseline/{name}.ogg")
+        return elapsed
+
+    baselines = [plain_upload("before")]
+    server = devstack.LocalServerProcess(
+        api_keys=[stack.api_key], storage=stack.storage, seconds_per_minute=SECONDS_PER_MINUTE,
+        directory=stack.work / "big-server",
+    )  # fmt: skip
+    with server:
+        own = Stack(stack.storage, server, stack.api_key, stack.work)
+        run = DaemonRun(own, "big", {"settle_seconds": BIG_SETTLE_SECONDS})
+        staged = run.staging / "four-hours.ogg"
+        os.replace(source, staged)
+        run.start()
+        wait_for_ready(run, None)
+        assert run.process is not None
+        pid = run.process.pid
+        cpu_before = cpu_seconds(pid)
+        dropped = time.monotonic()
+        os.rename(staged, run.folder / staged.name)
+        status_upload: dict[str, Any] | None = None
+        rss_samples: list[float] = []
+        deadline = dropped + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            text = run.log_path.read_text(errors="replace")
+            if "submitted " in text:
+                break
+            if status_upload is None and "% of" in text:
+                status_upload = upload_in_status(run)
+            rss_samples.append(current_rss_mb(pid))
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"the big file was not submitted:\n{text[-2000:]}")
+        submitted = time.monotonic() - dropped
+        cpu = cpu_seconds(pid) - cpu_before
+        peak = peak_rss_mb(pid)
+        run.stop()
+        os.replace(run.folder / staged.name, source)
+    baselines.append(plain_upload("after"))
+    progress = [line for line in text.splitlines() if "uploading " in line and "% of" in line]
+    return {"size_bytes": size, "plain_upload_seconds": [round(b, 2) for b in baselines],
+            "drop_to_submission_seconds": round(submitted, 2),
+            "settle_seconds": BIG_SETTLE_SECONDS,
+            "ratio": round(submitted / statistics.mean(baselines), 2),
+            "daemon_cpu_seconds": round(cpu, 2), "peak_rss_mb": round(peak, 1),
+            "max_sampled_rss_mb": round(max(rss_samples, default=0.0), 1),
+            "progress_log_lines": len(progress),
+            "progress_in_status": status_upload}  # fmt: skip
+
+
+def upload_in_status(run: DaemonRun) -> dict[str, Any] | None:
+    """What `status --json` says of the upload in progress, if anything."""
+    answer = subprocess.run(
+        [sys.executable, "-m", "daemon", "status", "--json", "-c", str(run.config)],
+        capture_output=True, text=True, env=run.env, cwd=PROJECT_ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    try:
+        report = json.loads(answer.stdout)
+    except ValueError:
+        return None
+    for item in report.get("in_progress", []):
+        if item.get("upload"):
+            return dict(item["upload"])
+    return None
+
+
+def current_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -19,12 +19,12 @@ import requests
 class EnvironmentOnceSession(requests.Session):
     def __init__(self) -> None:
         super().__init__()
-        self._environment: dict[tuple[str, str], dict[str, Any]] = {}
+        self._environment: dict[tuple[str, str], Any] = {}
         self._environment_lock = threading.Lock()
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
+    ) -> Any:  # requests' own _Settings, a TypedDict only its stubs know
         if proxies or stream is not None or verify is not None or cert is not None or not url:
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
         text = url.decode() if isinstance(url, bytes) else url

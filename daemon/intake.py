@@ -97,11 +97,11 @@ class Intake:
     def settle(self, store: state.Store) -> int:
         """Record the candidates that stayed still long enough; how many were recorded.
 
-        StateWriteError propagates; the candidate it happened to stays one, recorded once the
-        state file can be written.
+        StateWriteError propagates; the candidates stay candidates, recorded once the state file
+        can be written.
         """
         now = self.monotonic()
-        recorded = 0
+        settled: list[state.NewVersion] = []
         for path, observation in list(self.settler.candidates.items()):
             if not self.settler.worth_a_look(observation, now):
                 continue
@@ -120,15 +120,14 @@ class Intake:
                 self.settler.forget(path)
                 self.known[path] = version
                 continue
-            store.add_version(
-                path=path, folder=str(observation.folder.path), size=found.st_size,
-                mtime_ns=found.st_mtime_ns, now=self.clock(),
-            )  # fmt: skip
-            recorded += 1
-            self.settler.forget(path)
-            self.known[path] = version
-            log.info("settled %s (%d bytes)", shown(path), found.st_size)
-        return recorded
+            settled.append(state.NewVersion(path, str(observation.folder.path), *version))
+        if settled:
+            store.add_versions(settled, self.clock())  # one commit for a burst
+        for new in settled:
+            self.settler.forget(new.path)
+            self.known[new.path] = (new.size, new.mtime_ns)
+            log.info("settled %s (%d bytes)", shown(new.path), new.size)
+        return len(settled)
 
     def refit(self, settings: Config) -> None:
         """A reload: settling files and queued hints follow the new folders; others are let go."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from daemon import layout, lifecycle
 from daemon.lifecycle import State
@@ -242,6 +242,15 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 def _encode(value: str) -> bytes:
     return os.fsencode(value)
+
+
+class NewVersion(NamedTuple):
+    """A settled file version to record."""
+
+    path: str
+    folder: str
+    size: int
+    mtime_ns: int
 
 
 def _after_prefix(prefix: bytes) -> bytes:
@@ -561,22 +570,39 @@ class Store:
 
     def add_version(self, *, path: str, folder: str, size: int, mtime_ns: int, now: float) -> int:
         """Record a newly settled file version; unfinished or failed older ones are superseded."""
+        return self.add_versions([NewVersion(path, folder, size, mtime_ns)], now)[0]
+
+    def add_versions(self, versions: Iterable[NewVersion], now: float) -> list[int]:
+        """`add_version` for many files in one transaction (a burst settles together): their
+        row ids, in order. All or none are recorded."""
         replaced = (*ACTIVE_STATES, FAILED)
+        marks = ",".join("?" * len(replaced))
+        row_ids = []
         with self._transaction() as db:
-            marks = ",".join("?" * len(replaced))
-            db.execute(
-                "UPDATE files SET state = ?, due_at = NULL, updated_at = ? "  # noqa: S608
-                f"WHERE path = ? AND state IN ({marks})",
-                (SUPERSEDED, now, _encode(path), *replaced),
+            for version in versions:
+                path = _encode(version.path)
+                db.execute(
+                    "UPDATE files SET state = ?, due_at = NULL, updated_at = ? "  # noqa: S608
+                    f"WHERE path = ? AND state IN ({marks})",
+                    (SUPERSEDED, now, path, *replaced),
+                )
+                cursor = db.execute(
+                    "INSERT INTO files (path, folder, size, mtime_ns, state, due_at, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (path, _encode(version.folder), version.size, version.mtime_ns, QUEUED, now,
+                     now, now),
+                )  # fmt: skip
+                assert cursor.lastrowid is not None  # noqa: S101 - always set after INSERT
+                row_ids.append(cursor.lastrowid)
+        return row_ids
+
+    def mark_objects_deleted(self, row_ids: Iterable[int], now: float) -> None:
+        """Record, in one transaction, that the objects of these rows are gone."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE files SET object_deleted = 1, updated_at = ? WHERE id = ?",
+                [(now, row_id) for row_id in row_ids],
             )
-            cursor = db.execute(
-                "INSERT INTO files (path, folder, size, mtime_ns, state, due_at, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (_encode(path), _encode(folder), size, mtime_ns, QUEUED, now, now, now),
-            )
-            row_id = cursor.lastrowid
-        assert row_id is not None  # noqa: S101 - sqlite always sets it after INSERT
-        return row_id
 
     def apply(self, row: FileRow, change: lifecycle.Change, now: float) -> bool:
         """Record a lifecycle decision for a row, if it is still in the state it was read in."""

@@ -144,6 +144,9 @@ class Steps:
         # Malformed answers in a row per row id. In memory: after a restart the count starts
         # again, which costs at most MALFORMED_RESULT_CHECKS more status checks.
         self._malformed: dict[int, int] = {}
+        # The daemon deletes finished files' objects in batches (its loop sends them); a
+        # one-shot `transcribe` deletes each at once.
+        self.delete_in_batches = False
 
     @property
     def config(self) -> Config:
@@ -644,7 +647,10 @@ class Steps:
                 shown(audio), row.operation_id, lines, checks,
             )  # fmt: skip
             crash_point("before_delete")
-            self.aftercare.delete_object(row)
+            if self.delete_in_batches:
+                self.aftercare.delete_object_soon(row)
+            else:
+                self.aftercare.delete_object(row)
             self.aftercare.after_done(self.store.get(row.id))
             self.aftercare.run_hook(self.store.get(row.id))
         return False

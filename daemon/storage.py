@@ -39,6 +39,7 @@ BOTOCORE_ATTEMPTS = 3  # botocore's own standard-mode retries; our outer retry d
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_CHUNK = 8 * 1024 * 1024  # >= 5 MB minimum; 1 GiB / 8 MiB = 128 parts, far from 10,000
 TRANSFER_THREADS = 4  # parts of one large upload in flight at once (and parts held in memory)
+DELETE_BATCH_KEYS = 1000  # the most keys one S3 DeleteObjects request takes
 HASH_METADATA = "sha256"  # x-amz-meta-sha256: the hash of the bytes the daemon sent
 
 AUTH_ERROR_CODES = frozenset(
@@ -281,6 +282,22 @@ class ObjectStore:
             self.client.delete_object(Bucket=self.settings.bucket, Key=key)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise _describe(error) from None
+
+    def delete_many(self, keys: list[str]) -> list[str]:
+        """Delete objects with one request per DELETE_BATCH_KEYS keys; the keys that were not
+        deleted (StorageError for a request that failed as a whole)."""
+        failed: list[str] = []
+        for start in range(0, len(keys), DELETE_BATCH_KEYS):
+            batch = keys[start : start + DELETE_BATCH_KEYS]
+            try:
+                answer = self.client.delete_objects(
+                    Bucket=self.settings.bucket,
+                    Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                )
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+                raise _describe(error) from None
+            failed.extend(str(error.get("Key")) for error in answer.get("Errors", []))
+        return failed
 
     def list_keys(self) -> list[str]:
         """Every key under our prefix (to find objects orphaned by a crash)."""
