@@ -104,4 +104,6 @@ def page_bytes(data: bytes, index: int) -> bytes:
         count = data[offset + 26]
         offset += PAGE_HEADER_BYTES + count + sum(data[offset + 27 : offset + 27 + count])
     count = data[offset + 26]
-    return data[offset : offset + PAGE_HEADER_BYTES + count + sum(data[offset + 27 : offset + 27 + count])]
+    return data[
+        offset : offset + PAGE_HEADER_BYTES + count + sum(data[offset + 27 : offset + 27 + count])
+    ]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__, config, layout, lifecycle, logs, quota, render, state
+from daemon import __version__, config, layout, lifecycle, logs, quota, render, state, uploads
 from daemon.render import files, transcripts
 
 EXIT_OK = 0
@@ -178,6 +178,7 @@ def quota_report(store: state.Store, limits: config.Quota, now: float) -> dict[s
 
 def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[str, Any]:
     """What `status` shows, as data."""
+    sending = uploads.read(store.path, now)
     in_progress = [
         {
             "path": row.path,
@@ -202,6 +203,10 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
             "resubmitted_because": row.message if row.submissions else None,
             # Why a file waits before its first step (it cannot be read yet): a person can help.
             "waiting_because": row.message if row.state == state.QUEUED else None,
+            # A large upload's progress (percent and rate), while it runs.
+            "upload": uploads.describe(sending[row.id])
+            if row.state == state.UPLOADING and row.id in sending
+            else None,
         }
         for row in store.in_states(state.ACTIVE_STATES)
     ]
@@ -287,6 +292,11 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
                 print(f"      submitted again because {item['resubmitted_because']}")
             if item["waiting_because"]:
                 print(f"      waiting: {item['waiting_because']}")
+            if item["upload"]:
+                sending_now = item["upload"]
+                print(f"      uploading: {sending_now['percent']:.0f}% of "
+                      f"{sending_now['size_bytes'] / 1e6:.1f} MB at "
+                      f"{sending_now['bytes_per_second'] / 1e6:.1f} MB/s")  # fmt: skip
     if report["failed"]:
         print("failed:")
         for item in report["failed"]:

