@@ -10,6 +10,7 @@ except `file_changed`, which only queues.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -63,8 +64,12 @@ class Intake:
         for hint in self.watcher.drain():
             self.note(hint.path, hint.kind, hint.folder)
 
-    def note(self, path: str, kind: str, folder: WatchFolder) -> None:
-        found = watching.stat_regular(path, str(folder.path))
+    def note(
+        self, path: str, kind: str, folder: WatchFolder, found: os.stat_result | None = None
+    ) -> None:
+        """A hint about `path`; `found` is its stat when the caller has just made it."""
+        if found is None:
+            found = watching.stat_regular(path, str(folder.path))
         if found is None:
             self.settler.forget(path)
             return
@@ -81,8 +86,8 @@ class Intake:
         """Look at every file of every folder (unchanged known ones cost one stat); how many."""
         seen = 0
         for folder in self.config.watch:
-            for path in watching.scan(folder):
-                self.note(path, watching.SEEN, folder)
+            for path, found in watching.scan_with_stats(folder):
+                self.note(path, watching.SEEN, folder, found)
                 seen += 1
         return seen
 
