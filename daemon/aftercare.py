@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from daemon import hooks, layout, state
+from daemon import hooks, layout, metrics, state
 from daemon.config import Config
 from daemon.logs import shown
 from daemon.render import files
@@ -141,6 +141,7 @@ class Aftercare:
         try:
             self.objects.delete(row.object_key)
         except StorageError as error:
+            metrics.error(error.service, error.kind)
             log.warning(
                 "could not delete object %s (will retry at start): %s", row.object_key, error
             )
@@ -172,6 +173,7 @@ class Aftercare:
         try:
             failed = set(self.objects.delete_many(keys))
         except StorageError as error:
+            metrics.error(error.service, error.kind)
             log.warning("could not delete %d object(s) (will retry at start): %s", len(keys), error)
             return
         if failed:

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(write, link, delete a test object) and the API credentials, one line each; exit 0 "
             "only if all pass")  # fmt: skip
     status = command("status", "counts per state, files in progress with age and operation id, "
-                     "failed files with the reason; safe while the daemon runs")  # fmt: skip
+                     "failed files with the reason, webhook events not delivered yet; safe while "
+                     "the daemon runs")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
     retry = command("retry", "put failed files back in the queue with the current config's "
                     "settings for their folder (a file the local check refused: only once it "
@@ -221,8 +222,12 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
         }
         for row in store.in_states([state.FAILED])
     ]
+    from daemon import webhooks  # noqa: PLC0415 - keeps `status` light to start
+
+    undelivered = webhooks.undelivered_report(store.undelivered(), now)
     return {"state_file": str(store.path), "counts": store.counts(), "in_progress": in_progress,
-            "failed": failed, "quota": quota_report(store, limits, now)}  # fmt: skip
+            "failed": failed, "quota": quota_report(store, limits, now),
+            "webhooks_undelivered": undelivered}  # fmt: skip
 
 
 def _submitted(item: dict[str, Any]) -> str:
@@ -251,7 +256,8 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
     store = _open_store(settings)
     if store is None:
         report: dict[str, Any] = {"state_file": str(settings.state_file), "counts": {},
-                                  "in_progress": [], "failed": [], "quota": None}  # fmt: skip
+                                  "in_progress": [], "failed": [], "quota": None,
+                                  "webhooks_undelivered": []}  # fmt: skip
     else:
         report = status_report(store, settings.quota, time.time())
         store.close()
@@ -302,6 +308,16 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
         for item in report["failed"]:
             print(f"  {logs.shown(item['path'])}  {item['stage']}: {item['reason']}"
                   f"{_submitted(item)}")  # fmt: skip
+    if report["webhooks_undelivered"]:
+        print("webhook events not delivered yet:")
+        for item in report["webhooks_undelivered"]:
+            print(
+                f"  {item['event']} {logs.shown(item['file'])} to {item['receiver']}  age "
+                f"{logs.duration(item['age_seconds'])}  {item['attempts']} attempt(s)  next in "
+                f"{logs.duration(item['next_attempt_in_seconds'])}  delivery "
+                f"{item['delivery_id']}"
+                + (f"\n      last error: {item['last_error']}" if item["last_error"] else "")
+            )
     return EXIT_OK
 
 

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from daemon import quota, state
+from daemon import metrics, quota, state
 from daemon.config import Config, Quota
 from daemon.outcomes import Failure, Service
 from daemon.speechkit import credentials
@@ -81,6 +81,7 @@ class Gate:
         except state.StateWriteError:
             self.windows[call].release(now)  # a call that cannot be recorded is not made
             raise
+        metrics.api_call(call)
         return 0.0
 
     def upload_wait(self, row_id: int, now: float) -> float:
@@ -116,11 +117,19 @@ class Gate:
         """Pause every call to the failure's service; one loud line when the pause begins."""
         service = failure.service
         if self.pauses[service].pause(until):
+            metrics.credential_pause(service)
             log.error(
                 "the %s refused our credentials (%s): check %s; work that needs it is paused and "
                 "retried every %.0f s; no file is failed for this",
                 service, failure, self._credential_key(service), self.config.auth_retry_seconds,
             )  # fmt: skip
+
+    def credentials_paused(self) -> dict[str, bool]:
+        """Service -> whether its calls are paused for refused credentials now (metrics)."""
+        return {
+            str(service): self.pauses[service].paused()
+            for service in (Service.RECOGNITION, Service.STORAGE)
+        }
 
     def credentials_accepted(self, service: Service) -> None:
         if self.pauses[service].resume():

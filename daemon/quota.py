@@ -99,6 +99,11 @@ class Pause:
             self._until = 0.0
             return was_paused
 
+    def paused(self) -> bool:
+        """Whether a pause holds now (a look that, unlike blocked_until, lets no probe go)."""
+        with self._lock:
+            return self._until != 0.0
+
     def blocked_until(self, now: float, probe_seconds: float) -> float | None:
         """The time to wait for, or None when this caller may call.
 

@@ -23,7 +23,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from daemon import audio, gate, logs, notify, oneshot, quota, state, uploads, watching
+from daemon import (
+    audio,
+    gate,
+    logs,
+    metrics,
+    notify,
+    oneshot,
+    quota,
+    state,
+    uploads,
+    watching,
+    webhooks,
+)
 from daemon import config as config_module
 from daemon.config import Config
 from daemon.health import Health
@@ -51,7 +63,8 @@ STATE_FILE_CHECK_SECONDS = 2.0  # how often the loop makes sure its state file i
 HANG_VARIABLE = "SPEECHKIT_WATCH_HANG_AT"
 # Sections a reload cannot change: in-flight steps hold the adapters built from them (and
 # credentials from LoadCredential= are only refreshed by a restart anyway).
-RESTART_ONLY = ("storage", "speechkit", "state_file")
+RESTART_ONLY = ("storage", "speechkit", "state_file", "metrics")
+WEBHOOK_STOP_SECONDS = 1.0  # a delivery in flight at a stop is sent again at the next start
 
 
 def seconds_since_boot() -> float:
@@ -66,6 +79,10 @@ class RestartNeededError(Exception):
 
 class ObserverDiedError(RestartNeededError):
     """A watchdog observer thread is gone."""
+
+
+class DelivererDiedError(RestartNeededError):
+    """The webhook delivery thread is gone."""
 
 
 class StateFileGoneError(RestartNeededError):
@@ -99,6 +116,7 @@ class Service:
         self.wallclock = WallClock(clock=clock, since_boot=since_boot)
         self.in_flight: dict[int, concurrent.futures.Future[None]] = {}
         self.store: state.Store | None = None
+        self.deliverer: webhooks.Deliverer | None = None
         self.scanned_once = False
         self.background: list[concurrent.futures.Future[Any]] = []
         self.deleting: concurrent.futures.Future[None] | None = None  # a batch of deletions
@@ -191,6 +209,11 @@ class Service:
         )  # fmt: skip
         steps.delete_in_batches = True
         steps.uploads = uploads.Board(self.config.state_file, self.clock)
+        self._start_metrics(store, steps)
+        deliverer = webhooks.Deliverer(self.config, store, clock=self.clock, rng=self.rng)
+        self.deliverer = deliverer
+        steps.events_ready = deliverer.wake
+        deliverer.start()
         removed = files.clean_temp_files(
             self._output_folders(), recursive=any(folder.recursive for folder in self.config.watch)
         )
@@ -217,6 +240,9 @@ class Service:
             in_flight = sum(not future.done() for future in self.in_flight.values())
             self.health.notifier.stopping(f"stopping: {in_flight} step(s) in flight")
             self.watcher.stop()
+            deliverer.stop(WEBHOOK_STOP_SECONDS)
+            self.next_deletions = 0.0  # the last batch goes now, within the drain's time
+            self._dispatch_deletions(steps, self.executor or executor)
             clean = self._drain(self.executor or executor)
             self._write_accepted_operations(steps)
             api.close()
@@ -232,6 +258,30 @@ class Service:
             os._exit(0)  # worker threads cannot be interrupted; the state is consistent
         log.info("stopped")
         return 0
+
+    def _start_metrics(self, store: state.Store, steps: Steps) -> None:
+        """The Prometheus endpoint, when configured; an address that cannot be bound stops the
+        start like a config error."""
+        if self.config.metrics is None:
+            return
+        listen = self.config.metrics.listen
+
+        def limits() -> dict[str, int]:
+            quota_settings = self.config.quota  # the config of now: a reload changes limits
+            return {gate.SUBMIT_CALL: quota_settings.submissions_per_hour,
+                    gate.CHECK_CALL: quota_settings.status_checks_per_hour}  # fmt: skip
+
+        collector = metrics.StateCollector(
+            store, clock=self.clock, quota_limits=limits, paused=steps.gate.credentials_paused
+        )
+        try:
+            metrics.serve(listen, collector)
+        except OSError as error:
+            raise StartupError(
+                f"{self.config.source}: at 'metrics.listen': cannot listen on {listen}: "
+                f"{error.strerror or error}"
+            ) from None
+        log.info("metrics: serving Prometheus metrics at http://%s/metrics", listen)
 
     @staticmethod
     def _write_accepted_operations(steps: Steps) -> None:
@@ -311,6 +361,10 @@ class Service:
             if not self.watcher.alive():
                 raise ObserverDiedError(
                     "a folder observer thread died; exiting so that systemd restarts the daemon"
+                )
+            if self.deliverer is not None and not self.deliverer.alive():
+                raise DelivererDiedError(
+                    "the webhook delivery thread died; exiting so that systemd restarts the daemon"
                 )
             self.health.tell_systemd(store, self.config, lambda: self._status_text(store))
             if self.monotonic() >= next_state_check:
@@ -522,6 +576,8 @@ class Service:
         old = self.config
         self.config = settings
         steps.config = settings  # the gate's limits and what follows a file's end, too
+        if self.deliverer is not None:
+            self.deliverer.config = settings  # receivers and their secrets
         logs.configure(settings.log_level, settings.secrets())
         self.intake.refit(settings)
         if settings.concurrency != old.concurrency and self.executor is not None:

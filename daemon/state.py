@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from daemon import layout, lifecycle
 from daemon.lifecycle import State
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 10_000  # `status`/`retry` may wait this long for the daemon's short write
 
 # The states and their moves are `daemon.lifecycle`'s; these names are kept for readers of rows.
@@ -228,8 +228,45 @@ _MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE files ADD COLUMN output_name BLOB;
     """,
+    # v5: the webhook outbox. An event is written in the transaction that records the file's
+    # end and deleted once a receiver took it (or it was given up): at least once, across
+    # crashes. `body` is the exact JSON sent on every attempt, with its delivery id.
+    5: """
+    CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY,
+        delivery_id TEXT NOT NULL UNIQUE,
+        file_id INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        url TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at);
+    """,
 }
 CALL_HISTORY_SECONDS = 3600.0  # the quota window; older calls are pruned
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook event for one receiver, waiting in the outbox until a receiver takes it."""
+
+    delivery_id: str
+    file_id: int
+    event: str
+    url: str
+    body: bytes
+    created_at: float
+    due_at: float
+    attempts: int = 0
+    last_error: str | None = None
+    id: int | None = None  # set once stored
+
+
+_DELIVERY_COLUMNS = tuple(field.name for field in fields(Delivery) if field.name != "id")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -267,6 +304,16 @@ def _row(record: sqlite3.Row) -> FileRow:
             values[column] = os.fsdecode(values[column])
     values["state"] = State(values["state"])
     return FileRow(**values)
+
+
+def _enqueue(db: sqlite3.Connection, outbox: Iterable[Delivery]) -> None:
+    columns = ", ".join(_DELIVERY_COLUMNS)
+    marks = ", ".join("?" * len(_DELIVERY_COLUMNS))
+    for delivery in outbox:
+        db.execute(
+            f"INSERT INTO webhook_outbox ({columns}) VALUES ({marks})",  # noqa: S608 - fixed names
+            tuple(getattr(delivery, name) for name in _DELIVERY_COLUMNS),
+        )
 
 
 class Store:
@@ -605,12 +652,20 @@ class Store:
                 [(now, row_id) for row_id in row_ids],
             )
 
-    def apply(self, row: FileRow, change: lifecycle.Change, now: float) -> bool:
-        """Record a lifecycle decision for a row, if it is still in the state it was read in."""
+    def apply(
+        self,
+        row: FileRow,
+        change: lifecycle.Change,
+        now: float,
+        *,
+        outbox: Iterable[Delivery] = (),
+    ) -> bool:
+        """Record a lifecycle decision for a row, if it is still in the state it was read in;
+        the `outbox` deliveries are written in the same transaction, only if the row changed."""
         fields = dict(change.fields)
         if change.state is not None:
             fields["state"] = change.state
-        return self.update(row.id, now, expect=row.state, **fields)
+        return self._update(row.id, now, row.state, fields, outbox)
 
     def update(self, row_id: int, now: float, *, expect: str | None = None, **changes: Any) -> bool:
         """Change columns of a row; with `expect`, only if the row is still in that state.
@@ -620,6 +675,16 @@ class Store:
         A change of `state` must be a move that `lifecycle.TRANSITIONS` allows from the state the
         row is in: anything else is a bug and raises TransitionRefusedError, changing nothing.
         """
+        return self._update(row_id, now, expect, changes, ())
+
+    def _update(
+        self,
+        row_id: int,
+        now: float,
+        expect: str | None,
+        changes: dict[str, Any],
+        outbox: Iterable[Delivery],
+    ) -> bool:
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
             raise ValueError(f"unknown columns {sorted(unknown)}")
@@ -646,7 +711,10 @@ class Store:
                 f"UPDATE files SET {assignments} WHERE {condition}",  # noqa: S608 - checked names
                 (*changes.values(), *parameters),
             )
-            return cursor.rowcount == 1
+            changed = cursor.rowcount == 1
+            if changed:
+                _enqueue(db, outbox)
+            return changed
 
     def claim_upload(self, row_id: int, object_key: str, now: float) -> bool:
         """Move a hashed QUEUED row to UPLOADING unless a twin (same bytes and settings) is
@@ -681,6 +749,65 @@ class Store:
         for row in {row.id: row for row in rows}.values():
             changed += self.apply(row, lifecycle.retried(now, specification(row)), now)
         return changed
+
+    # -- the webhook outbox ----------------------------------------------------------------------
+
+    def due_deliveries(self, now: float, *, limit: int = 100) -> list[Delivery]:
+        return self._deliveries("WHERE due_at <= ? ORDER BY due_at, id LIMIT ?", (now, limit))
+
+    def undelivered(self, *, limit: int = 1000) -> list[Delivery]:
+        return self._deliveries("ORDER BY id LIMIT ?", (limit,))
+
+    def undelivered_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM webhook_outbox").fetchone()[0])
+
+    def next_delivery_at(self) -> float | None:
+        with self._lock:
+            value = self._db.execute("SELECT MIN(due_at) FROM webhook_outbox").fetchone()[0]
+        return None if value is None else float(value)
+
+    def delivery_failed(
+        self, delivery_id: str, *, attempts: int, due_at: float, error: str
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE webhook_outbox SET attempts = ?, due_at = ?, last_error = ? "
+                "WHERE delivery_id = ?",
+                (attempts, due_at, error, delivery_id),
+            )
+
+    def delivery_ended(self, delivery_id: str) -> None:
+        """Delivered, or given up: the event leaves the outbox."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM webhook_outbox WHERE delivery_id = ?", (delivery_id,))
+
+    def _deliveries(self, clause: str, parameters: tuple[Any, ...]) -> list[Delivery]:
+        columns = ", ".join(("id", *_DELIVERY_COLUMNS))
+        with self._lock:
+            cursor = self._db.execute(
+                f"SELECT {columns} FROM webhook_outbox {clause}",  # noqa: S608 - fixed names
+                parameters,
+            )
+            return [Delivery(**dict(zip(record.keys(), record, strict=True)))
+                    for record in cursor.fetchall()]  # fmt: skip
+
+    def oldest_waiting_since(self) -> float | None:
+        """When the oldest file that is not finished yet was found (None: nothing waits)."""
+        states = ",".join("?" * len(ACTIVE_STATES))
+        with self._lock:
+            value = self._db.execute(
+                f"SELECT MIN(created_at) FROM files WHERE state IN ({states})",  # noqa: S608
+                ACTIVE_STATES,
+            ).fetchone()[0]
+        return None if value is None else float(value)
+
+    def calls_since(self, kind: str, since: float) -> int:
+        with self._lock:
+            found = self._db.execute(
+                "SELECT COUNT(*) FROM api_calls WHERE kind = ? AND at > ?", (kind, since)
+            ).fetchone()[0]
+        return int(found)
 
     # -- the wall clock stepped ------------------------------------------------------------------
 

@@ -26,11 +26,13 @@ from daemon import (
     layout,
     lifecycle,
     logs,
+    metrics,
     render,
     scheduling,
     speechkit,
     state,
     uploads,
+    webhooks,
 )
 from daemon.aftercare import Aftercare
 from daemon.config import Config, WatchFolder
@@ -158,6 +160,8 @@ class Steps:
         # one-shot `transcribe` deletes each at once.
         self.delete_in_batches = False
         self.uploads: uploads.Board | None = None  # the daemon shows uploads to `status`
+        # Called after a file's end put webhook events in the outbox (the daemon's deliverer).
+        self.events_ready: Callable[[], None] = lambda: None
 
     @property
     def config(self) -> Config:
@@ -395,6 +399,7 @@ class Steps:
         except ContentChangedError as changed:
             return self._changed_while_uploading(row, changed)
         except StorageError as error:
+            metrics.error(error.service, error.kind)
             return self._transient(row, "upload", error)
         except FileNotFoundError:
             return self._vanished_or_retry(row, state.UPLOADING, "file disappeared")
@@ -407,6 +412,7 @@ class Steps:
         if not self._unchanged(row, object_written=True):
             return False
         if uploaded:
+            metrics.uploaded(size)
             log.info("uploaded %s as %s", shown(path), key)
         now = self.clock()
         if self.store.apply(row, lifecycle.uploaded(now), now):
@@ -463,6 +469,7 @@ class Steps:
         try:
             uri = self.objects.audio_uri(row.object_key)
         except StorageError as error:
+            metrics.error(error.service, error.kind)
             return self._transient(row, "submit", error)
         if self._submission_cap_reached(row, "submit"):
             return False
@@ -478,6 +485,7 @@ class Steps:
         try:
             operation_id = self.api.submit(uri, specification)
         except Failure as error:
+            metrics.error(error.service, error.kind)
             return self._submit_failed(row, error)
         crash_point("after_submit")
         self._record_submission(row, (operation_id, self.clock()))
@@ -532,6 +540,7 @@ class Steps:
         try:
             status = self.api.status(row.operation_id)
         except Failure as error:
+            metrics.error(error.service, error.kind)
             if error.kind == Kind.NOT_FOUND:
                 return self._resubmit(
                     row, f"operation {row.operation_id} is unknown to the service (expired?)"
@@ -658,10 +667,15 @@ class Steps:
             )  # fmt: skip
             return False
         crash_point("after_outputs")
+        events = webhooks.deliveries_for(self.config, row, "done", now)
         finished = self.store.apply(
-            row, lifecycle.finished(now, checks, hook=self.config.on_complete is not None), now
-        )
+            row, lifecycle.finished(now, checks, hook=self.config.on_complete is not None), now,
+            outbox=events,
+        )  # fmt: skip
         if finished:
+            metrics.file_ended("done", now - row.created_at)
+            if events:
+                self.events_ready()
             lines = len(transcripts.chunks(operation))  # one .txt line per chunk
             log.info(
                 "done %s: operation %s, %d line(s), %d status check(s)",
@@ -702,8 +716,17 @@ class Steps:
         change = lifecycle.failed(
             now, stage, message, code, hook=self.config.on_complete is not None
         )
-        failed = self.store.apply(replace(row, state=state.State(expect)), change, now)
+        events = webhooks.deliveries_for(
+            self.config, row, "failed", now,
+            error={"stage": stage, "message": message, "code": change.fields["error_code"]},
+        )  # fmt: skip
+        failed = self.store.apply(
+            replace(row, state=state.State(expect)), change, now, outbox=events
+        )
         if failed:
+            metrics.file_ended("failed", now - row.created_at)
+            if events:
+                self.events_ready()
             log.error("failed %s at %s: %s", shown(audio), stage, message)
             if row.object_key is not None:
                 self.aftercare.delete_object(self.store.get(row.id))

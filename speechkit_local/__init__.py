@@ -5,10 +5,12 @@ against this server and must work unchanged against the real endpoints by changi
 and credentials. It is faithful in every shape the daemon sees: paths, JSON field names, HTTP
 status plus gRPC code error bodies, operation objects, duration strings, channelTag strings.
 
-Recognition is an *echo engine*: it does not recognise speech. It returns the text stored in the
-file's Opus comments (TRANSCRIPT for channel 1, TRANSCRIPT_CH2 for channel 2), one chunk per
-sentence, with word timings spread evenly over the audio's duration. Without `literature_text`
-the text is lower-cased and stripped of punctuation, as the real service normalises it.
+Recognition is done by an engine (`engines`): the *echo engine* (the default) does not recognise
+speech, it returns the text stored in the file's Opus comments (TRANSCRIPT for channel 1,
+TRANSCRIPT_CH2 for channel 2), one chunk per sentence, with word timings spread evenly over the
+audio's duration; the *whisper engine* recognises speech with faster-whisper, channel by
+channel. Without `literature_text` the text is lower-cased and stripped of punctuation, as the
+real service normalises it.
 `profanityFilter` and `rawResults` are accepted and validated but change nothing.
 
 Timing: an operation is done at creation + base_delay_seconds + seconds_per_minute x audio
@@ -24,6 +26,7 @@ service endpoint. Issued tokens expire on the server's clock.
 
 Modules: `logic` (pure decisions), `iam` (pure JWT verification and token answers), `faults`
 (fault injection settings and draws), `fetch` (reading the audio like the service does),
+`engines` (echo, whisper and the whisper model's origin),
 `service` (operations and counters), `server` (HTTP and the in-process `LocalSpeechKit`), `cli`
 (`python -m speechkit_local`).
 """

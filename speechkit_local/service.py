@@ -2,9 +2,11 @@
 
 `SpeechKitService` answers each API call with a `Reply` (status, JSON body, headers, or "drop
 the connection"); the HTTP layer in `speechkit_local.server` only moves bytes. Recognition
-runs on a bounded worker pool: fetch the audio, decode it with a real decoder (`audio`), build
-the echo engine's result. An operation becomes visible as done at the later of "processing
-finished" and "created + simulated processing time", computed lazily on each poll (no timers).
+runs on a bounded worker pool: fetch the audio, decode it with a real decoder (`audio`), let
+the engine (`engines`: echo or whisper) recognise it, at most `engine.capacity` at a time. An
+operation becomes visible as done at the later of "processing finished" and "created +
+simulated processing time", computed lazily on each poll (no timers). With a queue limit, a
+submission beyond capacity + limit unfinished operations is answered 429, as the service's quota.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from speechkit_local import audio, fetch, iam, logic
+from speechkit_local import audio, engines, fetch, iam, logic, recognition
 from speechkit_local import faults as faults_module
 
 LOGGER = logging.getLogger("speechkit_local")
@@ -36,6 +38,8 @@ DEFAULT_STORAGE_REGION = "ru-central1"  # Yandex Object Storage's only region
 DEFAULT_WORKER_COUNT = 4  # bounded concurrency for fetch + inspect, enough for e2e runs
 # Shaped like a real service account id ("aje" + 17 characters); createdBy of every operation.
 DEFAULT_SERVICE_ACCOUNT_ID = "ajelocalspeechkit001"
+QUEUE_FULL_MESSAGE = "Quota exceeded: too many requests"  # the service's own words for a 429
+QUEUE_RETRY_AFTER_SECONDS = 5  # a few seconds of whisper frees a place in the queue
 
 
 @dataclass
@@ -70,6 +74,12 @@ class ServerSettings:
     # True: the metadata endpoint hands out tokens, as on a VM with a service account attached;
     # False: it answers 404, as on a VM without one.
     metadata_service: bool = False
+    engine: str = engines.ECHO  # engines.ENGINE_NAMES
+    model: str | None = None  # the whisper engine's --model (None: its default)
+    engine_threads: int = 0  # the whisper engine's CPU threads (0: up to 4, one per core)
+    # Unfinished operations allowed beyond the engine's capacity before submissions get 429;
+    # None: no limit.
+    queue_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +229,14 @@ class SpeechKitService:
                 region=settings.storage_region,
             )
         self._fetcher = fetch.AudioFetcher(storage, timeout_seconds=settings.fetch_timeout_seconds)
+        self._engine = engines.load_engine(
+            settings.engine, model=settings.model, threads=settings.engine_threads
+        )
+        LOGGER.info("recognition engine: %s", self._engine.describe())
+        # Recognitions at once: the engine's own limit, or the worker pool's if that is lower.
+        self._capacity = max(1, min(self._engine.capacity, settings.worker_count))
+        self._engine_slots = threading.BoundedSemaphore(self._capacity)
+        self._in_flight = 0  # submitted to the workers, not finished yet
         self._workers = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.worker_count, thread_name_prefix="localserver-worker"
         )
@@ -318,6 +336,11 @@ class SpeechKitService:
                     endpoint: dict(counter) for endpoint, counter in counters.injected.items()
                 },
                 "config": dataclasses.asdict(self._timing),
+                "recognition": {
+                    "engine": self._engine.describe(),
+                    "in_flight": self._in_flight,
+                    "queue_limit": self._settings.queue_limit,
+                },
             }
 
     # ------------------------------------------------------------------ IAM and metadata
@@ -443,6 +466,11 @@ class SpeechKitService:
             return rejected_reply(rejected)
 
         with self._lock:
+            if self._queue_is_full():
+                LOGGER.info("submission refused: %d operations unfinished", self._in_flight)
+                retry_after = (("Retry-After", str(QUEUE_RETRY_AFTER_SECONDS)),)
+                return error_reply(logic.CODE_RESOURCE_EXHAUSTED, QUEUE_FULL_MESSAGE, retry_after)
+            self._in_flight += 1
             now = self._clock()
             operation = _Operation(
                 operation_id=logic.make_operation_id(secrets.token_hex(16)),
@@ -490,6 +518,8 @@ class SpeechKitService:
                 self._recognize, operation.operation_id, request, timing, forced_error
             )
         except RuntimeError:  # the pool is shut down: the server is stopping
+            with self._lock:
+                self._in_flight -= 1
             self._finish(
                 operation.operation_id,
                 error=logic.error_body(logic.CODE_INTERNAL, "Server is stopping"),
@@ -500,6 +530,11 @@ class SpeechKitService:
                 self._counters.injected[faults_module.SUBMIT]["drop_after_create"] += 1
             return DROPPED
         return Reply(200, answer)
+
+    def _queue_is_full(self) -> bool:
+        """Caller holds the lock."""
+        limit = self._settings.queue_limit
+        return limit is not None and self._in_flight >= self._capacity + limit
 
     def get_operation(self, authorization: str | None, operation_id: str) -> Reply:
         """GET /operations/{id}."""
@@ -584,6 +619,9 @@ class SpeechKitService:
                 error=logic.error_body(logic.CODE_INTERNAL, "Internal error"),
                 delay_seconds=timing.base_delay_seconds,
             )
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _recognize_or_fail(
         self,
@@ -633,9 +671,15 @@ class SpeechKitService:
             error = logic.error_body(forced_error, logic.OPERATION_ERRORS[forced_error])
             self._finish(operation_id, error=error, delay_seconds=delay)
             return
-        chunks = logic.build_echo_chunks(
-            logic.channel_transcripts(info.comments, info.channels),
-            info.duration_seconds,
+        try:
+            with self._engine_slots:
+                utterances = self._engine.recognize(data, info, request, self._stopping)
+        except audio.InvalidAudio as refusal:
+            LOGGER.info("operation %s: invalid audio: %s", operation_id, refusal.reason)
+            self._finish(operation_id, error=invalid_audio, delay_seconds=timing.base_delay_seconds)
+            return
+        chunks = recognition.v2_chunks(
+            utterances,
             # With `auto` the service detects the language and does not normalize the text.
             literature_text=request.literature_text
             and request.language_code != logic.AUTO_LANGUAGE,

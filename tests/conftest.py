@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from speechkit_local import devstack
+from tests import whisper_server as whisper_server_module
 
 if TYPE_CHECKING:
     from speechkit_local import LocalSpeechKit
@@ -159,3 +160,22 @@ def _kill_and_reap(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):  # a Popen object in the test reaped it first
         os.waitpid(pid, 0)
+
+
+@pytest.fixture
+def whisper_server(tmp_path_factory: pytest.TempPathFactory) -> whisper_server_module.SharedServer:
+    """The session's one whisper-engine server (the model loads once for all workers)."""
+    return whisper_server_module.shared_whisper_server(
+        whisper_server_module.shared_directory(tmp_path_factory)
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (or a run without xdist) stops the shared whisper server, if one started."""
+    if hasattr(session.config, "workerinput"):
+        return
+    factory: pytest.TempPathFactory | None = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        whisper_server_module.stop_shared_whisper_server(
+            factory.getbasetemp() / whisper_server_module.DIRECTORY_NAME
+        )

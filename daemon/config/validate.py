@@ -223,6 +223,14 @@ class _Validator:
         hook = values["on_complete"]
         if hook is not None and not hook["command"]:
             self.problem("on_complete.command", "give the program to run")
+        for index, webhook in enumerate(values["webhooks"] or ()):
+            if webhook.get("events") == []:
+                self.problem(f"webhooks[{index}].events", "list done, failed or both")
+        metrics = values["metrics"]
+        if metrics is not None and metrics.get("listen") is not None:
+            problem = listen_problem(metrics["listen"])
+            if problem is not None:
+                self.problem("metrics.listen", problem)
         seen: dict[str, int] = {}
         for index, folder in enumerate(values["watch"]):
             if folder["after_done"] == "move" and not folder["move_to"]:
@@ -231,6 +239,14 @@ class _Validator:
             if resolved in seen:
                 self.problem(f"watch[{index}].path", f"the same folder as watch[{seen[resolved]}]")
             seen[resolved] = index
+
+
+def listen_problem(listen: str) -> str | None:
+    """Why `HOST:PORT` is not an address to listen on, or None."""
+    host, colon, port = listen.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"'{listen}' is not HOST:PORT (for example 127.0.0.1:9464)"
+    return None
 
 
 def _check_str(validator: _Validator, raw: Any, key: Key, key_path: str) -> Any:

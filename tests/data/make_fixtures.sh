@@ -27,7 +27,7 @@ trap 'rm -rf "$work_dir"' EXIT
 # ---------------------------------------------------------------- tests/data/formats: other formats
 # Recordings as people have them, for the conversion to Ogg Opus. Their speech is the committed
 # mono.ogg and stereo.ogg decoded again (opusdec), so this part runs on its own:
-#   bash tests/data/make_fixtures.sh formats      (needs ffmpeg, lame, opusdec)
+#   bash tests/data/make_fixtures.sh formats      (needs ffmpeg, lame, opusdec, .venv with PyAV)
 # The sentences travel as tags (ID3 TXXX in WAV and MP3, MP4 metadata tags, Vorbis comments in
 # FLAC, Matroska tags in WebM); the daemon copies TRANSCRIPT* tags into the Opus comments, so the
 # local server's echo engine answers with them. `-fflags +bitexact` keeps the bytes repeatable.
@@ -92,20 +92,45 @@ make_format_fixtures() {
         "${exact[@]}" "$formats_dir/video.mp4"
     "${ff[@]}" -f lavfi -i "color=black:size=32x32:rate=5" -t 2 -c:v libx264 -preset ultrafast \
         -crf 51 -pix_fmt yuv420p "${exact[@]}" "$formats_dir/video_no_audio.mp4"
+    # Matroska with stereo Vorbis, as screen and meeting recorders write.
+    "${ff[@]}" -i "$work_dir/f_stereo.wav" -ar 16000 -c:a libvorbis -q:a 0 \
+        "${stereo_tags[@]}" "${exact[@]}" "$formats_dir/stereo.mkv"
+    # A QuickTime MOV video (a tiny black picture) with mono AAC, as phones' cameras write.
+    "${ff[@]}" -f lavfi -i "color=black:size=32x32:rate=5" -i "$work_dir/f_mono.wav" \
+        -map 0:v -map 1:a -shortest -c:v libx264 -preset ultrafast -crf 51 -pix_fmt yuv420p \
+        -c:a aac -ar 16000 -b:a 24k -movflags +use_metadata_tags "${mono_tags[@]}" \
+        "${exact[@]}" "$formats_dir/video.mov"
+    # AMR-NB at 12.2 kbit/s, as old phones' voice memos: Debian's ffmpeg has no AMR encoder,
+    # PyAV's FFmpeg carries opencore-amr's. The format has no tags, so no sentence travels.
+    "${ff[@]}" -i "$work_dir/f_mono.wav" -ar 8000 "${exact[@]}" "$work_dir/f_mono8.wav"
+    "$fixture_python" - "$work_dir/f_mono8.wav" "$formats_dir/mono.amr" <<'PYTHON'
+import sys
+import av
+with av.open(sys.argv[1]) as source, av.open(sys.argv[2], "w", format="amr") as target:
+    stream = target.add_stream("libopencore_amrnb", rate=8000, layout="mono")
+    stream.bit_rate = 12200
+    for frame in source.decode(audio=0):
+        frame.pts = None
+        target.mux(stream.encode(frame))
+    target.mux(stream.encode(None))
+PYTHON
     # Not media at all, named like audio.
     printf 'These are meeting notes, not a recording.\n' > "$formats_dir/notes.wav"
     ls -l "$formats_dir"
 }
 
 if [[ "${1:-}" == formats ]]; then
-    for tool in ffmpeg lame opusdec python3; do
+    fixture_python="${FIXTURE_PYTHON:-$repo_root/.venv/bin/python}"  # with PyAV: `make install` first
+    for tool in ffmpeg lame opusdec "$fixture_python"; do
         command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
     done
     make_format_fixtures
     exit 0
 fi
 
-for tool in espeak-ng sox opusenc oggenc speexenc flac soxi; do
+required_tools=(espeak-ng sox opusenc oggenc speexenc flac soxi)
+[[ "${1:-}" == speech ]] && required_tools=(espeak-ng sox soxi opusenc)
+for tool in "${required_tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
 done
 
@@ -126,6 +151,67 @@ opus() {
     shift 4
     opusenc --quiet --serial "$serial" --bitrate "$bitrate" "$@" "$in" "$out"
 }
+
+# ---------------------------------------------------------------- speech for the whisper engine
+# Real speech WITHOUT transcript tags, for the local server's real engine (`--engine whisper`)
+# and the demo: tests/data/speech/ (the whisper test tier; its expected texts are in
+# tests/integration/test_whisper_engine.py and tests/data/README.md) and samples/ (`make demo`).
+# The Russian voice speaks slower with pauses between words (-s 130 -g 4): at espeak-ng's
+# default pace Whisper base hears too little of it. 24 kbit/s per channel keeps the words clear.
+#   bash tests/data/make_fixtures.sh speech      (needs espeak-ng, sox, soxi, opusenc)
+speech_bitrate=24
+speech_stereo_bitrate=48
+say_en() { speak en-us "$1" "$2" 16000; }
+say_en_caller() { speak en-us+f3 "$1" "$2" 16000; }
+say_ru() {
+    espeak-ng -v ru -s 130 -g 4 -w "$work_dir/raw.wav" "$1"
+    sox -R "$work_dir/raw.wav" -r 16000 -b 16 -c 1 "$2"
+}
+# dialogue LEFT.wav RIGHT.wav OUT.wav: left speaks, then right answers; each padded to line up.
+dialogue() {
+    local left_seconds right_seconds
+    left_seconds="$(soxi -D "$1")"
+    right_seconds="$(soxi -D "$2")"
+    sox -R "$1" "$work_dir/left_padded.wav" pad 0 "$right_seconds"
+    sox -R "$2" "$work_dir/right_padded.wav" pad "$left_seconds" 0
+    sox -R -M "$work_dir/left_padded.wav" "$work_dir/right_padded.wav" "$3"
+}
+
+make_speech_fixtures() {
+    local speech_dir="$data_dir/speech"
+    mkdir -p "$speech_dir"
+    say_en "Good morning. Please send the report to the team before Friday." "$work_dir/en.wav"
+    opus "$work_dir/en.wav" "$speech_dir/en.ogg" 3001 "$speech_bitrate"
+    say_ru "Здравствуйте! Чем я могу вам помочь?" "$work_dir/ru.wav"
+    opus "$work_dir/ru.wav" "$speech_dir/ru.ogg" 3002 "$speech_bitrate"
+    say_en "Hello, this is the support line." "$work_dir/agent.wav"
+    say_en_caller "I would like to check my order." "$work_dir/caller.wav"
+    dialogue "$work_dir/agent.wav" "$work_dir/caller.wav" "$work_dir/dialogue.wav"
+    opus "$work_dir/dialogue.wav" "$speech_dir/dialogue.ogg" 3003 "$speech_stereo_bitrate"
+    # Pink noise at a steady hiss level, no speech at all: recognition must find nothing.
+    sox -R -n -r 16000 -b 16 -c 1 "$work_dir/noise.wav" synth 2 pinknoise vol 0.2
+    opus "$work_dir/noise.wav" "$speech_dir/noise.ogg" 3004 "$speech_bitrate"
+
+    # samples/ for `make demo`: the demo runs the whisper engine, so no tags here either.
+    say_en "Good morning. This recording was dropped into the watch folder and turned into text." \
+        "$work_dir/greeting.wav"
+    opus "$work_dir/greeting.wav" "$samples_dir/greeting.ogg" 2001 "$speech_bitrate"
+    say_ru "Здравствуйте! Спасибо за звонок. Чем я могу вам помочь?" "$work_dir/privet.wav"
+    opus "$work_dir/privet.wav" "$samples_dir/privet.ogg" 2002 "$speech_bitrate"
+    say_en "Hello, this is the support line. How can I help you?" "$work_dir/agent.wav"
+    say_en_caller "Hi, I would like to check the status of my order." "$work_dir/caller.wav"
+    dialogue "$work_dir/agent.wav" "$work_dir/caller.wav" "$work_dir/call.wav"
+    opus "$work_dir/call.wav" "$samples_dir/call-stereo.ogg" 2003 "$speech_stereo_bitrate"
+    for name in en ru dialogue noise greeting privet call; do
+        printf 'measured input %-8s %s s\n' "$name" "$(soxi -D "$work_dir/$name.wav")"
+    done
+    ls -l "$speech_dir" "$samples_dir"
+}
+
+if [[ "${1:-}" == speech ]]; then
+    make_speech_fixtures
+    exit 0
+fi
 
 # ---------------------------------------------------------------- tests/data: good Ogg Opus
 mono_text="Hello from the watch folder. This is a test recording."
@@ -174,39 +260,13 @@ flac --silent --force --ogg --serial-number=1008 --best \
     --tag "TRANSCRIPT=This is not Opus." -o "$data_dir/flac.oga" "$work_dir/other8k.wav"
 sox -R "$work_dir/other.wav" -r 8000 -b 8 -c 1 "$data_dir/sample.wav" trim 0 0.5
 
-# ---------------------------------------------------------------- samples/ for `make demo`
-greeting_text="Good morning. This recording was dropped into the watch folder and turned into text."
-speak en-us "$greeting_text" "$work_dir/greeting.wav" 16000
-opus "$work_dir/greeting.wav" "$samples_dir/greeting.ogg" 2001 "$mono_bitrate" \
-    --comment "TRANSCRIPT=$greeting_text"
-
-privet_text="Привет! Это демонстрационная запись для распознавания речи."
-speak ru "$privet_text" "$work_dir/privet.wav" 16000
-opus "$work_dir/privet.wav" "$samples_dir/privet.ogg" 2002 "$mono_bitrate" \
-    --comment "TRANSCRIPT=$privet_text"
-
-# A phone-call style dialogue: the agent (left) speaks, then the caller (right) answers, so the
-# two channels never talk over each other. Each side is padded with silence to line up.
-agent_text="Hello, this is the support line. How can I help you?"
-caller_text="Hi, I would like to check the status of my order."
-speak en-us "$agent_text" "$work_dir/agent.wav" 16000
-speak en-us+f3 "$caller_text" "$work_dir/caller.wav" 16000
-agent_seconds="$(soxi -D "$work_dir/agent.wav")"
-caller_seconds="$(soxi -D "$work_dir/caller.wav")"
-sox -R "$work_dir/agent.wav" "$work_dir/agent_padded.wav" pad 0 "$caller_seconds"
-sox -R "$work_dir/caller.wav" "$work_dir/caller_padded.wav" pad "$agent_seconds" 0
-sox -R -M "$work_dir/agent_padded.wav" "$work_dir/caller_padded.wav" "$work_dir/call.wav"
-opus "$work_dir/call.wav" "$samples_dir/call-stereo.ogg" 2003 "$stereo_bitrate" \
-    --comment "TRANSCRIPT=$agent_text" --comment "TRANSCRIPT_CH2=$caller_text"
+make_speech_fixtures
 
 command -v ffmpeg >/dev/null && command -v lame >/dev/null && make_format_fixtures
 
 # ---------------------------------------------------------------- report
 # The encoder's input length is the ground truth the tests compare the Ogg duration with.
 for name in mono stereo unicode silence three; do
-    printf 'measured input %-8s %s s\n' "$name" "$(soxi -D "$work_dir/$name.wav")"
-done
-for name in greeting privet call; do
     printf 'measured input %-8s %s s\n' "$name" "$(soxi -D "$work_dir/$name.wav")"
 done
 ls -l "$data_dir" "$samples_dir"

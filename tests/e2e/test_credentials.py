@@ -27,9 +27,9 @@ from tests.fixtures_audio import opus_tags_packet, read_fixture, replace_tags
 
 KEY_ID = "ajee2ekeyid000000001"
 ACCOUNT = "ajelocalspeechkit001"  # the local server's service account
-TOKEN_LIFETIME = 15.0  # seconds: several renewals during one test
-RUN_SECONDS = 48.0  # files keep arriving this long: more than three token lifetimes
-DROP_EVERY_SECONDS = 3.0  # more often than tokens are renewed: renewals come ahead of expiry
+TOKEN_LIFETIME = 6.0  # seconds: several renewals during one test
+RUN_SECONDS = 20.0  # files keep arriving this long: more than three token lifetimes
+DROP_EVERY_SECONDS = 1.5  # more often than tokens are renewed: renewals come ahead of expiry
 MIN_EXCHANGES = 4  # the first token and at least three renewals
 WAIT_SECONDS = 90.0  # generous: this test shares two cores with others
 

@@ -909,7 +909,7 @@ def test_command_line_serves_until_sigterm(seaweedfs: devstack.SeaweedFS, tmp_pa
     assert "POST /speech/stt/v2/longRunningRecognize 200" in stderr
 
 
-def test_command_line_help_says_it_is_an_echo_engine() -> None:
+def test_command_line_help_names_both_engines_and_what_echo_does() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "speechkit_local", "--help"],
         cwd=PROJECT_ROOT,
@@ -918,6 +918,6 @@ def test_command_line_help_says_it_is_an_echo_engine() -> None:
         timeout=30,
         check=True,
     )
-    assert "ECHO ENGINE" in result.stdout
-    assert "does not recognise speech" in result.stdout
+    assert "echo (default)  does not recognise speech" in result.stdout
+    assert "whisper         real speech recognition" in result.stdout
     assert "TRANSCRIPT_CH2" in result.stdout

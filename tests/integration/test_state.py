@@ -160,9 +160,10 @@ def test_an_old_state_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> Non
     ] == [("/in/old.ogg", "e03old", None, 0, None)]
     store.record_call("submit", 100.0)  # the v2 table exists
     assert store.recent_calls("submit", 0.0) == [100.0]
+    assert store.undelivered_count() == 0  # the v5 outbox exists
     store.close()
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == 4
+    assert check.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == 5
     check.close()
 
 

@@ -15,6 +15,7 @@ ENV = {
     "YC_ACCESS_KEY_ID": "key-id",
     "YC_SECRET_ACCESS_KEY": "s3-secret",
     "YC_API_KEY": "api-secret",
+    "WEBHOOK_SECRET": "webhook-secret",
 }
 
 
@@ -259,15 +260,20 @@ def _yaml_key_paths(node: Any, prefix: str = "") -> set[str]:
 
 
 def _example_with_optional_sections() -> str:
-    """The example with its commented-out optional sections (on_complete) switched on."""
+    """The example with its commented-out optional sections (on_complete, webhooks, metrics)
+    switched on."""
     text = (ROOT / "config.example.yaml").read_text()
-    return text.replace("\n# on_complete:", "\non_complete:").replace("\n#   ", "\n  ")
+    for name in ("on_complete", "webhooks", "metrics"):
+        text = text.replace(f"\n# {name}:", f"\n{name}:")
+    return text.replace("\n#   ", "\n  ")
 
 
 def test_example_config_is_safe_as_it_is() -> None:
     """Copied as it is, the example runs no program that is not there (optional parts off)."""
     settings = config.load(ROOT / "config.example.yaml", environ=ENV)
     assert settings.on_complete is None
+    assert settings.webhooks == ()
+    assert settings.metrics is None
     assert not settings.warnings
 
 
@@ -327,7 +333,7 @@ def test_example_config_shows_each_declared_default() -> None:
         path: _documented_value(document, path)
         for path, key in keys.items()
         if key.default is not config.REQUIRED
-        and key.kind != "section"  # a section's keys are compared one by one
+        and key.kind not in ("section", "sections")  # their keys are compared one by one
         and not key.secret  # the example shows where a secret comes from: ${ENV}
         and not path.startswith("watch[].recognition.")
     }

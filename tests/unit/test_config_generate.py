@@ -12,7 +12,8 @@ from daemon import config
 from daemon.config.generate import generate
 from tests.unit.test_config import _yaml_key_paths as key_paths
 
-ENVIRONMENT = {"YC_ACCESS_KEY_ID": "id", "YC_SECRET_ACCESS_KEY": "secret", "YC_API_KEY": "key"}
+ENVIRONMENT = {"YC_ACCESS_KEY_ID": "id", "YC_SECRET_ACCESS_KEY": "secret", "YC_API_KEY": "key",
+               "WEBHOOK_SECRET": "webhook"}  # fmt: skip
 
 
 def test_the_generated_config_is_valid_as_it_is_once_its_variables_are_set() -> None:
@@ -45,6 +46,11 @@ def test_it_holds_every_declared_key_with_its_default() -> None:
     )
     lines = generate().splitlines()
     assert any(line.startswith("# on_complete:") for line in lines)  # shown, switched off
+    assert any(line.startswith("# webhooks:") for line in lines)
+    assert any(line.startswith("# metrics:") for line in lines)
+    assert settings.webhooks[0].events == ("done", "failed")
+    assert settings.metrics is not None
+    assert settings.metrics.listen == "127.0.0.1:9464"
 
 
 def test_the_command_prints_it_without_a_config_file(tmp_path: Path) -> None:

@@ -1,0 +1,65 @@
+"""Requests beyond the engine's capacity queue, bounded: past the limit the API answers 429.
+
+Recognitions are held busy by links to a server that accepts connections and never answers,
+so the queue fills deterministically without a model (the echo engine; the whisper engine
+shares the same queue, with capacity 1).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from speechkit_local import LocalSpeechKit, ServerSettings
+from tests.integration.test_localserver import wait_done
+
+API_KEY = "queue-test-key"
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[str]:
+    """A URL whose server accepts the connection (backlog) and never sends a byte."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/held.ogg"
+
+
+def submit(server: LocalSpeechKit, uri: str) -> requests.Response:
+    body = {"config": {"specification": {"languageCode": "en-US"}}, "audio": {"uri": uri}}
+    return requests.post(
+        server.recognize_url, json=body, headers={"Authorization": f"Api-Key {API_KEY}"}, timeout=10
+    )
+
+
+def test_a_full_queue_answers_429_resource_exhausted_until_a_place_frees(
+    silent_listener: str,
+) -> None:
+    settings = ServerSettings(
+        api_keys=(API_KEY,),
+        seconds_per_minute=0.0,
+        worker_count=2,  # capacity: two recognitions at once
+        queue_limit=1,  # and one more waiting
+        fetch_timeout_seconds=0.5,
+    )
+    with LocalSpeechKit(settings) as server:
+        accepted = [submit(server, silent_listener) for _ in range(3)]
+        refused = submit(server, silent_listener)
+
+        assert [answer.status_code for answer in accepted] == [200, 200, 200]
+        assert refused.status_code == 429
+        assert refused.json() == {
+            "code": 8,
+            "message": "Quota exceeded: too many requests",
+            "details": [],
+        }
+        assert int(refused.headers["Retry-After"]) > 0
+        assert server.stats()["submissions"] == 3  # the refused one created nothing
+        with requests.Session() as session:  # the held links time out: places free
+            session.headers["Authorization"] = f"Api-Key {API_KEY}"
+            for answer in accepted:
+                assert "error" in wait_done(session, server, answer.json()["id"])
+        assert submit(server, silent_listener).status_code == 200
