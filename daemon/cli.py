@@ -179,6 +179,9 @@ def quota_report(store: state.Store, limits: config.Quota, now: float) -> dict[s
 
 def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[str, Any]:
     """What `status` shows, as data."""
+    # Counts first: rows only move on into `done` and `failed`, so every file the counts name
+    # there is in the lists read after them (while the daemon runs).
+    counts = store.counts()
     sending = uploads.read(store.path, now)
     in_progress = [
         {
@@ -225,7 +228,7 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
     from daemon import webhooks  # noqa: PLC0415 - keeps `status` light to start
 
     undelivered = webhooks.undelivered_report(store.undelivered(), now)
-    return {"state_file": str(store.path), "counts": store.counts(), "in_progress": in_progress,
+    return {"state_file": str(store.path), "counts": counts, "in_progress": in_progress,
             "failed": failed, "quota": quota_report(store, limits, now),
             "webhooks_undelivered": undelivered}  # fmt: skip
 
