@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from watchdog.events import (
+    DirDeletedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileModifiedEvent,
@@ -29,8 +30,7 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.api import BaseObserver, EventEmitter, EventQueue, ObservedWatch
 
 from daemon import config as config_module
 from daemon.layout import OWN_TEMP_SUFFIX, inside
@@ -356,6 +356,77 @@ class Hint:
     folder: config_module.WatchFolder
 
 
+class NewNamesEmitter(EventEmitter):
+    """Polls a folder (a network mount sends no events) for names that were not there at the
+    last look, and reports each as created. watchdog's own polling emitter stats every file at
+    every pass and keeps two snapshots: 0.8 s of CPU every 2 s and 300 MB for a folder of
+    100,000 files. A new name is all a drop needs: the settle logic stats the file from then
+    on. A file rewritten in place under its old name is found by the periodic rescan."""
+
+    def __init__(
+        self,
+        event_queue: EventQueue,
+        watch: ObservedWatch,
+        *,
+        timeout: float = POLLING_INTERVAL_SECONDS,
+        event_filter: list[type[FileSystemEvent]] | None = None,
+    ) -> None:
+        super().__init__(event_queue, watch, timeout=timeout, event_filter=event_filter)
+        self._names: set[str] = set()
+
+    def on_thread_start(self) -> None:
+        try:
+            self._names = names_under(self.watch.path, recursive=self.watch.is_recursive)
+        except OSError:
+            self._names = set()  # the first pass reports what it finds; the rescan has it too
+
+    def queue_events(self, timeout: float) -> None:
+        if self.stopped_event.wait(timeout):
+            return
+        try:
+            names = names_under(self.watch.path, recursive=self.watch.is_recursive)
+        except (FileNotFoundError, NotADirectoryError):
+            self.queue_event(DirDeletedEvent(self.watch.path))  # the watch ends; `refresh` sees
+            self.stop()
+            return
+        except OSError:
+            return  # a passing trouble of the mount: the names are compared again next time
+        for path in sorted(names - self._names):
+            self.queue_event(FileCreatedEvent(path))
+        self._names = names
+
+
+def names_under(root: str, *, recursive: bool) -> set[str]:
+    """The paths of everything but folders under `root` (in its subfolders too if `recursive`),
+    from the listings alone: no stat. OSError if `root` itself cannot be listed."""
+    found: set[str] = set()
+    folders = [root]
+    while folders:
+        directory = folders.pop()
+        try:
+            listing = os.scandir(directory)
+        except OSError:
+            if directory == root:
+                raise
+            continue  # a subfolder removed or unreadable: the rescan reports it
+        with listing:
+            for entry in _entries(listing, directory):
+                try:
+                    is_folder = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not is_folder:
+                    found.add(entry.path)
+                elif recursive:
+                    folders.append(entry.path)
+    return found
+
+
+def polling_observer() -> BaseObserver:
+    """An observer that polls its folders' names every POLLING_INTERVAL_SECONDS."""
+    return BaseObserver(emitter_class=NewNamesEmitter, timeout=POLLING_INTERVAL_SECONDS)
+
+
 def _inotify_observer() -> BaseObserver:
     if sys.platform.startswith("linux"):
         from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415 - Linux only
@@ -432,7 +503,7 @@ class Watcher:
     def _observe(self, folder: config_module.WatchFolder) -> BaseObserver:
         event_filter = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent]
         if folder.polling:
-            observer: BaseObserver = PollingObserver(timeout=POLLING_INTERVAL_SECONDS)
+            observer: BaseObserver = polling_observer()
         else:
             observer = _inotify_observer()
         observer.schedule(
