@@ -222,7 +222,7 @@ class Service:
         converted = audio.clean_work_dir(audio.work_dir_for(self.config.state_file))
         if converted:
             log.info("removed %d conversion(s) left by an earlier run", converted)
-        self.intake.known = store.known_versions()
+        self.intake.load_known(store.each_known_version())
         self.health.alive_while_starting()
         self.watcher.start()
         counts = store.counts()

@@ -470,14 +470,19 @@ class Store:
 
     def known_versions(self) -> dict[str, tuple[int, int]]:
         """Path -> (size, mtime_ns) of the newest row per path: what start-up skips unread."""
+        return {path: (size, mtime_ns) for path, size, mtime_ns in self.each_known_version()}
+
+    def each_known_version(self) -> Iterator[tuple[str, int, int]]:
+        """`known_versions` row by row (path, size, mtime_ns): 100,000 finished files need no
+        list of them all. Holds the store while it is read (at start-up, before any worker)."""
         with self._lock:
             cursor = self._db.execute(
                 "SELECT path, size, mtime_ns FROM files WHERE id IN "
                 "(SELECT MAX(id) FROM files GROUP BY path) AND state != ?",
                 (GONE,),
             )
-            # Row by row: 100,000 finished files need no list of them all besides the dict.
-            return {os.fsdecode(path): (size, mtime) for path, size, mtime in cursor}
+            for path, size, mtime_ns in cursor:
+                yield os.fsdecode(path), size, mtime_ns
 
     def due(self, now: float, *, limit: int, exclude: Iterable[int] = ()) -> list[FileRow]:
         excluded = tuple(exclude)

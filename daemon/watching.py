@@ -372,34 +372,44 @@ class NewNamesEmitter(EventEmitter):
         event_filter: list[type[FileSystemEvent]] | None = None,
     ) -> None:
         super().__init__(event_queue, watch, timeout=timeout, event_filter=event_filter)
-        self._names: set[str] = set()
+        self._names: set[int] = set()  # hashes of the paths seen at the last pass
 
     def on_thread_start(self) -> None:
         try:
-            self._names = names_under(self.watch.path, recursive=self.watch.is_recursive)
+            self._names = {
+                hash(path)
+                for path in paths_under(self.watch.path, recursive=self.watch.is_recursive)
+            }
         except OSError:
             self._names = set()  # the first pass reports what it finds; the rescan has it too
 
     def queue_events(self, timeout: float) -> None:
         if self.stopped_event.wait(timeout):
             return
+        # Hashes, not paths, are kept between passes: a fifth of the memory. Two paths of the
+        # same hash would hide a new file until the next rescan, which is what a rescan is for.
+        names: set[int] = set()
+        fresh = []
         try:
-            names = names_under(self.watch.path, recursive=self.watch.is_recursive)
+            for path in paths_under(self.watch.path, recursive=self.watch.is_recursive):
+                name = hash(path)
+                names.add(name)
+                if name not in self._names:
+                    fresh.append(path)
         except (FileNotFoundError, NotADirectoryError):
             self.queue_event(DirDeletedEvent(self.watch.path))  # the watch ends; `refresh` sees
             self.stop()
             return
         except OSError:
             return  # a passing trouble of the mount: the names are compared again next time
-        for path in sorted(names - self._names):
+        for path in sorted(fresh):
             self.queue_event(FileCreatedEvent(path))
         self._names = names
 
 
-def names_under(root: str, *, recursive: bool) -> set[str]:
+def paths_under(root: str, *, recursive: bool) -> Iterator[str]:
     """The paths of everything but folders under `root` (in its subfolders too if `recursive`),
     from the listings alone: no stat. OSError if `root` itself cannot be listed."""
-    found: set[str] = set()
     folders = [root]
     while folders:
         directory = folders.pop()
@@ -416,10 +426,9 @@ def names_under(root: str, *, recursive: bool) -> set[str]:
                 except OSError:
                     continue
                 if not is_folder:
-                    found.add(entry.path)
+                    yield entry.path
                 elif recursive:
                     folders.append(entry.path)
-    return found
 
 
 def polling_observer() -> BaseObserver:
