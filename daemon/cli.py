@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(write, link, delete a test object) and the API credentials, one line each; exit 0 "
             "only if all pass")  # fmt: skip
     status = command("status", "counts per state, files in progress with age and operation id, "
-                     "failed files with the reason, webhook events not delivered yet; safe while "
-                     "the daemon runs")  # fmt: skip
+                     "a large upload's progress, failed files with the reason, webhook events "
+                     "not delivered yet; safe while the daemon runs")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
     retry = command("retry", "put failed files back in the queue with the current config's "
                     "settings for their folder (a file the local check refused: only once it "
