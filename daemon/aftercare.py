@@ -52,6 +52,8 @@ class Aftercare:
         self.pruned_at: float | None = None  # wall time of the last pruning of the state file
         self._acting: set[int] = set()  # rows whose audio is being moved or deleted now
         self._acting_lock = threading.Lock()
+        self._deletions: dict[int, state.FileRow] = {}  # row id -> row, for delete_object_soon
+        self._deletions_lock = threading.Lock()
 
     def rule(self, folder: WatchFolder, ended: state.State) -> retention.Rule:
         """What `folder` does with the audio of a file that ended `ended`."""
@@ -301,6 +303,43 @@ class Aftercare:
             )
             return
         self.store.update(row.id, self.clock(), object_deleted=1)
+
+    def delete_object_soon(self, row: state.FileRow) -> None:
+        """`delete_object`, done with others in one request by `delete_waiting_objects` (a burst
+        of finished files costs one request, not one each). Until then the row says its object
+        is not deleted: a crash leaves it to the start-up sweep."""
+        storage = self.config.storage
+        if row.object_key is None or storage is None or not storage.delete_after:
+            return
+        if row.object_deleted or self.objects is None:
+            return
+        with self._deletions_lock:
+            self._deletions[row.id] = row
+
+    def deletions_waiting(self) -> bool:
+        with self._deletions_lock:
+            return bool(self._deletions)
+
+    def delete_waiting_objects(self) -> None:
+        """Delete the objects `delete_object_soon` collected, nothing else needs, in one go."""
+        with self._deletions_lock:
+            rows, self._deletions = list(self._deletions.values()), {}
+        rows = [row for row in rows if not self.store.object_in_use(row.object_key or "",
+                                                                      exclude=row.id)]  # fmt: skip
+        keys = sorted({row.object_key for row in rows if row.object_key is not None})
+        if not keys or self.objects is None:
+            return
+        try:
+            failed = set(self.objects.delete_many(keys))
+        except StorageError as error:
+            metrics.error(error.service, error.kind)
+            log.warning("could not delete %d object(s) (will retry at start): %s", len(keys), error)
+            return
+        if failed:
+            log.warning("could not delete object(s) %s (will retry at start)",
+                        ", ".join(sorted(failed)))  # fmt: skip
+        deleted = [row.id for row in rows if row.object_key not in failed]
+        self.store.mark_objects_deleted(deleted, self.clock())
 
     def sweep_objects(self) -> int:
         """Delete objects nothing needs any more: failed deletions and crash orphans.

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__, config, layout, lifecycle, logs, quota, render, state
+from daemon import __version__, config, layout, lifecycle, logs, quota, render, state, uploads
 from daemon.render import files, transcripts
 
 EXIT_OK = 0
@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(write, link, delete a test object) and the API credentials, one line each; exit 0 "
             "only if all pass")  # fmt: skip
     status = command("status", "counts per state, files in progress with age and operation id, "
-                     "failed files with the reason, webhook events not delivered yet; safe while "
-                     "the daemon runs")  # fmt: skip
+                     "a large upload's progress, failed files with the reason, webhook events "
+                     "not delivered yet; safe while the daemon runs")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
     retry = command("retry", "put failed files back in the queue with the current config's "
                     "settings for their folder (a file the local check refused: only once it "
@@ -179,10 +179,10 @@ def quota_report(store: state.Store, limits: config.Quota, now: float) -> dict[s
 
 def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[str, Any]:
     """What `status` shows, as data."""
-    # Counted first: a file that ends while the lists are read may be in `failed` and not yet
-    # counted, but never counted as failed and missing from `failed` (a script that waits for
-    # the count and then reads the list relies on it).
+    # Counts first: rows only move on into `done` and `failed`, so every file the counts name
+    # there is in the lists read after them (while the daemon runs).
     counts = store.counts()
+    sending = uploads.read(store.path, now)
     in_progress = [
         {
             "path": row.path,
@@ -207,6 +207,10 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
             "resubmitted_because": row.message if row.submissions else None,
             # Why a file waits before its first step (it cannot be read yet): a person can help.
             "waiting_because": row.message if row.state == state.QUEUED else None,
+            # A large upload's progress (percent and rate), while it runs.
+            "upload": uploads.describe(sending[row.id])
+            if row.state == state.UPLOADING and row.id in sending
+            else None,
         }
         for row in store.in_states(state.ACTIVE_STATES)
     ]
@@ -306,6 +310,11 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
                 print(f"      submitted again because {item['resubmitted_because']}")
             if item["waiting_because"]:
                 print(f"      waiting: {item['waiting_because']}")
+            if item["upload"]:
+                sending_now = item["upload"]
+                print(f"      uploading: {sending_now['percent']:.0f}% of "
+                      f"{sending_now['size_bytes'] / 1e6:.1f} MB at "
+                      f"{sending_now['bytes_per_second'] / 1e6:.1f} MB/s")  # fmt: skip
     if report["failed"]:
         print("failed:")
         for item in report["failed"]:

@@ -23,7 +23,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from daemon import audio, gate, logs, metrics, notify, oneshot, quota, state, watching, webhooks
+from daemon import (
+    audio,
+    gate,
+    logs,
+    metrics,
+    notify,
+    oneshot,
+    quota,
+    state,
+    uploads,
+    watching,
+    webhooks,
+)
 from daemon import config as config_module
 from daemon.config import Config
 from daemon.health import Health
@@ -39,10 +51,8 @@ log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 8.0  # on SIGTERM, steps in flight get this long to reach a safe point (< 10 s)
 IDLE_WAKE_SECONDS = 5.0  # the loop checks its threads at least this often
-SETTLE_POLL_FRACTION = 0.25  # settling files are re-examined four times per settle period
-MIN_SETTLE_POLL_SECONDS = 0.05
-MAX_SETTLE_POLL_SECONDS = 0.5
 SWEEP_SECONDS = 3600.0  # objects whose deletion failed are retried hourly
+DELETE_BATCH_SECONDS = 1.0  # finished files' objects are deleted together, this often at most
 BACKLOG_LOG_SECONDS = 600.0  # a quota backlog is reported every ten minutes while it lasts
 # While the state file cannot be written (a full disk), steps wait this long, doubling up to the
 # cap: space that comes back is used within seconds, and a full disk costs no busy loop.
@@ -109,6 +119,9 @@ class Service:
         self.deliverer: webhooks.Deliverer | None = None
         self.scanned_once = False
         self.background: list[concurrent.futures.Future[Any]] = []
+        self.deleting: concurrent.futures.Future[None] | None = None  # a batch of deletions
+        self.aftercare_waiting = False  # objects wait for their batch deletion
+        self.next_deletions = 0.0  # monotonic: when the next batch may go
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.reload_requested = False
         self.reload_failed = False
@@ -194,6 +207,8 @@ class Service:
             self.config, store, objects, api, clock=self.clock, rng=self.rng,
             stopping=self.stopping, on_changed=self.intake.file_changed,
         )  # fmt: skip
+        steps.delete_in_batches = True
+        steps.uploads = uploads.Board(self.config.state_file, self.clock)
         self._start_metrics(store, steps)
         deliverer = webhooks.Deliverer(self.config, store, clock=self.clock, rng=self.rng)
         self.deliverer = deliverer
@@ -207,7 +222,7 @@ class Service:
         converted = audio.clean_work_dir(audio.work_dir_for(self.config.state_file))
         if converted:
             log.info("removed %d conversion(s) left by an earlier run", converted)
-        self.intake.known = store.known_versions()
+        self.intake.load_known(store.each_known_version())
         self.health.alive_while_starting()
         self.watcher.start()
         counts = store.counts()
@@ -226,6 +241,8 @@ class Service:
             self.health.notifier.stopping(f"stopping: {in_flight} step(s) in flight")
             self.watcher.stop()
             deliverer.stop(WEBHOOK_STOP_SECONDS)
+            self.next_deletions = 0.0  # the last batch goes now, within the drain's time
+            self._dispatch_deletions(steps, self.executor or executor)
             clean = self._drain(self.executor or executor)
             self._write_accepted_operations(steps)
             api.close()
@@ -284,6 +301,8 @@ class Service:
     def _drain(self, executor: concurrent.futures.ThreadPoolExecutor) -> bool:
         executor.shutdown(wait=False, cancel_futures=True)
         futures = [*self.in_flight.values(), *self.background]
+        if self.deleting is not None:
+            futures.append(self.deleting)
         pending = [future for future in futures if not future.done()]
         if pending:
             log.info("waiting for %d step(s) in flight", len(pending))
@@ -338,6 +357,7 @@ class Service:
                 self._report_backlog(store, steps)
                 next_backlog_report = self.monotonic() + BACKLOG_LOG_SECONDS
             self._dispatch(store, steps, executor)
+            self._dispatch_deletions(steps, executor)
             if not self.watcher.alive():
                 raise ObserverDiedError(
                     "a folder observer thread died; exiting so that systemd restarts the daemon"
@@ -379,8 +399,9 @@ class Service:
         if ping is not None:
             delays.append(ping)
         if len(self.intake):
-            poll = self.config.settle_seconds * SETTLE_POLL_FRACTION
-            delays.append(min(MAX_SETTLE_POLL_SECONDS, max(MIN_SETTLE_POLL_SECONDS, poll)))
+            delays.append(watching.settle_poll_seconds(self.config.settle_seconds))
+        if self.deleting is None and self.aftercare_waiting:
+            delays.append(self.next_deletions - self.monotonic())
         if self._state_paused():
             delays.append(self.state_paused_until - self.monotonic())
         elif len(self.in_flight) < self.config.concurrency:
@@ -483,6 +504,19 @@ class Service:
             self.background.append(executor.submit(steps.aftercare.sweep_objects))
         if self.config.on_complete is not None:
             self.background.append(executor.submit(steps.aftercare.sweep_hooks))
+
+    def _dispatch_deletions(
+        self, steps: Steps, executor: concurrent.futures.ThreadPoolExecutor
+    ) -> None:
+        """Objects of finished files go in one request a DELETE_BATCH_SECONDS, in a worker."""
+        if self.deleting is not None and self.deleting.done():
+            self.deleting = None
+        self.aftercare_waiting = steps.aftercare.deletions_waiting()
+        due = self.deleting is None and self.aftercare_waiting
+        if due and self.monotonic() >= self.next_deletions:
+            self.deleting = executor.submit(steps.aftercare.delete_waiting_objects)
+            self.deleting.add_done_callback(lambda _: self.wake.set())
+            self.next_deletions = self.monotonic() + DELETE_BATCH_SECONDS
 
     def _release_dead_owners(self, store: state.Store) -> None:
         """Rows of a `transcribe` process that died go back to the daemon."""

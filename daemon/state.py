@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from daemon import layout, lifecycle
 from daemon.lifecycle import State
@@ -281,6 +281,22 @@ def _encode(value: str) -> bytes:
     return os.fsencode(value)
 
 
+class NewVersion(NamedTuple):
+    """A settled file version to record."""
+
+    path: str
+    folder: str
+    size: int
+    mtime_ns: int
+
+
+def _after_prefix(prefix: bytes) -> bytes:
+    """The least byte string above every string that starts with `prefix` (an index range's
+    end); `prefix` is an encoded path, so it never ends in 0xff bytes alone."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else b"\xff" * (len(prefix) + 1)
+
+
 def _row(record: sqlite3.Row) -> FileRow:
     return _row_from(dict(zip(record.keys(), record, strict=True)))
 
@@ -457,13 +473,19 @@ class Store:
 
     def known_versions(self) -> dict[str, tuple[int, int]]:
         """Path -> (size, mtime_ns) of the newest row per path: what start-up skips unread."""
+        return {path: (size, mtime_ns) for path, size, mtime_ns in self.each_known_version()}
+
+    def each_known_version(self) -> Iterator[tuple[str, int, int]]:
+        """`known_versions` row by row (path, size, mtime_ns): 100,000 finished files need no
+        list of them all. Holds the store while it is read (at start-up, before any worker)."""
         with self._lock:
             cursor = self._db.execute(
                 "SELECT path, size, mtime_ns FROM files WHERE id IN "
                 "(SELECT MAX(id) FROM files GROUP BY path) AND state != ?",
                 (GONE,),
             )
-            return {os.fsdecode(path): (size, mtime) for path, size, mtime in cursor.fetchall()}
+            for path, size, mtime_ns in cursor:
+                yield os.fsdecode(path), size, mtime_ns
 
     def due(self, now: float, *, limit: int, exclude: Iterable[int] = ()) -> list[FileRow]:
         excluded = tuple(exclude)
@@ -497,12 +519,13 @@ class Store:
         outputs named after that stem (it was recorded first). Files that vanished before their
         end or were replaced by a newer version of themselves hold no names."""
         folder = os.path.dirname(row.path)
-        prefix = _encode(folder.rstrip(os.sep) + os.sep)
+        # Every such file's name begins with the stem: an index range, not the whole folder.
+        prefix = _encode(folder.rstrip(os.sep) + os.sep + stem)
         with self._lock:
             cursor = self._db.execute(
-                "SELECT path, output_name FROM files WHERE id < ? AND path != ? AND state NOT IN "
-                "(?, ?) AND substr(path, 1, ?) = ?",
-                (row.id, _encode(row.path), GONE, SUPERSEDED, len(prefix), prefix),
+                "SELECT path, output_name FROM files WHERE path >= ? AND path < ? AND id < ? "
+                "AND path != ? AND state NOT IN (?, ?)",
+                (prefix, _after_prefix(prefix), row.id, _encode(row.path), GONE, SUPERSEDED),
             )
             for path_bytes, name_bytes in cursor.fetchall():
                 other = os.fsdecode(path_bytes)
@@ -603,22 +626,39 @@ class Store:
 
     def add_version(self, *, path: str, folder: str, size: int, mtime_ns: int, now: float) -> int:
         """Record a newly settled file version; unfinished or failed older ones are superseded."""
+        return self.add_versions([NewVersion(path, folder, size, mtime_ns)], now)[0]
+
+    def add_versions(self, versions: Iterable[NewVersion], now: float) -> list[int]:
+        """`add_version` for many files in one transaction (a burst settles together): their
+        row ids, in order. All or none are recorded."""
         replaced = (*ACTIVE_STATES, FAILED)
+        marks = ",".join("?" * len(replaced))
+        row_ids = []
         with self._transaction() as db:
-            marks = ",".join("?" * len(replaced))
-            db.execute(
-                "UPDATE files SET state = ?, due_at = NULL, updated_at = ? "  # noqa: S608
-                f"WHERE path = ? AND state IN ({marks})",
-                (SUPERSEDED, now, _encode(path), *replaced),
+            for version in versions:
+                path = _encode(version.path)
+                db.execute(
+                    "UPDATE files SET state = ?, due_at = NULL, updated_at = ? "  # noqa: S608
+                    f"WHERE path = ? AND state IN ({marks})",
+                    (SUPERSEDED, now, path, *replaced),
+                )
+                cursor = db.execute(
+                    "INSERT INTO files (path, folder, size, mtime_ns, state, due_at, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (path, _encode(version.folder), version.size, version.mtime_ns, QUEUED, now,
+                     now, now),
+                )  # fmt: skip
+                assert cursor.lastrowid is not None  # noqa: S101 - always set after INSERT
+                row_ids.append(cursor.lastrowid)
+        return row_ids
+
+    def mark_objects_deleted(self, row_ids: Iterable[int], now: float) -> None:
+        """Record, in one transaction, that the objects of these rows are gone."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE files SET object_deleted = 1, updated_at = ? WHERE id = ?",
+                [(now, row_id) for row_id in row_ids],
             )
-            cursor = db.execute(
-                "INSERT INTO files (path, folder, size, mtime_ns, state, due_at, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (_encode(path), _encode(folder), size, mtime_ns, QUEUED, now, now, now),
-            )
-            row_id = cursor.lastrowid
-        assert row_id is not None  # noqa: S101 - sqlite always sets it after INSERT
-        return row_id
 
     def apply(
         self,

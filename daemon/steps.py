@@ -31,6 +31,7 @@ from daemon import (
     scheduling,
     speechkit,
     state,
+    uploads,
     webhooks,
 )
 from daemon.aftercare import Aftercare
@@ -89,8 +90,15 @@ class UploadProgress:
     """Logs how far a large upload has got, every tenth of it, with its rate: an hour-long upload
     on a slow line must not look stuck (`progress` logger: `transcribe` shows it too)."""
 
-    def __init__(self, path: Path, size: int, monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        size: int,
+        monotonic: Callable[[], float],
+        publish: Callable[[int, int, float], None] | None = None,
+    ) -> None:
         self.path, self.size, self.monotonic = path, size, monotonic
+        self.publish = publish  # (sent, size, bytes per second): `status` shows it
         self.started = monotonic()
         self.sent = 0
         self.reported = 0  # tenths already logged
@@ -99,11 +107,13 @@ class UploadProgress:
     def __call__(self, count: int) -> None:
         with self._lock:
             self.sent += count
+            seconds = max(1e-6, self.monotonic() - self.started)
+            if self.publish is not None:
+                self.publish(self.sent, self.size, self.sent / seconds)
             tenths = min(10, self.sent * 10 // max(1, self.size))
             if tenths <= self.reported:
                 return
             self.reported = tenths
-            seconds = max(1e-6, self.monotonic() - self.started)
         progress_log.info(
             "uploading %s: %d%% of %.1f MB, %.1f MB/s",
             shown(self.path), tenths * 10, self.size / 1e6, self.sent / 1e6 / seconds,
@@ -154,6 +164,10 @@ class Steps:
         # Malformed answers in a row per row id. In memory: after a restart the count starts
         # again, which costs at most MALFORMED_RESULT_CHECKS more status checks.
         self._malformed: dict[int, int] = {}
+        # The daemon deletes finished files' objects in batches (its loop sends them); a
+        # one-shot `transcribe` deletes each at once.
+        self.delete_in_batches = False
+        self.uploads: uploads.Board | None = None  # the daemon shows uploads to `status`
         # Called after a file's end put webhook events in the outbox (the daemon's deliverer).
         self.events_ready: Callable[[], None] = lambda: None
 
@@ -400,11 +414,15 @@ class Steps:
         upload_path, size, upload_digest = chosen
         try:
             progress = (
-                UploadProgress(path, size, time.monotonic)
+                UploadProgress(path, size, time.monotonic, self._publisher(row.id))
                 if size >= UPLOAD_PROGRESS_MIN_BYTES
                 else None
             )
-            uploaded = self.objects.upload(upload_path, key, size, upload_digest, progress)
+            try:
+                uploaded = self.objects.upload(upload_path, key, size, upload_digest, progress)
+            finally:
+                if self.uploads is not None:
+                    self.uploads.finish(row.id)
         except ContentChangedError as changed:
             return self._changed_while_uploading(row, changed)
         except StorageError as error:
@@ -430,6 +448,12 @@ class Steps:
         # file needs the same bytes, nothing will ever use this object.
         self.aftercare.delete_object(self.store.get(row.id))
         return False
+
+    def _publisher(self, row_id: int) -> Callable[[int, int, float], None] | None:
+        board = self.uploads
+        if board is None:
+            return None
+        return lambda sent, size, rate: board.update(row_id, sent, size, rate)
 
     def _submission_near(self, row: state.FileRow) -> bool:
         """Upload only shortly before the submission quota can let the file go: a backlog waits
@@ -706,7 +730,10 @@ class Steps:
             if fetched:
                 self._forget(row)
             crash_point("before_delete")
-            self.aftercare.delete_object(row)
+            if self.delete_in_batches:
+                self.aftercare.delete_object_soon(row)
+            else:
+                self.aftercare.delete_object(row)
             self.aftercare.after_done(self.store.get(row.id))
             self.aftercare.run_hook(self.store.get(row.id))
         return False

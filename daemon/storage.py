@@ -35,10 +35,11 @@ BOTOCORE_ATTEMPTS = 3  # botocore's own standard-mode retries; our outer retry d
 # Uploads read the file once, into memory, so that what is sent is what was hashed (a retry
 # resends those bytes instead of reading a file that may have changed): below the threshold the
 # whole file is one PUT from memory; above it, parts. Small parts keep the memory of one upload
-# near TRANSFER_THREADS x MULTIPART_CHUNK.
-MULTIPART_THRESHOLD = 16 * 1024 * 1024
-MULTIPART_CHUNK = 8 * 1024 * 1024  # >= 5 MB minimum; 1 GiB / 8 MiB = 128 parts, far from 10,000
+# near TRANSFER_THREADS x MULTIPART_CHUNK (a 4-hour 1 GiB recording goes up within 120 MB RSS).
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+MULTIPART_CHUNK = 5 * 1024 * 1024  # the S3 minimum; 1 GiB / 5 MiB = 205 parts, far from 10,000
 TRANSFER_THREADS = 4  # parts of one large upload in flight at once (and parts held in memory)
+DELETE_BATCH_KEYS = 1000  # the most keys one S3 DeleteObjects request takes
 HASH_METADATA = "sha256"  # x-amz-meta-sha256: the hash of the bytes the daemon sent
 
 AUTH_ERROR_CODES = frozenset(
@@ -190,13 +191,16 @@ class ObjectStore:
         sha256: str,
         progress: Callable[[int], None] | None = None,
     ) -> bool:
-        """Put the file's bytes at `key` unless they are there already; True if uploaded.
+        """Put the file's bytes at `key`; True if uploaded. A large file is not sent again when
+        the object is already there as the daemon sent it (False).
 
         ContentChangedError (after deleting the object) when the bytes read are not the ones
         with `sha256`. Large files go up in parts; s3transfer aborts an unfinished multipart
         upload on failure (unfinished uploads are billed). `progress` is called with the bytes
         of each piece sent (from s3transfer's threads).
         """
+        if size < MULTIPART_THRESHOLD:
+            return self._put_small(path, key, sha256, progress)
         if self.exists(key, size, sha256):
             return False
         with path.open("rb") as stream:
@@ -211,6 +215,30 @@ class ObjectStore:
                           "name (%s); the sweep retries", key, error)  # fmt: skip
                 left_behind = True
             raise ContentChangedError(reader.hexdigest(), left_behind=left_behind)
+        return True
+
+    def _put_small(
+        self, path: Path, key: str, sha256: str, progress: Callable[[int], None] | None
+    ) -> bool:
+        """One PUT of bytes read once and hashed before they are sent (a retry resends them).
+
+        No HEAD first: for a small file, asking costs as much as sending it again, and the
+        object key holds these bytes either way. Bytes that do not hash to `sha256` are never
+        sent (ContentChangedError, nothing left behind).
+        """
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise ContentChangedError(digest, left_behind=False)
+        try:
+            self.client.put_object(
+                Bucket=self.settings.bucket, Key=key, Body=data, ContentType="audio/ogg",
+                Metadata={HASH_METADATA: sha256},
+            )  # fmt: skip
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise _describe(error) from None
+        if progress is not None:
+            progress(len(data))
         return True
 
     def _put(
@@ -254,6 +282,22 @@ class ObjectStore:
             self.client.delete_object(Bucket=self.settings.bucket, Key=key)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise _describe(error) from None
+
+    def delete_many(self, keys: list[str]) -> list[str]:
+        """Delete objects with one request per DELETE_BATCH_KEYS keys; the keys that were not
+        deleted (StorageError for a request that failed as a whole)."""
+        failed: list[str] = []
+        for start in range(0, len(keys), DELETE_BATCH_KEYS):
+            batch = keys[start : start + DELETE_BATCH_KEYS]
+            try:
+                answer = self.client.delete_objects(
+                    Bucket=self.settings.bucket,
+                    Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                )
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+                raise _describe(error) from None
+            failed.extend(str(error.get("Key")) for error in answer.get("Errors", []))
+        return failed
 
     def list_keys(self) -> list[str]:
         """Every key under our prefix (to find objects orphaned by a crash)."""

@@ -21,7 +21,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.audio import convert
 from daemon.audio.oggopus import AudioRefused, inspect_file
 
 __all__ = [
@@ -79,6 +78,9 @@ def prepare(path: Path, work_dir: Path | None = None, name: str = "") -> Prepare
     if target.exists():
         info = inspect_file(target)  # converted earlier in this run, whole (renamed when done)
         return PreparedAudio(target, info.duration_seconds, info.channels, converted=True)
+    # PyAV and its FFmpeg libraries (about 20 MB of memory) load only when a file needs them.
+    from daemon.audio import convert  # noqa: PLC0415
+
     work_dir.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + PARTIAL_SUFFIX)
     try:

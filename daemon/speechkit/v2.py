@@ -16,7 +16,7 @@ from typing import Any
 import requests
 import urllib3.exceptions
 
-from daemon import __version__, outcomes
+from daemon import __version__, httpsession, outcomes
 from daemon.config import SpeechKit
 from daemon.outcomes import Kind
 from daemon.render import transcripts
@@ -151,7 +151,7 @@ class RecognitionClient:
         credentials: credentials_module.Credentials | None = None,
     ):
         self.settings = settings
-        self.session = session or requests.Session()
+        self.session = session or httpsession.EnvironmentOnceSession()
         self.session.headers["User-Agent"] = USER_AGENT
         self.credentials = (
             credentials if credentials is not None else credentials_module.from_settings(settings)

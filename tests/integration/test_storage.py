@@ -40,13 +40,16 @@ def test_upload_is_idempotent_and_presigned_link_reads_it_back(
     digest = hashlib.sha256(data).hexdigest()
     key = store.key_for(digest)
     assert store.upload(audio, key, len(data), digest) is True
-    assert store.upload(audio, key, len(data), digest) is False  # already there: not sent again
+    assert store.upload(audio, key, len(data), digest) is True  # small: sent again, not asked
     link = store.audio_uri(key)
     assert "X-Amz-Signature" in link
     assert requests.get(link, timeout=10).content == data
     assert store.list_keys() == [key]
     store.delete(key)
     store.delete(key)  # deleting twice is fine
+    assert store.list_keys() == []
+    assert store.upload(audio, key, len(data), digest)
+    assert store.delete_many([key, store.key_for("00" * 32)]) == []  # one request; gone is fine
     assert store.list_keys() == []
 
 
@@ -77,6 +80,7 @@ def test_multipart_upload_of_a_large_file(
     assert head["ContentLength"] == len(data)
     assert "-" in head["ETag"]  # a multipart ETag: "<md5 of md5s>-<parts>"
     assert not seaweedfs.client().list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert store.upload(audio, key, len(data), digest) is False  # already there: not sent again
 
 
 def test_wrong_secret_is_reported_as_an_auth_problem(
@@ -103,7 +107,9 @@ def test_unreachable_storage_is_a_transient_error(tmp_path: Path) -> None:
         endpoint_url=f"http://127.0.0.1:{devstack.pick_ports()['s3.port']}",
     )
     with pytest.raises(storage.StorageError) as caught:
-        storage.ObjectStore(unreachable).upload(audio, "k.ogg", 4, "00" * 32)
+        storage.ObjectStore(unreachable).upload(
+            audio, "k.ogg", 4, hashlib.sha256(b"OggS").hexdigest()
+        )
     assert not caught.value.auth
     assert "unreachable" in str(caught.value)
 

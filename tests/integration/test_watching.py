@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from daemon import watching
 from daemon.config import WatchFolder
 
@@ -156,3 +158,26 @@ def test_a_missing_folder_is_waited_for_and_a_reload_keeps_waiting(tmp_path: Pat
         watcher.stop()
     assert {Path(hint.path).name for hint in hints} == {"call.ogg"}
     assert not watcher.observers
+
+
+def test_a_polled_folder_reports_new_names_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "old.ogg").write_bytes(b"there before: the start-up scan finds it")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.setattr(watching, "POLLING_INTERVAL_SECONDS", 0.05)
+    watcher = watching.Watcher(
+        [WatchFolder(path=tmp_path, polling=True, recursive=True)], watching.Waker()
+    )
+    watcher.start()
+    try:
+        time.sleep(0.2)  # the first listing is taken
+        (tmp_path / "new.ogg.part").write_bytes(b"x")
+        os.rename(tmp_path / "new.ogg.part", tmp_path / "new.ogg")
+        (tmp_path / "sub" / "deep.ogg").write_bytes(b"y")
+        (tmp_path / "old.ogg").write_bytes(b"rewritten: left to the rescan")
+        hints = collect(watcher, until=2)
+    finally:
+        watcher.stop()
+    assert sorted(Path(hint.path).name for hint in hints) == ["deep.ogg", "new.ogg"]
+    assert {hint.kind for hint in hints} == {watching.CREATED}

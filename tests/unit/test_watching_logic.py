@@ -125,3 +125,18 @@ def test_folder_identity_is_none_for_a_missing_path_or_a_file(tmp_path: Path) ->
     assert watching.folder_identity(tmp_path / "file") is None
     found = tmp_path.stat()
     assert watching.folder_identity(tmp_path) == (found.st_dev, found.st_ino)
+
+
+def test_a_settling_file_is_looked_at_once_per_poll_and_when_it_may_be_complete() -> None:
+    settler = watching.Settler(settle_seconds=2.0)  # poll: a quarter of it
+    settler.note("/in/a.ogg", watching.SEEN, FOLDER, size=5, mtime_ns=1, now=10.0)
+    observation = settler.candidates["/in/a.ogg"]
+    assert not settler.worth_a_look(observation, 10.1)  # just stat'ed when noted
+    assert settler.worth_a_look(observation, 10.5)
+    settler.observe("/in/a.ogg", 5, 1, now=10.5)
+    assert not settler.worth_a_look(observation, 10.9)
+    assert settler.worth_a_look(observation, 11.0)
+    settler.observe("/in/a.ogg", 5, 1, now=11.9)
+    assert settler.worth_a_look(observation, 12.0)  # quiet long enough: may be complete now
+    assert watching.settle_poll_seconds(0.0) == watching.MIN_SETTLE_POLL_SECONDS
+    assert watching.settle_poll_seconds(60.0) == watching.MAX_SETTLE_POLL_SECONDS
