@@ -447,9 +447,15 @@ def paths_under(root: str, *, recursive: bool) -> Iterator[str]:
                     folders.append(entry.path)
 
 
-def polling_observer() -> BaseObserver:
+class NamePollingObserver(BaseObserver):
     """An observer that polls its folders' names every POLLING_INTERVAL_SECONDS."""
-    return BaseObserver(emitter_class=NewNamesEmitter, timeout=POLLING_INTERVAL_SECONDS)
+
+    def __init__(self) -> None:
+        super().__init__(emitter_class=NewNamesEmitter, timeout=POLLING_INTERVAL_SECONDS)
+
+
+def polling_observer() -> BaseObserver:
+    return NamePollingObserver()
 
 
 def _inotify_observer() -> BaseObserver:

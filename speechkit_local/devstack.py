@@ -399,6 +399,11 @@ class SeaweedFS:
                 )
             try:
                 client.head_bucket(Bucket=self.bucket)
+                # After a restart the filer answers before the volume server has registered
+                # again: stored data is readable only then (else GETs fail with InternalError).
+                listed = client.list_objects_v2(Bucket=self.bucket, MaxKeys=1).get("Contents", [])
+                if listed:
+                    client.get_object(Bucket=self.bucket, Key=listed[0]["Key"])["Body"].read()
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
                 pass
             else:

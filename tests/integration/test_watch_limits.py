@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-from watchdog.observers.polling import PollingObserver
 
 from daemon import checks, crashpoints, inotify_limits, watching
 from daemon.config import WatchFolder
@@ -26,7 +25,7 @@ def test_a_folder_beyond_the_watch_limit_is_polled_with_one_line_naming_the_sysc
     with caplog.at_level(logging.WARNING, logger="daemon.watching"):
         watcher.start()
     try:
-        assert [type(observer) for observer in watcher.observers] == [PollingObserver]
+        assert [type(observer) for observer in watcher.observers] == [watching.NamePollingObserver]
         assert watcher.alive()
         assert watcher.refresh(1e9) == []  # polled for good: no renewal every refresh
     finally:
@@ -55,7 +54,7 @@ def test_a_subfolder_watchdog_could_not_watch_later_makes_the_folder_polled(
     watcher = watching.Watcher([folder], watching.Waker())
     watcher.start()
     try:
-        assert not isinstance(watcher.observers[0], PollingObserver)
+        assert not isinstance(watcher.observers[0], watching.NamePollingObserver)
         sub = tmp_path / "new"
         sub.mkdir()
         # What watchdog's inotify emitter logs when the limit is reached as the tree grows.
@@ -64,7 +63,7 @@ def test_a_subfolder_watchdog_could_not_watch_later_makes_the_folder_polled(
             OSError(errno.ENOSPC, "inotify watch limit reached"),
         )  # fmt: skip
         assert watcher.refresh(1e9) == [folder]  # the caller scans it now
-        assert [type(observer) for observer in watcher.observers] == [PollingObserver]
+        assert [type(observer) for observer in watcher.observers] == [watching.NamePollingObserver]
     finally:
         watcher.stop()
     assert f'cannot watch folder "{tmp_path}" with inotify' in caplog.text
