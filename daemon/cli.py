@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +25,10 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 OFFLINE_COMMANDS = ("status", "retry", "render")  # never talk to the cloud: need no secrets
 
 DESCRIPTION = """\
-Watch folders for Ogg Opus recordings and transcribe them with Yandex SpeechKit
-asynchronous recognition (API v2). Each NAME.ogg gets NAME.txt and NAME.json beside it.
+Watch folders for recordings (Ogg Opus as it is; WAV, MP3, M4A, FLAC, WebM, AMR, video and
+anything else with an audio stream converted locally) and transcribe them with Yandex SpeechKit
+asynchronous recognition (API v2, or v3 with speaker labels and without a bucket).
+Each NAME.wav gets NAME.txt and NAME.json beside it.
 
 config file: -c CONFIG, else $SPEECHKIT_WATCH_CONFIG, else /etc/speechkit-watch/config.yaml
 """
@@ -45,14 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-c", "--config", metavar="CONFIG", help="the YAML config file")
         return sub
 
-    command("run", "run the daemon in the foreground (what systemd runs); exit 0 after SIGTERM, "
-            "2 on a config error")  # fmt: skip
-    command("check", "validate the config, then check the folders, the state file, the bucket "
-            "(write, link, delete a test object) and the API credentials, one line each; exit 0 "
-            "only if all pass")  # fmt: skip
+    command("run", "run the daemon in the foreground (what systemd runs); exit 0 after SIGTERM "
+            "or SIGINT, 2 on a config or start-up error")  # fmt: skip
+    command("check", "validate the config, then check the folders, the inotify limits, the "
+            "state file, the bucket if configured (write, link, delete a test object) and the API "
+            "credentials, one line each; exit 0 only if all pass")  # fmt: skip
     status = command("status", "counts per state, files in progress with age and operation id, "
                      "a large upload's progress, failed files with the reason, webhook events "
-                     "not delivered yet; safe while the daemon runs")  # fmt: skip
+                     "not delivered yet, audio waiting for after_done/after_failed; safe while "
+                     "the daemon runs")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
     retry = command("retry", "put failed files back in the queue with the current config's "
                     "settings for their folder (a file the local check refused: only once it "
@@ -64,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe = command("transcribe", "transcribe these files now (same checks, upload, "
                          "recognition and outputs as the daemon), print each transcript, exit 0 "
                          "only if all succeeded; safe while the daemon runs")  # fmt: skip
-    transcribe.add_argument("files", nargs="+", metavar="FILE", help="Ogg Opus files")
+    transcribe.add_argument(
+        "files", nargs="+", metavar="FILE", help="recordings (any format the daemon takes)"
+    )
     render = command("render", "rewrite the configured outputs from saved NAME.json results "
                      "(no network)")  # fmt: skip
     render.add_argument("results", nargs="+", metavar="JSON", help="saved NAME.json files")
@@ -262,6 +268,8 @@ def missing_folders(folders: Sequence[config.WatchFolder]) -> list[dict[str, str
 
 def status_command(settings: config.Config, arguments: argparse.Namespace) -> int:
     store = _open_store(settings)
+    if store is None and settings.state_file.exists():
+        return EXIT_FAILED  # there but unusable (not a database, unreadable): said above
     if store is None:
         report: dict[str, Any] = {"state_file": str(settings.state_file), "counts": {},
                                   "in_progress": [], "failed": [], "quota": None,
@@ -342,7 +350,10 @@ def still_refused(row: state.FileRow) -> str | None:
 
     path = Path(row.path)
     try:
-        audio.prepare(path)
+        # The daemon's own check: Ogg Opus as it is, anything else converted (into a folder of
+        # this command's, thrown away: the daemon converts again when it takes the file up).
+        with tempfile.TemporaryDirectory(prefix="speechkit-watch-retry-") as scratch:
+            audio.prepare(path, Path(scratch))
     except audio.AudioRefused as refusal:
         return refusal.reason
     except FileNotFoundError:

@@ -154,6 +154,10 @@ class Gate:
             for service in (Service.RECOGNITION, Service.STORAGE)
         }
 
+    def paused_names(self) -> list[str]:
+        """What is paused now (a service refusing our credentials, a URL that is not the API)."""
+        return [str(name) for name, pause in self.pauses.items() if pause.paused()]
+
     def credentials_accepted(self, service: Service) -> None:
         if self.pauses[service].resume():
             log.info("the %s accepts our credentials again; work resumes", service)

@@ -177,8 +177,11 @@ class Transcriber:
             elif latest.state in state.ACTIVE_STATES and not state.daemon_running(
                 config.state_file
             ):
-                # Left unfinished by a daemon that is not running: carry it on from where it is.
-                store.update(latest.id, now, owner=self.owner)
+                # Left unfinished by a daemon that is not running (or by a `transcribe` stopped
+                # by Ctrl-C or a refused key): carry it on from where it is, now: the person
+                # running this is here, so a backoff from then is not a reason to wait.
+                due = now if latest.due_at is None else min(latest.due_at, now)
+                store.update(latest.id, now, owner=self.owner, due_at=due)
             # Otherwise the daemon is on it: wait for its result instead of paying twice.
             return latest.id
         folder = layout.folder_for(str(path), config.watch)
@@ -204,6 +207,8 @@ class Transcriber:
                         failures += not self._report(steps, row)
                     elif row.owner == self.owner and not busy and (row.due_at or 0) <= time.time():
                         running[row_id] = workers.submit(steps.advance, row_id)
+                if waiting and self._paused(steps):
+                    break
                 time.sleep(POLL_SECONDS)
         except BaseException:
             self.stopping.set()
@@ -211,6 +216,20 @@ class Transcriber:
             raise
         workers.shutdown(wait=True)
         return failures + len(waiting)
+
+    def _paused(self, steps: Steps) -> bool:
+        """A refused credential or a URL that is not the API: the daemon waits for a person to
+        fix it; here one is present, so say it (the log line above names the key) and stop."""
+        held = steps.gate.paused_names()
+        if not held:
+            return False
+        print(
+            f"speechkit-watch: stopped: calls to {', '.join(held)} are paused (see the error "
+            "above and fix what it names); no file was failed, and each resumes where it is on "
+            "the next run",
+            file=self.err,
+        )
+        return True
 
     def _report(self, steps: Steps, row: state.FileRow) -> bool:
         """Print a finished file's transcript (or why it failed); True if it is done."""

@@ -56,9 +56,7 @@ def document(
     if content is None:
         content = {}
     if not isinstance(content, dict):
-        raise ConfigError(
-            [f"{source}: the config must be a mapping of keys, not a {_kind(content)}"]
-        )
+        raise ConfigError([f"{source}: the config must be a mapping of keys, not {_kind(content)}"])
     values = validator.section(content, keys, "")
     if not validator.problems:
         validator.cross_checks(values)

@@ -115,3 +115,20 @@ def test_transcribe_of_a_file_it_may_not_read_says_so_and_exits_1_at_once() -> N
         assert time.monotonic() - started < 20  # at once, not after growing waits
     finally:
         shutil.rmtree(folder)
+
+
+def test_status_of_a_state_file_that_is_not_a_database_says_so_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    config = offline_config(tmp_path)
+    (tmp_path / "state.db").write_bytes(b"these are not the rows you are looking for\n" * 100)
+    shown = cli(config, "status")
+    assert shown.returncode == 1
+    assert shown.stdout == ""  # no counts of zero that look like an empty, healthy queue
+    assert "state.db" in shown.stderr
+    assert "Traceback" not in shown.stderr
+    assert cli(config, "status", "--json").returncode == 1
+    (tmp_path / "state.db").unlink()  # never created yet (the daemon has not run): all zero
+    fresh = cli(config, "status")
+    assert fresh.returncode == 0
+    assert "queued 0" in fresh.stdout

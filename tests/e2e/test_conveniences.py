@@ -289,3 +289,24 @@ def test_ctrl_c_in_transcribe_is_one_line_and_status_shows_when_it_is_expected(
         "speechkit-watch: interrupted; the files resume where they were on the next run"
     ], text
     assert "Traceback" not in text
+
+
+def test_transcribe_with_a_refused_api_key_stops_at_once_and_fails_nothing(
+    make_daemon: Callable[..., Daemon], tmp_path: Path, speechkit: LocalSpeechKit
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(fixture_path("mono.ogg"), elsewhere / "memo.ogg")
+    daemon = make_daemon(env={"YC_API_KEY": "AQVN-not-a-key-this-service-knows"})
+    refused = daemon.cli("transcribe", str(elsewhere / "memo.ogg"), check=False)
+    assert refused.returncode == 1  # not a wait for a person who is right there
+    assert "refused our credentials" in refused.stderr
+    assert "speechkit.api_key" in refused.stderr
+    assert "stopped: calls to recognition API are paused" in refused.stderr
+    assert "AQVN-not-a-key" not in refused.stdout + refused.stderr
+    assert speechkit.stats()["submissions"] == 0
+    # Nothing was failed: with the right key the same file goes on from where it stopped.
+    fixed = make_daemon()
+    done = fixed.cli("transcribe", str(elsewhere / "memo.ogg"))
+    assert done.stdout == f"==> {elsewhere / 'memo.ogg'} <==\n{MONO_TXT}"
+    assert speechkit.stats()["submissions"] == 1

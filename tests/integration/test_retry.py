@@ -77,14 +77,16 @@ def test_a_file_the_local_check_refused_is_requeued_only_once_it_passes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config_path = write_config(tmp_path, {})
-    audio = tmp_path / "inbox" / "memo.ogg"
-    shutil.copy(DATA / "vorbis.ogg", audio)
-    row_id = failed_row(tmp_path, "memo.ogg", "check", {"model": "general"})
+    audio = tmp_path / "inbox" / "memo.wav"
+    shutil.copy(DATA / "formats" / "notes.wav", audio)  # text named .wav
+    row_id = failed_row(tmp_path, "memo.wav", "check", {"model": "general"})
     assert cli.main(["retry", str(audio), "-c", str(config_path)]) == 1
     err = capsys.readouterr().err
-    assert "is still refused by the local check (" in err
+    assert "is still refused by the local check (The file is not audio the decoder can read" in err
     assert "not re-queued" in err
     assert recorded(tmp_path, row_id).state == state.FAILED
-    shutil.copy(DATA / "mono.ogg", audio)  # replaced by a valid recording
+    # Replaced by a real recording that is not Ogg Opus: the daemon converts it, so retry takes
+    # it (the check retry runs is the daemon's, conversion included).
+    shutil.copy(DATA / "formats" / "alaw_8k.wav", audio)
     assert cli.main(["retry", "--failed", "-c", str(config_path)]) == 0
     assert recorded(tmp_path, row_id).state == state.QUEUED

@@ -376,3 +376,10 @@ def _storage(settings: config.Config) -> config.Storage:
     """The storage section of a config that has one (every v2 config does)."""
     assert settings.storage is not None
     return settings.storage
+
+
+def test_a_config_that_is_not_a_mapping_says_what_it_is() -> None:
+    assert problems("just a line") == [
+        "conf.yaml: the config must be a mapping of keys, not a string"
+    ]
+    assert problems([1, 2]) == ["conf.yaml: the config must be a mapping of keys, not a list"]
