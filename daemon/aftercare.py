@@ -99,7 +99,7 @@ class Aftercare:
         key = "after_done" if row.state == state.DONE else "after_failed"
         if not self._still_this_version(row):
             # Deleted, moved or rewritten meanwhile: a newer version has a row of its own.
-            self.store.update(row.id, now, due_at=None)
+            self.store.update(row.id, now, expect=row.state, due_at=None)
             return
         missing = [path for path in self._products(row) if not path.exists()]
         if missing:
@@ -108,17 +108,21 @@ class Aftercare:
                 "what it produced is there",
                 shown(audio), key, rule.action, shown(missing[0]),
             )  # fmt: skip
-            self.store.update(row.id, now, due_at=None)
+            self.store.update(row.id, now, expect=row.state, due_at=None)
             return
         when = (
             "" if rule.delay_seconds == 0
             else f", {retention.in_days(now - row.finished_at)} after its end"
         )  # fmt: skip
+        if not self._unchanged(row):
+            return  # re-queued by `retry` meanwhile: its audio is needed again
         try:
             if rule.action == retention.DELETE:
                 audio.unlink()
-                self.store.update(row.id, self.clock(), due_at=None)
-                log.info("deleted %s (%s: delete%s)", shown(audio), key, when)
+                if self.store.update(row.id, self.clock(), expect=row.state, due_at=None):
+                    log.info("deleted %s (%s: delete%s)", shown(audio), key, when)
+                else:
+                    self._raced(row, f"deleted {shown(audio)}")
                 return
             target = self._move(row, folder)
         except OSError as error:
@@ -127,8 +131,29 @@ class Aftercare:
                 key, rule.action, shown(audio), error.strerror,
             )  # fmt: skip
             return
-        self.store.update(row.id, self.clock(), moved_to=str(target), due_at=None)
-        log.info("moved %s to %s (%s: move%s)", shown(audio), shown(target), key, when)
+        if self.store.update(
+            row.id, self.clock(), expect=row.state, moved_to=str(target), due_at=None
+        ):
+            log.info("moved %s to %s (%s: move%s)", shown(audio), shown(target), key, when)
+        else:
+            self._raced(row, f"moved {shown(audio)} to {shown(target)}")
+
+    def _unchanged(self, row: state.FileRow) -> bool:
+        """Whether the row is still as `_act` read it: in its end state, its action still due.
+        `retry` (another process) may re-queue a failed row at any moment; the updates above
+        only change a row still in `row.state`, so a re-queued row keeps its own `due_at`."""
+        try:
+            current = self.store.get(row.id)
+        except KeyError:
+            return False
+        return current.state == row.state and current.due_at is not None
+
+    def _raced(self, row: state.FileRow, done: str) -> None:
+        """The row moved on (re-queued by `retry`) between the last look and the action."""
+        log.warning(
+            "%s, but %s was re-queued meanwhile (retry); it goes on from the queue",
+            done, shown(row.path),
+        )  # fmt: skip
 
     def _products(self, row: state.FileRow) -> list[Path]:
         """What must still be there before the audio goes: NAME.error.json of a failed file; of
@@ -174,18 +199,28 @@ class Aftercare:
         """Audio whose retention delay has passed is moved or deleted; at most once a day, the
         rows of files long gone are forgotten (`state_retention_days`)."""
         now = self.clock()
-        for folder in self.config.watch:
-            for ended in retention.RETAINED_STATES:
-                rule = self.rule(folder, ended)
-                if not rule.acts:
-                    continue
-                rows = self.store.retention_due(
-                    str(folder.path), ended, retention.cutoff(rule, now), limit=RETENTION_BATCH
-                )
-                for row in rows:
-                    if self.stopping.is_set():
-                        return
-                    self.after_done(row)
+        acting = [
+            (folder, ended)
+            for folder in self.config.watch
+            for ended in retention.RETAINED_STATES
+            if self.rule(folder, ended).acts
+        ]
+        dropped = self.store.drop_retention((str(folder.path), ended) for folder, ended in acting)
+        if dropped:
+            log.info(
+                "the audio of %d finished file(s) is kept: their folder now says keep, or is no "
+                "longer in the config",
+                dropped,
+            )
+        for folder, ended in acting:
+            rule = self.rule(folder, ended)
+            rows = self.store.retention_due(
+                str(folder.path), ended, retention.cutoff(rule, now), limit=RETENTION_BATCH
+            )
+            for row in rows:
+                if self.stopping.is_set():
+                    return
+                self.after_done(row)
         if self.pruned_at is None or not 0 <= now - self.pruned_at < PRUNE_INTERVAL_SECONDS:
             self.prune_state(now)
             self.pruned_at = now

@@ -448,7 +448,7 @@ def run_checks(config: Config) -> Iterator[Result]:
         yield check_hook(config.on_complete)
     if config.storage is None:
         yield Result(OK, "storage: none configured; API v3 takes the audio inline, files up to "
-                     f"{v3.MAX_INLINE_AUDIO_BYTES / 1e6:.1f} MB (after conversion)")  # fmt: skip
+                     f"{v3.INLINE_LIMIT} (after conversion)")  # fmt: skip
     else:
         yield from check_storage(
             config.storage, timeout_seconds=config.speechkit.request_timeout_seconds

@@ -864,6 +864,23 @@ class Store:
             (str(ended), _encode(folder), ended_before, limit),
         )
 
+    def drop_retention(self, acting: Iterable[tuple[str, State]]) -> int:
+        """Clear `due_at` of finished rows whose folder and end are not among `acting` (the
+        watch folders and ends whose rule still moves or deletes): the folder's rule became
+        `keep`, or the folder left the config. The retention sweep would never visit them, so
+        `status` would report them waiting forever and pruning would never forget them. Rows
+        of a one-shot process are its own. `updated_at` is left alone: pruning counts from the
+        row's last real change. How many rows were cleared."""
+        pairs = [(_encode(folder), str(ended)) for folder, ended in acting]
+        spared = " ".join("AND NOT (folder = ? AND state = ?)" for _ in pairs)
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE files SET due_at = NULL WHERE state IN (?, ?) "  # noqa: S608 - no input
+                f"AND due_at IS NOT NULL AND owner IS NULL {spared}",
+                (DONE, FAILED, *(value for pair in pairs for value in pair)),
+            )
+            return int(cursor.rowcount)
+
     def retention_pending(self) -> tuple[int, float | None]:
         """Finished rows whose audio is still to be moved or deleted, and the earliest time one
         was due by the delay it ended with (`status`)."""

@@ -371,7 +371,7 @@ class Config:
     )
     storage: Storage | None = key(
         "the S3-compatible bucket the audio is uploaded to; with api v3 it may be left out: "
-        "the audio then goes inline in the request (up to about 44 MB of audio)",
+        "the audio then goes inline in the request (up to 44.9 MB of audio)",
         default=None,
     )  # fmt: skip
     speechkit: SpeechKit = key("the recognition API")

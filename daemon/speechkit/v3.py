@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 # A request holds at most 60 MB; base64 makes 3 bytes 4, and the rest of the body is small.
 MAX_REQUEST_BYTES = 60 * 1000 * 1000  # decimal MB: the safe reading of the documented limit
 REQUEST_ROOM_BYTES = 64 * 1024  # the JSON around `content`, with room to spare
-MAX_INLINE_AUDIO_BYTES = (MAX_REQUEST_BYTES - REQUEST_ROOM_BYTES) // 4 * 3  # about 44.9 MB
+MAX_INLINE_AUDIO_BYTES = (MAX_REQUEST_BYTES - REQUEST_ROOM_BYTES) // 4 * 3  # 44,950,848 bytes
+# How `check`, the refusal and the docs give that limit: rounded down, so never more than it is.
+INLINE_LIMIT = f"{MAX_INLINE_AUDIO_BYTES // 100_000 / 10:.1f} MB"
 
 
 def inline_refusal(size: int) -> str | None:
@@ -43,7 +45,7 @@ def inline_refusal(size: int) -> str | None:
         return None
     return (
         f"{size / 1e6:.1f} MB of audio is more than API v3 takes inline in a request "
-        f"({MAX_INLINE_AUDIO_BYTES / 1e6:.1f} MB); configure `storage` (a bucket) so that large "
+        f"({INLINE_LIMIT}); configure `storage` (a bucket) so that large "
         "files go by link"
     )
 
@@ -177,4 +179,11 @@ class V3Backend:
         self.client.close()
 
 
-__all__ = ["MAX_INLINE_AUDIO_BYTES", "NOT_THE_API", "V3Backend", "V3Client", "inline_refusal"]
+__all__ = [
+    "INLINE_LIMIT",
+    "MAX_INLINE_AUDIO_BYTES",
+    "NOT_THE_API",
+    "V3Backend",
+    "V3Client",
+    "inline_refusal",
+]

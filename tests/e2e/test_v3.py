@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.speechkit.v3 import MAX_INLINE_AUDIO_BYTES
+from daemon.speechkit.v3 import INLINE_LIMIT, MAX_INLINE_AUDIO_BYTES
 from speechkit_local import LocalSpeechKit
 from tests.e2e.harness import Daemon, wait_for
 from tests.e2e.test_pipeline import MONO_TXT, done_outputs
@@ -39,6 +39,7 @@ def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3
     checked = daemon.cli("check", check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "storage: none configured" in checked.stdout
+    assert f"files up to {INLINE_LIMIT} (after conversion)" in checked.stdout  # as the docs say
     assert f"{speechkit.stt_v3_url} accepts" in checked.stdout  # probed; nothing created
     with daemon.start():
         (inbox / "meeting.ogg").write_bytes(two_speakers())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.harness import Daemon, wait_for
+from tests.e2e.harness import STATUS_POLL_SECONDS, Daemon, wait_for
 from tests.fixtures_audio import fixture_path
 from tests.webhook_receiver import Receiver, free_port
 
@@ -25,6 +25,14 @@ def secret_file(folder: Path, name: str, value: str) -> Path:
     path.write_text(value + "\n", encoding="utf-8")
     path.chmod(0o600)
     return path
+
+
+def one_refused_left(daemon: Daemon) -> list[dict[str, object]] | None:
+    """The undelivered events `status` shows, once only the refused one is left."""
+    undelivered: list[dict[str, object]] = daemon.status()["webhooks_undelivered"]
+    if len(undelivered) == 1 and undelivered[0]["last_error"] == "HTTP 401":
+        return undelivered
+    return None
 
 
 def test_events_wait_in_the_outbox_through_a_kill_and_reach_the_receiver_once_it_is_up(
@@ -61,7 +69,12 @@ def test_events_wait_in_the_outbox_through_a_kill_and_reach_the_receiver_once_it
         with daemon.start():
             wait_for(lambda: receiver.requests("/good", 200), "the receiver to take the event")
             wait_for(lambda: receiver.requests("/bad"), "the wrongly signed event to arrive")
-            remaining = daemon.status()["webhooks_undelivered"]
+            # The receiver answers before the daemon records it: wait for that record.
+            remaining = wait_for(
+                lambda: one_refused_left(daemon),
+                "the delivered event to leave the outbox and the refused one to show HTTP 401",
+                poll=STATUS_POLL_SECONDS,
+            )
             assert daemon.stop() == 0
     good = receiver.requests("/good")
     assert [each.answered for each in good] == [503, 200]

@@ -19,13 +19,25 @@ from tests.integration.test_localserver import wait_done
 API_KEY = "queue-test-key"
 
 
+class SilentListener:
+    """A URL whose server accepts the connection (backlog) and never sends a byte, until
+    `release` closes it: the held connections are reset and the fetches end at once."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(16)
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}/held.ogg"
+
+    def release(self) -> None:
+        self._socket.close()
+
+
 @pytest.fixture
-def silent_listener() -> Iterator[str]:
-    """A URL whose server accepts the connection (backlog) and never sends a byte."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/held.ogg"
+def silent_listener() -> Iterator[SilentListener]:
+    listener = SilentListener()
+    yield listener
+    listener.release()
 
 
 def submit(server: LocalSpeechKit, uri: str) -> requests.Response:
@@ -36,18 +48,20 @@ def submit(server: LocalSpeechKit, uri: str) -> requests.Response:
 
 
 def test_a_full_queue_answers_429_resource_exhausted_until_a_place_frees(
-    silent_listener: str,
+    silent_listener: SilentListener,
 ) -> None:
     settings = ServerSettings(
         api_keys=(API_KEY,),
         seconds_per_minute=0.0,
         worker_count=2,  # capacity: two recognitions at once
         queue_limit=1,  # and one more waiting
-        fetch_timeout_seconds=0.5,
+        # Held for as long as the four POSTs take, however slow the machine: a place that freed
+        # early would let the fourth in. `release` below frees them.
+        fetch_timeout_seconds=120.0,
     )
     with LocalSpeechKit(settings) as server:
-        accepted = [submit(server, silent_listener) for _ in range(3)]
-        refused = submit(server, silent_listener)
+        accepted = [submit(server, silent_listener.url) for _ in range(3)]
+        refused = submit(server, silent_listener.url)
 
         assert [answer.status_code for answer in accepted] == [200, 200, 200]
         assert refused.status_code == 429
@@ -58,8 +72,9 @@ def test_a_full_queue_answers_429_resource_exhausted_until_a_place_frees(
         }
         assert int(refused.headers["Retry-After"]) > 0
         assert server.stats()["submissions"] == 3  # the refused one created nothing
-        with requests.Session() as session:  # the held links time out: places free
+        silent_listener.release()  # the held fetches fail: places free
+        with requests.Session() as session:
             session.headers["Authorization"] = f"Api-Key {API_KEY}"
             for answer in accepted:
                 assert "error" in wait_done(session, server, answer.json()["id"])
-        assert submit(server, silent_listener).status_code == 200
+        assert submit(server, silent_listener.url).status_code == 200

@@ -275,3 +275,97 @@ def test_an_action_a_crash_cut_short_is_taken_by_the_next_sweep(
     files.care.sweep_retention()  # at the next start
     assert not audio.exists()
     assert (inbox / "call.json").exists()
+
+
+def retry_now(store: state.Store, audio: Path, now: float) -> None:
+    """What `retry PATH` does, from its own process, on the same state file."""
+    other = state.Store(store.path)
+    try:
+        assert other.requeue(paths=[str(audio)], now=now, specification=lambda row: "{}") == 1
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("action", ["delete", "move"])
+@pytest.mark.parametrize("when", ["before the last look", "during the action"])
+def test_a_failed_file_retried_while_its_audio_is_due_keeps_its_place_in_the_queue(
+    action: str, when: str, tmp_path: Path, inbox: Path, store: state.Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    clock = Clock()
+    failed_dir = tmp_path / "failed"
+    files = Files(settings(tmp_path, {
+        "path": str(inbox), "after_failed": action, "after_failed_days": 1,
+        "failed_move_to": str(failed_dir),
+    }), store, clock)  # fmt: skip
+    audio = inbox / "bad.ogg"
+    row = files.finish(audio, State.FAILED)
+    clock.now = NOW + 2 * DAY_SECONDS
+    retried_at = clock.now - 1
+    if when == "before the last look":
+        # `retry` lands after the sweep read the row, before the audio goes.
+        products = files.care._products
+
+        def retried_then_products(found: state.FileRow) -> list[Path]:
+            retry_now(store, audio, retried_at)
+            return products(found)
+
+        monkeypatch.setattr(files.care, "_products", retried_then_products)
+    # `retry` lands after the last look, while the audio is being deleted or moved.
+    elif action == "delete":
+        unlink = Path.unlink
+
+        def retried_then_unlink(path: Path, missing_ok: bool = False) -> None:
+            if path == audio:
+                retry_now(store, audio, retried_at)
+            unlink(path, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", retried_then_unlink)
+    else:
+        move = files.care._move
+
+        def retried_then_move(found: state.FileRow, folder: config.WatchFolder) -> Path:
+            retry_now(store, audio, retried_at)
+            return move(found, folder)
+
+        monkeypatch.setattr(files.care, "_move", retried_then_move)
+    files.care.sweep_retention()
+    queued = store.get(row.id)
+    assert queued.state == State.QUEUED
+    assert queued.due_at == retried_at  # `due()` picks it up: it is not stranded
+    assert queued.moved_to is None
+    assert store.retention_pending() == (0, None)
+    if when == "before the last look":
+        assert audio.exists()  # the queued file's audio is left alone
+
+
+def test_rows_waiting_for_a_rule_that_became_keep_or_a_folder_that_left_stop_waiting(
+    tmp_path: Path, inbox: Path, store: state.Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    other = tmp_path / "other"
+    other.mkdir()
+    deleting = {"path": str(inbox), "after_done": "delete", "after_done_days": 30}
+    failing = {"path": str(other), "after_done": "delete", "after_done_days": 30,
+               "after_failed": "delete", "after_failed_days": 30}  # fmt: skip
+    files = Files(settings(tmp_path, deleting, failing), store, clock)
+    kept = files.finish(inbox / "call.ogg")
+    gone = files.finish(other / "call.ogg")
+    still = files.finish(other / "bad.ogg", State.FAILED)
+    assert store.retention_pending()[0] == 3
+    # A reload: the inbox keeps its audio now; `other` keeps transcribed files' audio only.
+    files.care.config = settings(tmp_path, {"path": str(inbox)}, {**failing, "after_done": "keep"})
+    with caplog.at_level(logging.INFO, logger="daemon.aftercare"):
+        files.care.sweep_retention()
+    assert store.get(kept.id).due_at is None
+    assert store.get(gone.id).due_at is None
+    assert store.get(still.id).due_at == NOW + 30 * DAY_SECONDS  # its rule still acts
+    assert "the audio of 2 finished file(s) is kept" in caplog.text
+    # A folder that left the config: its rows stop waiting too, and pruning may forget them.
+    files.care.config = settings(tmp_path, {"path": str(inbox)})
+    files.care.sweep_retention()
+    assert store.retention_pending() == (0, None)
+    for leftover in [*inbox.iterdir(), *other.iterdir()]:
+        leftover.unlink()
+    clock.now = NOW + 91 * DAY_SECONDS
+    assert files.care.prune_state(clock.now) == 3

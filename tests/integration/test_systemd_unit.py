@@ -264,3 +264,39 @@ def test_readme_shows_each_drop_in_with_a_config_that_loads(name: str, tmp_path:
         assert speechkit == {"metadata_service": True}
     else:
         assert speechkit == {f"{credential}_file": f"{CREDENTIALS}/{credential}"}
+
+
+WEBHOOK_DROP_IN = SYSTEM_UNIT.parent / "webhook-secret.conf"
+
+
+def test_the_webhook_secret_file_the_readme_shows_is_loaded_by_a_shipped_drop_in(
+    tmp_path: Path,
+) -> None:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("### Webhooks")
+    match = re.compile(r"```yaml\n(.*?)```", re.S).search(text, start)
+    assert match
+    [receiver] = yaml.safe_load(match.group(1))["webhooks"]
+    [credential] = values(WEBHOOK_DROP_IN, "LoadCredential")
+    name, _, source = credential.partition(":")
+    assert receiver["secret_file"] == f"{CREDENTIALS}/{name}"
+    assert source == f"/etc/speechkit-watch/credentials/{name}"
+    # The README tells how to install it, under a name that sorts after 00-no-storage.conf.
+    installed = "/etc/systemd/system/speechkit-watch.service.d/webhook-secret.conf"
+    assert f"systemd/webhook-secret.conf \\\n    {installed}" in text[start:]
+    assert Path(installed).name > "00-no-storage.conf"
+    document = {"watch": [{"path": "/srv/speech/inbox"}], "webhooks": [receiver],
+                "speechkit": {"api": "v3", "api_key_file": f"{CREDENTIALS}/api_key"}}  # fmt: skip
+    loaded = config.parse(document, source=tmp_path / "config.yaml", environ={}, with_secrets=False)
+    assert loaded.webhooks
+
+
+@needs_analyze
+def test_the_webhook_drop_in_verifies_with_the_others(tmp_path: Path) -> None:
+    unit = with_drop_in((DROP_INS / "api-key.conf").read_text(encoding="utf-8"), tmp_path)
+    drop_ins = tmp_path / "speechkit-watch.service.d"
+    shutil.copy(SYSTEM_UNIT.parent / "no-storage.conf", drop_ins / "00-no-storage.conf")
+    shutil.copy(WEBHOOK_DROP_IN, drop_ins / "webhook-secret.conf")
+    result = analyze("verify", "--man=no", "--generators=no", str(unit))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""

@@ -4,6 +4,7 @@ pure parts of the v3 adapter: the request body, the inline limit, the getRecogni
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,25 @@ def test_the_stream_is_read_line_by_line_and_garbage_is_named() -> None:
     assert v3.parse_stream("") == []
     with pytest.raises(ValueError, match="line 2 of the getRecognition answer is not JSON"):
         v3.parse_stream('{"result": {}}\n<html>\n')
+
+
+def test_the_inline_limit_is_given_alike_everywhere() -> None:
+    """`check`, the refusal, the README, the example config, the config's own description and
+    the no-storage drop-in give the same figure: the constant, rounded down."""
+    assert v3.INLINE_LIMIT == "44.9 MB"
+    shown = float(v3.INLINE_LIMIT.removesuffix(" MB")) * 1e6
+    assert v3.MAX_INLINE_AUDIO_BYTES - 100_000 < shown <= v3.MAX_INLINE_AUDIO_BYTES
+    refusal = v3.inline_refusal(v3.MAX_INLINE_AUDIO_BYTES + 1)
+    assert refusal is not None
+    assert f"({v3.INLINE_LIMIT})" in refusal
+    root = Path(__file__).resolve().parents[2]
+    storage = next(key for key in config.SCHEMA if key.name == "storage")
+    texts = {
+        "README.md": (root / "README.md").read_text(encoding="utf-8"),
+        "config.example.yaml": (root / "config.example.yaml").read_text(encoding="utf-8"),
+        "systemd/no-storage.conf": (root / "systemd/no-storage.conf").read_text(encoding="utf-8"),
+        "storage description": storage.doc,
+    }
+    for where, text in texts.items():
+        assert f"up to {v3.INLINE_LIMIT}" in text, where
+        assert not re.search(r"inline[^.]*?(about 44 MB|45\.0 MB)", text, re.S), where
