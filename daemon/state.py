@@ -573,6 +573,15 @@ class Store:
             (sha256, specification, exclude, DONE, UPLOADING, SUBMITTING, PENDING),
         )
 
+    def operation_awaited(self, operation_id: str, *, exclude: int) -> bool:
+        """True if another row waits for this operation's result (PENDING on it)."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT 1 FROM files WHERE operation_id = ? AND id != ? AND state = ? LIMIT 1",
+                (operation_id, exclude, PENDING),
+            ).fetchone()
+        return found is not None
+
     def object_in_use(self, object_key: str, *, exclude: int) -> bool:
         """True if another unfinished row needs the same object (same content, other name)."""
         states = ",".join("?" * len(ACTIVE_STATES))
@@ -667,13 +676,19 @@ class Store:
         now: float,
         *,
         outbox: Iterable[Delivery] = (),
+        twin: FileRow | None = None,
     ) -> bool:
         """Record a lifecycle decision for a row, if it is still in the state it was read in;
-        the `outbox` deliveries are written in the same transaction, only if the row changed."""
+        the `outbox` deliveries are written in the same transaction, only if the row changed.
+
+        With `twin`, only if that row too is still in the state and on the operation it was read
+        with: a decision taken from what a twin was (reusing its operation) is not recorded once
+        the twin has moved on.
+        """
         fields = dict(change.fields)
         if change.state is not None:
             fields["state"] = change.state
-        return self._update(row.id, now, row.state, fields, outbox)
+        return self._update(row.id, now, row.state, fields, outbox, twin=twin)
 
     def update(self, row_id: int, now: float, *, expect: str | None = None, **changes: Any) -> bool:
         """Change columns of a row; with `expect`, only if the row is still in that state.
@@ -692,6 +707,8 @@ class Store:
         expect: str | None,
         changes: dict[str, Any],
         outbox: Iterable[Delivery],
+        *,
+        twin: FileRow | None = None,
     ) -> bool:
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
@@ -705,7 +722,13 @@ class Store:
         changes["updated_at"] = now
         assignments = ", ".join(f"{column} = ?" for column in changes)
         condition = "id = ?" if expect is None else "id = ? AND state = ?"
-        parameters = (row_id,) if expect is None else (row_id, str(expect))
+        parameters: tuple[Any, ...] = (row_id,) if expect is None else (row_id, str(expect))
+        if twin is not None:  # checked in the same statement as the row is written
+            condition += (
+                " AND EXISTS (SELECT 1 FROM files AS twin WHERE twin.id = ? AND twin.state = ?"
+                " AND twin.operation_id IS ?)"
+            )
+            parameters += (twin.id, str(twin.state), twin.operation_id)
         with self._transaction() as db:
             if target is not None:
                 found = db.execute("SELECT state FROM files WHERE id = ?", (row_id,)).fetchone()

@@ -315,10 +315,18 @@ class Steps:
             # A finished twin's due_at is its retention time, not a status check.
             pending = other.state == state.PENDING and other.due_at is not None
             due_at = other.due_at if pending and other.due_at is not None else now
-            return self.store.apply(
+            # Recorded only if the twin is still as read, in the same statement: a twin that
+            # finished meanwhile may have had its results deleted (v3 `_forget`), and this row
+            # would pay again for an operation unknown to the service. Either this row is PENDING
+            # on the operation before the twin's DONE is written, and the twin's `_forget`
+            # (which reads after that) leaves the results alone; or the twin's DONE came first,
+            # nothing is recorded, and the next look takes the twin's saved result instead.
+            if self.store.apply(
                 row, lifecycle.reused_operation(other.operation_id, other.submitted_at, other.id,
-                                                due_at), now,
-            )  # fmt: skip
+                                                due_at), now, twin=other,
+            ):  # fmt: skip
+                return True
+            return self.store.get(row.id).state == state.QUEUED  # the twin moved on: look again
         return None
 
     def _name_outputs(self, row: state.FileRow) -> state.FileRow:
@@ -743,10 +751,10 @@ class Steps:
         same content still waits for the same operation's result."""
         if row.operation_id is None:
             return
-        digest, specification = row.sha256 or "", row.specification or ""
-        for other in self.store.same_content(digest, specification, exclude=row.id):
-            if other.operation_id == row.operation_id and other.state == state.PENDING:
-                return
+        # Read after this row's DONE was written: a twin that reuses the operation is PENDING on
+        # it by now, or will not reuse it (`_reuse` records that only while this row is PENDING).
+        if self.store.operation_awaited(row.operation_id, exclude=row.id):
+            return
         self.api.forget(row.operation_id)
 
     # -- outcomes ------------------------------------------------------------------------------

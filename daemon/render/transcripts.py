@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -10,20 +11,23 @@ from collections.abc import Mapping
 from typing import Any
 
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d*)?)s\s*$")
+MAX_DURATION_SECONDS = 315_576_000_000  # the most a protobuf Duration holds (10,000 years)
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from a protobuf JSON duration string such as "0.879999999s"."""
+    """Seconds from a protobuf JSON duration string such as "0.879999999s"; None for anything
+    else, a huge value included (its milliseconds would be no number)."""
+    seconds = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
+        seconds = float(value) if math.isfinite(value) else None
+    elif isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1))
-    return None
+            seconds = float(match.group(1))
+    return seconds if seconds is not None and abs(seconds) <= MAX_DURATION_SECONDS else None
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     """What a JSON value is, for a message naming a malformed part."""
     if value is None:
         return "null"
@@ -59,13 +63,13 @@ def _optional_problem(
     value = container.get(key)
     if value is None or (isinstance(value, expected) and not isinstance(value, bool)):
         return None
-    return f"{where}.{key} is {_kind(value)}, not {_kind(expected[0]())}"
+    return f"{where}.{key} is {kind_of(value)}, not {kind_of(expected[0]())}"
 
 
 def _chunk_problem(chunk: Any, where: str) -> str | None:
     """What is malformed in one chunk: the parts the renderers read, nothing else."""
     if not isinstance(chunk, dict):
-        return f"{where} is {_kind(chunk)}, not an object"
+        return f"{where} is {kind_of(chunk)}, not an object"
     problem = _optional_problem(chunk, "channelTag", where, (str, int))
     problem = problem or _optional_problem(chunk, "alternatives", where, (list,))
     if problem:
@@ -73,16 +77,19 @@ def _chunk_problem(chunk: Any, where: str) -> str | None:
     for index, alternative in enumerate(chunk.get("alternatives") or []):
         inner = f"{where}.alternatives[{index}]"
         if not isinstance(alternative, dict):
-            return f"{inner} is {_kind(alternative)}, not an object"
+            return f"{inner} is {kind_of(alternative)}, not an object"
         problem = _optional_problem(alternative, "text", inner, (str,))
         problem = problem or _optional_problem(alternative, "words", inner, (list,))
         if problem:
             return problem
         for number, word in enumerate(alternative.get("words") or []):
             if not isinstance(word, dict):
-                return f"{inner}.words[{number}] is {_kind(word)}, not an object"
+                return f"{inner}.words[{number}] is {kind_of(word)}, not an object"
             if "word" in word and not isinstance(word["word"], str):
-                return f"{inner}.words[{number}].word is {_kind(word['word'])}, not a string"
+                return f"{inner}.words[{number}].word is {kind_of(word['word'])}, not a string"
+            for key in ("startTime", "endTime"):  # what the subtitles are timed by
+                if word.get(key) is not None and parse_duration(word[key]) is None:
+                    return f"{inner}.words[{number}].{key} is {kind_of(word[key])}, not a duration"
     return None
 
 
@@ -97,12 +104,12 @@ def result_problem(operation: Any) -> str | None:
     other reads. A missing or null `text` is a chunk without text, not a problem.
     """
     if not isinstance(operation, dict):
-        return f"the operation is {_kind(operation)}, not an object"
+        return f"the operation is {kind_of(operation)}, not an object"
     done = operation.get("done")
     if done is not True:
         if done is None or done is False:
             return "the operation is not done"
-        return f"done is {_kind(done)}, not true"
+        return f"done is {kind_of(done)}, not true"
     failure = documented_failure(operation)
     if failure is not None:
         message = failure.get("message") or "no message"
@@ -110,20 +117,20 @@ def result_problem(operation: Any) -> str | None:
     error = operation.get("error")
     if error is not None:
         if not isinstance(error, dict):
-            return f"error is {_kind(error)}, not an object"
+            return f"error is {kind_of(error)}, not an object"
         if error.get("code") is None:
             return "error.code is missing"
-        return f"error.code is {_kind(error['code'])}, not a whole number"
+        return f"error.code is {kind_of(error['code'])}, not a whole number"
     if "response" not in operation:
         return "response is missing"
     response = operation["response"]
     if not isinstance(response, dict):
-        return f"response is {_kind(response)}, not an object"
+        return f"response is {kind_of(response)}, not an object"
     if "chunks" not in response:
         return None
     found = response["chunks"]
     if not isinstance(found, list):
-        return f"response.chunks is {_kind(found)}, not a list"
+        return f"response.chunks is {kind_of(found)}, not a list"
     for index, chunk in enumerate(found):
         problem = _chunk_problem(chunk, f"response.chunks[{index}]")
         if problem:
@@ -175,7 +182,10 @@ def channel_tag(chunk: Mapping[str, Any]) -> str:
 def channel_order(chunk: Mapping[str, Any]) -> tuple[int, str]:
     """Channels in their numeric order ("2" before "10"), any other tag after them."""
     tag = channel_tag(chunk)
-    return (int(tag), "") if tag.isdigit() else (1 << 30, tag)
+    if tag.isdigit():
+        with contextlib.suppress(ValueError):  # "²" is a digit, yet no number
+            return (int(tag), "")
+    return (1 << 30, tag)
 
 
 def label(chunk: Mapping[str, Any]) -> str:

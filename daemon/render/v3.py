@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemon.render import transcripts
+
 OPERATION, MESSAGES, SPEAKERS = "operation", "getRecognition", "speakerLabeling"
 
 
@@ -62,20 +64,24 @@ def document(
     return {OPERATION: dict(operation), SPEAKERS: speakers, MESSAGES: list(messages)}
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what a protobuf int64 holds: nothing else is one
+
+
 def _integer(value: Any) -> int | None:
     """An int64 as v3 writes it (a string of digits), or a plain number."""
     if isinstance(value, bool):
         return None
+    found: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        found = value
+    elif isinstance(value, float) and value.is_integer():
+        found = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value.strip())
+            found = int(value.strip())
         except ValueError:
             return None
-    return None
+    return found if found is not None and INT64_MIN <= found <= INT64_MAX else None
 
 
 def _channel(result: Mapping[str, Any], event: Mapping[str, Any]) -> int:
@@ -93,8 +99,9 @@ def _first_alternative(event: Any) -> Mapping[str, Any]:
 
 
 def _words(alternative: Mapping[str, Any]) -> list[Word]:
-    found = []
-    for word in alternative.get("words") or []:
+    found: list[Word] = []
+    words = alternative.get("words")
+    for word in words if isinstance(words, list) else []:  # `problem` names other words
         if not isinstance(word, dict):
             continue
         text = " ".join(str(word.get("text") or "").split())
@@ -187,7 +194,81 @@ def as_v2(source: Mapping[str, Any]) -> dict[str, Any]:
     return {"done": True, "id": identifier, "response": {"chunks": chunks(source)}}
 
 
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a message naming a malformed part."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 20 else "a string"
+    return transcripts.kind_of(value)
+
+
+def _number_problem(container: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A problem unless `key` is missing, null or an int64 >= 0 (ms, channel or index)."""
+    value = container.get(key)
+    if value is None:
+        return None
+    found = _integer(value)
+    if found is not None and found >= 0:
+        return None
+    return f"{where}.{key} is {_kind(value)}, not a whole number >= 0"
+
+
+def _object_problem(container: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = container.get(key)
+    if value is None or isinstance(value, dict):
+        return None
+    return f"{where}.{key} is {_kind(value)}, not an object"
+
+
+def _alternative_problem(alternative: Any, where: str) -> str | None:
+    """What is malformed in one alternative: each part the renderer reads."""
+    if not isinstance(alternative, dict):
+        return f"{where} is {_kind(alternative)}, not an object"
+    text, words = alternative.get("text"), alternative.get("words")
+    if text is not None and not isinstance(text, str):
+        return f"{where}.text is {_kind(text)}, not a string"
+    problem = _number_problem(alternative, "startTimeMs", where)
+    if problem is not None:
+        return problem
+    if words is None:
+        return None
+    if not isinstance(words, list):
+        return f"{where}.words is {_kind(words)}, not a list"
+    for number, word in enumerate(words):
+        inner = f"{where}.words[{number}]"
+        if not isinstance(word, dict):
+            return f"{inner} is {_kind(word)}, not an object"
+        said = word.get("text")
+        if said is not None and not isinstance(said, str):
+            return f"{inner}.text is {_kind(said)}, not a string"
+        problem = _number_problem(word, "startTimeMs", inner)
+        problem = problem or _number_problem(word, "endTimeMs", inner)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _event_problem(event: Any, where: str) -> str | None:
+    """What is malformed in a `final` or a `normalizedText`: its channel and alternatives."""
+    if not isinstance(event, dict):
+        return f"{where} is {_kind(event)}, not an object"
+    problem = _number_problem(event, "channelTag", where)
+    if problem is not None:
+        return problem
+    alternatives = event.get("alternatives")
+    if alternatives is None:
+        return None
+    if not isinstance(alternatives, list):
+        return f"{where}.alternatives is {_kind(alternatives)}, not a list"
+    for number, alternative in enumerate(alternatives):
+        problem = _alternative_problem(alternative, f"{where}.alternatives[{number}]")
+        if problem is not None:
+            return problem
+    return None
+
+
 def _message_problem(message: Any, where: str) -> str | None:
+    """What is malformed in one getRecognition message: every part `utterances` reads, so that
+    a document without a problem renders (a malformed one is a malformed answer, not a crash)."""
     if not isinstance(message, dict):
         return f"{where} is not an object"
     if "error" in message:
@@ -197,17 +278,31 @@ def _message_problem(message: Any, where: str) -> str | None:
     result = message.get("result")
     if not isinstance(result, dict):
         return f"{where}.result is missing or not an object"
-    for name in ("final", "finalRefinement"):
-        event = result.get(name)
-        if event is None:
-            continue
-        if not isinstance(event, dict):
-            return f"{where}.result.{name} is not an object"
-        inner = event.get("normalizedText", event) if name == "finalRefinement" else event
-        alternatives = inner.get("alternatives") if isinstance(inner, dict) else None
-        if alternatives is not None and not isinstance(alternatives, list):
-            return f"{where}.result.{name} alternatives is not a list"
-    return None
+    where = f"{where}.result"
+    problem = _number_problem(result, "channelTag", where)
+    problem = problem or _object_problem(result, "audioCursors", where)
+    if problem is not None:
+        return problem
+    cursors = result.get("audioCursors")
+    if isinstance(cursors, dict):
+        problem = _number_problem(cursors, "finalIndex", f"{where}.audioCursors")
+        if problem is not None:
+            return problem
+    final, refinement = result.get("final"), result.get("finalRefinement")
+    if final is not None:
+        problem = _event_problem(final, f"{where}.final")
+        if problem is not None:
+            return problem
+    if refinement is None:
+        return None
+    where = f"{where}.finalRefinement"
+    if not isinstance(refinement, dict):
+        return f"{where} is {_kind(refinement)}, not an object"
+    problem = _number_problem(refinement, "finalIndex", where)
+    normalized = refinement.get("normalizedText")
+    if problem is None and normalized is not None:
+        problem = _event_problem(normalized, f"{where}.normalizedText")
+    return problem
 
 
 def problem(source: Any) -> str | None:

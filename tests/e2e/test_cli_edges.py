@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -77,6 +78,24 @@ def test_render_of_audio_a_folder_or_a_missing_file_is_one_line_each(tmp_path: P
         assert "Traceback" not in result.stderr
         assert len(result.stderr.splitlines()) == 1, result.stderr
         assert expected in result.stderr
+
+
+def test_render_of_a_malformed_v3_result_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    config = offline_config(tmp_path)
+    garbled = tmp_path / "inbox" / "meeting.json"
+    final = {"alternatives": [{"text": "hi", "words": 5}], "channelTag": "0"}
+    garbled.write_text(json.dumps({
+        "operation": {"id": "e03abc", "done": True}, "speakerLabeling": False,
+        "getRecognition": [{"result": {"final": final, "channelTag": "0"}}],
+    }), encoding="utf-8")  # fmt: skip
+    result = cli(config, "render", str(garbled))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f'speechkit-watch: "{garbled}": not a finished recognition result: getRecognition[0]'
+        ".result.final.alternatives[0].words is a number, not a list (read as an API v3 result)"
+    ]
+    assert not (tmp_path / "inbox" / "meeting.txt").exists()
 
 
 NOBODY = 65534

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from daemon import render
 from daemon.render import v3
 
@@ -145,6 +147,96 @@ def test_malformed_documents_are_named() -> None:
     assert v3.problem({"operation": {"done": True}, "getRecognition": []}) is not None
     assert "not done" in str(v3.problem({"operation": {"id": "x"}, "getRecognition": []}))
     broken = v3.document(OPERATION, [{"result": {"final": "text"}}], speakers=False)
-    assert "final is not an object" in str(render.result_problem(broken))
+    assert "result.final is 'text', not an object" in str(render.result_problem(broken))
     error = v3.document(OPERATION, [{"error": {"code": 5, "message": "gone"}}], speakers=False)
     assert "gone" in str(render.result_problem(error))
+
+
+def with_result(**parts: Any) -> dict[str, Any]:
+    """A document of one message: the documented final with `parts` of its result replaced."""
+    message = json.loads(json.dumps(DOCUMENTED[0]))
+    message["result"].update(parts)
+    return v3.document(OPERATION, [message], speakers=False)
+
+
+def alternative(**parts: Any) -> dict[str, Any]:
+    """The documented final's alternative with `parts` replaced."""
+    return {**DOCUMENTED[0]["result"]["final"]["alternatives"][0], **parts}
+
+
+def word(**parts: Any) -> dict[str, Any]:
+    return {"text": "hi", "startTimeMs": "459", "endTimeMs": "900", **parts}
+
+
+def normalized(**parts: Any) -> dict[str, Any]:
+    return {"finalIndex": "0", "normalizedText": {"alternatives": [{"text": "Hi."}]}, **parts}
+
+
+@pytest.mark.parametrize(
+    ("result", "problem"),
+    [
+        (
+            {"final": {"alternatives": [alternative(words=5)]}},
+            "final.alternatives[0].words is a number, not a list",
+        ),
+        ({"final": {"alternatives": [alternative(words=True)]}}, "words is a boolean, not a list"),
+        ({"final": {"alternatives": [alternative(words="hi")]}}, "words is 'hi', not a list"),
+        ({"final": {"alternatives": [alternative(words=[5])]}}, "words[0] is a number, not an"),
+        ({"final": {"alternatives": ["hi"]}}, "final.alternatives[0] is 'hi', not an object"),
+        ({"final": {"alternatives": [alternative(text={"a": 1})]}}, "text is an object, not a st"),
+        (
+            {"final": {"alternatives": [alternative(words=[word(text=7)])]}},
+            "words[0].text is a number, not a string",
+        ),
+        (
+            {"final": {"alternatives": [alternative(words=[word(startTimeMs="soon")])]}},
+            "words[0].startTimeMs is 'soon', not a whole number >= 0",
+        ),
+        (
+            {"final": {"alternatives": [alternative(words=[word(endTimeMs="9" * 400)])]}},
+            "words[0].endTimeMs is a string, not a whole number >= 0",
+        ),
+        (
+            {"final": {"alternatives": [alternative(words=[word(endTimeMs=10**30)])]}},
+            "words[0].endTimeMs is a number",
+        ),
+        ({"final": {"alternatives": [alternative(startTimeMs=[0])]}}, "alternatives[0].startTi"),
+        ({"final": {"alternatives": [], "channelTag": "left"}}, "final.channelTag is 'left'"),
+        ({"channelTag": {"tag": 0}}, "result.channelTag is an object, not a whole number >= 0"),
+        ({"audioCursors": "0"}, "result.audioCursors is '0', not an object"),
+        ({"audioCursors": {"finalIndex": "-1"}}, "audioCursors.finalIndex is '-1', not a whole"),
+        (
+            {"final": None, "finalRefinement": normalized(finalIndex="x")},
+            "finalRefinement.finalIndex is 'x'",
+        ),
+        (
+            {"final": None, "finalRefinement": normalized(normalizedText=[])},
+            "finalRefinement.normalizedText is a list, not an object",
+        ),
+        (
+            {"final": None, "finalRefinement": normalized(normalizedText={"alternatives": [3]})},
+            "normalizedText.alternatives[0] is a number, not an object",
+        ),
+    ],
+)
+def test_every_part_the_transcript_is_made_of_is_checked(
+    result: dict[str, Any], problem: str
+) -> None:
+    document = with_result(**result)
+    found = render.result_problem(document)
+    assert found is not None
+    assert problem in found, found
+    assert found.startswith("getRecognition[0].result.")
+
+
+def test_a_document_without_a_problem_renders() -> None:
+    """What `problem` lets through, the renderers turn into outputs: no word is fatal."""
+    for result in (
+        {"final": {"alternatives": [alternative(words=[word(startTimeMs=None), word()])]}},
+        {"final": {"alternatives": [alternative(words=None, text=None)]}},
+        {"final": {"alternatives": [alternative(words=[word(startTimeMs=2**63 - 1)])]}},
+        {"final": None, "finalRefinement": normalized(normalizedText=None)},
+    ):
+        document = with_result(**result)
+        assert render.result_problem(document) is None
+        assert "WEBVTT" in render.documents(document, ["txt", "srt", "vtt", "json"])["vtt"]

@@ -76,6 +76,14 @@ def test_a_response_without_chunks_is_the_documented_no_speech() -> None:
         ("response.chunks.0.alternatives.0.words.1", None, "alternatives[0].words[1] is null"),
         ("response.chunks.0.alternatives.0.words.0.word", None, "words[0].word is null, not a st"),
         ("response.chunks.0.channelTag", True, "response.chunks[0].channelTag is a boolean"),
+        (
+            "response.chunks.0.alternatives.0.words.0.startTime",
+            "soon",
+            "startTime is a string, not a duration",
+        ),
+        ("response.chunks.0.alternatives.0.words.0.startTime", "9" * 400 + "s", "startTime is"),
+        ("response.chunks.0.alternatives.0.words.1.endTime", 1e308, "words[1].endTime is a number"),
+        ("response.chunks.0.alternatives.0.words.1.endTime", [1], "endTime is a list, not a dur"),
         ("error", "Invalid audio received", "error is a string, not an object"),
         ("error", {"message": "Invalid audio received"}, "error.code is missing"),
         ("error", {"code": "3", "message": "x"}, "error.code is a string, not a whole number"),
@@ -138,6 +146,22 @@ def test_non_finite_times_are_no_times() -> None:
     assert transcripts.parse_duration(float("inf")) is None
     assert transcripts.parse_duration(float("nan")) is None
     assert transcripts.parse_duration(1.5) == 1.5
+    # Beyond what a protobuf Duration holds: no number of milliseconds, so no time either.
+    assert transcripts.parse_duration("9" * 400 + "s") is None
+    assert transcripts.parse_duration(1e308) is None
+    assert transcripts.parse_duration("315576000000s") == 315_576_000_000
+
+
+def test_a_digit_that_is_no_number_is_a_channel_tag_like_any_other() -> None:
+    second = copy.deepcopy(good_operation()["response"]["chunks"][0])
+    second["channelTag"] = "\u00b2"  # "²": str.isdigit() says yes, int() says no
+    operation = good_operation()
+    operation["response"]["chunks"].append(second)
+    assert transcripts.result_problem(operation) is None
+    assert transcripts.render_txt(operation) == (
+        "[channel 1] hello there\n[channel \u00b2] hello there\n"
+    )
+    assert "[channel \u00b2] hello there" in subtitles.render_srt(operation)
 
 
 @pytest.mark.parametrize(
