@@ -267,17 +267,11 @@ class Service:
             return
         listen = self.config.metrics.listen
 
-        def limits() -> dict[str, int]:
-            quota_settings = self.config.quota  # the config of now: a reload changes limits
-            hourly = {gate.SUBMIT_CALL: quota_settings.submissions_per_hour}
-            if self.config.speechkit.api != "v3":  # v3 paces status checks per second
-                hourly[gate.CHECK_CALL] = quota_settings.status_checks_per_hour
-            return hourly
+        def limits() -> dict[str, int]:  # the config of now: a reload changes limits
+            return gate.reported_limits(self.config)[0]
 
         def per_second_limits() -> dict[str, int]:
-            if self.config.speechkit.api != "v3":
-                return {}
-            return {gate.CHECK_CALL: self.config.quota.status_checks_per_second}
+            return gate.reported_limits(self.config)[1]
 
         collector = metrics.StateCollector(
             store,
