@@ -166,8 +166,11 @@ def _open_store(settings: config.Config) -> state.Store | None:
         return None
 
 
-def quota_report(store: state.Store, limits: config.Quota, now: float) -> dict[str, Any]:
-    """Calls in the last hour and how long the submission backlog takes at the quota."""
+def quota_report(
+    store: state.Store, limits: config.Quota, now: float, api: str = "v2"
+) -> dict[str, Any]:
+    """Calls in the last hour and how long the submission backlog takes at the quota. Status
+    checks have an hourly limit under API v2, a per-second one under v3 (the other is None)."""
     since = now - quota.WINDOW_SECONDS
     submissions = len(store.recent_calls("submit", since))
     backlog = store.backlog()
@@ -175,7 +178,8 @@ def quota_report(store: state.Store, limits: config.Quota, now: float) -> dict[s
         "submissions_last_hour": submissions,
         "submissions_per_hour": limits.submissions_per_hour,
         "status_checks_last_hour": len(store.recent_calls("check", since)),
-        "status_checks_per_hour": limits.status_checks_per_hour,
+        "status_checks_per_hour": None if api == "v3" else limits.status_checks_per_hour,
+        "status_checks_per_second": limits.status_checks_per_second if api == "v3" else None,
         "waiting_for_submission": backlog,
         "backlog_seconds": round(
             quota.backlog_seconds(backlog, limits.submissions_per_hour, submissions)
@@ -183,7 +187,9 @@ def quota_report(store: state.Store, limits: config.Quota, now: float) -> dict[s
     }
 
 
-def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[str, Any]:
+def status_report(
+    store: state.Store, limits: config.Quota, now: float, api: str = "v2"
+) -> dict[str, Any]:
     """What `status` shows, as data."""
     # Counts first: rows only move on into `done` and `failed`, so every file the counts name
     # there is in the lists read after them (while the daemon runs).
@@ -240,7 +246,7 @@ def status_report(store: state.Store, limits: config.Quota, now: float) -> dict[
         "next_at": None if earliest is None else transcripts.iso_time(earliest),
     }
     return {"state_file": str(store.path), "counts": counts, "in_progress": in_progress,
-            "failed": failed, "quota": quota_report(store, limits, now),
+            "failed": failed, "quota": quota_report(store, limits, now, api),
             "webhooks_undelivered": undelivered, "retention": retention}  # fmt: skip
 
 
@@ -275,7 +281,7 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
                                   "in_progress": [], "failed": [], "quota": None,
                                   "webhooks_undelivered": [], "retention": None}  # fmt: skip
     else:
-        report = status_report(store, settings.quota, time.time())
+        report = status_report(store, settings.quota, time.time(), settings.speechkit.api)
         store.close()
     report["waiting_for_folders"] = missing_folders(settings.watch)
     if arguments.json:
@@ -289,10 +295,17 @@ def status_command(settings: config.Config, arguments: argparse.Namespace) -> in
     print("  ".join(f"{name} {counts.get(name, 0)}" for name in state.ALL_STATES))
     usage = report["quota"]
     if usage:
+        checks = usage["status_checks_last_hour"]
+        if usage["status_checks_per_hour"] is not None:
+            checks = f"{checks}/{usage['status_checks_per_hour']}"
         print(
             f"quota: {usage['submissions_last_hour']}/{usage['submissions_per_hour']} submissions "
-            f"and {usage['status_checks_last_hour']}/{usage['status_checks_per_hour']} status "
-            "checks in the last hour"
+            f"and {checks} status checks in the last hour"
+            + (
+                f" (status checks paced at {usage['status_checks_per_second']} per second)"
+                if usage["status_checks_per_second"] is not None
+                else ""
+            )
         )
         if usage["backlog_seconds"]:
             print(

@@ -37,6 +37,15 @@ def check_limit(config: Config) -> int:
     return config.quota.status_checks_per_hour
 
 
+def reported_limits(config: Config) -> tuple[dict[str, int], dict[str, int]]:
+    """The limits `status` and the metrics report, by call: per hour, and per second (API v3's
+    status checks, which have no hourly limit)."""
+    hourly = {SUBMIT_CALL: config.quota.submissions_per_hour}
+    if config.speechkit.api == "v3":
+        return hourly, {CHECK_CALL: config.quota.status_checks_per_second}
+    return {**hourly, CHECK_CALL: config.quota.status_checks_per_hour}, {}
+
+
 def check_window(config: Config, history: Iterable[float]) -> quota.SlidingWindow:
     """The window status checks are paced in; the calls of the state file count in it, so the
     pace holds across restarts."""

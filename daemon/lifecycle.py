@@ -2,9 +2,10 @@
 that say, for a row and what just happened to it, what the state store should record.
 
     queued ─► uploading ─► submitting ─► pending ─► done
-      │  ▲        │            │           │  │
-      │  └────────┘ (rewritten │           │  └─► uploading (submit again: forgotten,
-      │    while uploading)    │           │        expired, the service's own error)
+      │  ▲        │  ▲         │           │  │
+      │  └────────┘  └─────────┘           │  └─► uploading (submit again: forgotten,
+      │  (rewritten   (storage added since │        expired, the service's own error)
+      │   while up)    it was recorded)    │
       └──► pending (a twin's operation)    │
       └──► done (a twin's or an earlier result, outputs already there)
     any active state ─► failed (a reason) │ superseded (a newer version) │ gone (file vanished)
@@ -47,7 +48,8 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.QUEUED: frozenset({State.UPLOADING, State.PENDING, State.DONE}) | _ENDINGS,
     # Uploaded; or its bytes changed while they went up: hashed again.
     State.UPLOADING: frozenset({State.SUBMITTING, State.QUEUED}) | _ENDINGS,
-    State.SUBMITTING: frozenset({State.PENDING}) | _ENDINGS,
+    # Submitted; or recorded without storage (audio inline), which is configured now: upload.
+    State.SUBMITTING: frozenset({State.PENDING, State.UPLOADING}) | _ENDINGS,
     # Done; or submitted again (upload first: the object may be gone).
     State.PENDING: frozenset({State.DONE, State.UPLOADING}) | _ENDINGS,
     State.DONE: frozenset(),
@@ -144,6 +146,13 @@ def adopted(operation_id: str, now: float) -> Change:
 def uploaded(now: float) -> Change:
     """The object holds the file's bytes: submit at once."""
     return Change(State.SUBMITTING, {"attempts": 0, "due_at": now})
+
+
+def upload_first(now: float, object_key: str, **fields: Any) -> Change:
+    """Recorded without storage (its key `inline:<sha256>`) and not submitted yet, while storage
+    is configured now: upload first, under the key of its content in the bucket."""
+    return Change(State.UPLOADING, {**fields, "object_key": object_key, "attempts": 0,
+                                    "due_at": now})  # fmt: skip
 
 
 def rewritten_while_uploading(now: float, wait: float) -> Change:

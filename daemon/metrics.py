@@ -90,10 +90,13 @@ class StateCollector(Collector):
         clock: Callable[[], float],
         quota_limits: Callable[[], Mapping[str, int]],
         paused: Callable[[], Mapping[str, bool]],
+        per_second_limits: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self.store = store
         self.clock = clock
         self.quota_limits = quota_limits  # call -> calls allowed per hour (the config's, now)
+        # call -> calls allowed per second, for calls paced per second (API v3's status checks)
+        self.per_second_limits = per_second_limits
         self.paused = paused  # service -> whether it is paused for refused credentials
 
     def collect(self) -> Iterator[Metric]:
@@ -117,11 +120,21 @@ class StateCollector(Collector):
         limit = GaugeMetricFamily(
             f"{PREFIX}_quota_limit", "API calls allowed per hour, by call", labels=["call"]
         )
-        for call, allowed in self.quota_limits().items():
+        per_second = GaugeMetricFamily(
+            f"{PREFIX}_quota_limit_per_second",
+            "API calls allowed per second, by call (API v3's status checks)",
+            labels=["call"],
+        )
+        hourly, each_second = self.quota_limits(), self.per_second_limits()
+        for call in sorted({*hourly, *each_second}):
             used.add_metric([call], self.store.calls_since(call, now - 3600.0))
-            limit.add_metric([call], allowed)
+            if call in hourly:
+                limit.add_metric([call], hourly[call])
+            if call in each_second:
+                per_second.add_metric([call], each_second[call])
         yield used
         yield limit
+        yield per_second
         paused = GaugeMetricFamily(
             f"{PREFIX}_credentials_paused",
             "1 while calls to the service are paused because it refused our credentials",

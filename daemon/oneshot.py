@@ -31,7 +31,7 @@ from daemon import layout, render, state
 from daemon.config import Config, WatchFolder
 from daemon.logs import duration, shown
 from daemon.speechkit import backends
-from daemon.steps import Steps
+from daemon.steps import INLINE_KEY_PREFIX, Steps
 from daemon.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,11 @@ class Transcriber:
             channels = row.channels or 1
             self._say(row, "accepted", f": {duration(row.duration_seconds)} of audio, "
                       f"{channels} channel{'s' if channels != 1 else ''}")  # fmt: skip
-        uploaded = row.object_key is not None and row.duplicate_of is None
+        uploaded = (
+            row.object_key is not None
+            and not row.object_key.startswith(INLINE_KEY_PREFIX)  # no storage: sent inline
+            and row.duplicate_of is None
+        )
         if uploaded and row.state in (state.SUBMITTING, state.PENDING):
             self._say(row, "uploaded", "")
         if row.submitted_at is not None and row.state == state.PENDING:
@@ -152,11 +156,12 @@ class Transcriber:
         def changed(path: str) -> None:
             log.warning("%s changed while it was being transcribed", shown(path))
 
+        apis = backends.Backends(config.speechkit)
         return Steps(
             config, store, None if config.storage is None else ObjectStore(config.storage),
-            backends.for_settings(config.speechkit),
+            apis.configured,
             clock=time.time, rng=random.Random(),  # noqa: S311 - jitter, not cryptography
-            stopping=self.stopping, on_changed=changed,
+            stopping=self.stopping, on_changed=changed, other_api=apis.for_api,
         )  # fmt: skip
 
     def _claim(self, store: state.Store, config: Config, path: Path) -> int:

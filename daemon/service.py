@@ -202,10 +202,11 @@ class Service:
         self.wallclock.start(store)  # before the gate reads the quota's calls
         self.health.alive_while_starting()
         objects = None if self.config.storage is None else ObjectStore(self.config.storage)
-        api = backends.for_settings(self.config.speechkit)
+        apis = backends.Backends(self.config.speechkit)
+        api = apis.configured  # closing it closes the other API's too (shared session)
         steps = Steps(
             self.config, store, objects, api, clock=self.clock, rng=self.rng,
-            stopping=self.stopping, on_changed=self.intake.file_changed,
+            stopping=self.stopping, on_changed=self.intake.file_changed, other_api=apis.for_api,
         )  # fmt: skip
         steps.delete_in_batches = True
         steps.uploads = uploads.Board(self.config.state_file, self.clock)
@@ -266,13 +267,18 @@ class Service:
             return
         listen = self.config.metrics.listen
 
-        def limits() -> dict[str, int]:
-            quota_settings = self.config.quota  # the config of now: a reload changes limits
-            return {gate.SUBMIT_CALL: quota_settings.submissions_per_hour,
-                    gate.CHECK_CALL: quota_settings.status_checks_per_hour}  # fmt: skip
+        def limits() -> dict[str, int]:  # the config of now: a reload changes limits
+            return gate.reported_limits(self.config)[0]
+
+        def per_second_limits() -> dict[str, int]:
+            return gate.reported_limits(self.config)[1]
 
         collector = metrics.StateCollector(
-            store, clock=self.clock, quota_limits=limits, paused=steps.gate.credentials_paused
+            store,
+            clock=self.clock,
+            quota_limits=limits,
+            paused=steps.gate.credentials_paused,
+            per_second_limits=per_second_limits,
         )
         try:
             metrics.serve(listen, collector)

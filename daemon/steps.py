@@ -48,7 +48,7 @@ from daemon.gate import (
 from daemon.logs import shown
 from daemon.outcomes import Failure, Kind, Service
 from daemon.render import files, transcripts
-from daemon.speechkit import v3
+from daemon.speechkit import backends, v3
 from daemon.storage import ContentChangedError, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ RETRYABLE_OPERATION_CODES = frozenset({4, 8, 10, 13, 14})
 # answers in a row fail the file, never an empty transcript indistinguishable from silence.
 MALFORMED_RESULT_CHECKS = 3
 _REUSABLE_SECONDS = RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
+INLINE_KEY_PREFIX = "inline:"  # the object key of a row without storage: `inline:<sha256>`
 
 
 def _read_result(saved: Path) -> dict[str, Any] | None:
@@ -142,13 +143,16 @@ class Steps:
         rng: random.Random,
         stopping: threading.Event,
         on_changed: Callable[[str], None],
+        other_api: Callable[[str], speechkit.Backend] | None = None,
     ) -> None:
         self.gate = Gate(config, store, clock)
         self.aftercare = Aftercare(config, store, objects, clock=clock, stopping=stopping)
         self.config = config
         self.store = store
         self.objects = objects  # None: no storage, the audio goes inline (API v3)
-        self.api = api
+        self.api = api  # the configured API's (`speechkit.api`)
+        # The other API's backend, for operations submitted before `speechkit.api` changed.
+        self.other_api = other_api
         self.clock = clock
         self.rng = rng
         self.stopping = stopping
@@ -265,6 +269,11 @@ class Steps:
             )  # fmt: skip
             if self._adopt(row):
                 return False
+        else:
+            refitted = self._refit(row)
+            if refitted is None:
+                return False
+            row = refitted
         assert row.sha256 is not None  # noqa: S101 - set just above
         assert row.specification is not None  # noqa: S101 - set with it
         reused = self._reuse(row, row.sha256, row.specification)
@@ -379,6 +388,10 @@ class Steps:
         return True
 
     def upload(self, row: state.FileRow) -> bool:
+        refitted = self._refit(row)
+        if refitted is None:
+            return False
+        row = refitted
         assert row.object_key is not None  # noqa: S101 - set by prepare
         assert row.sha256 is not None  # noqa: S101 - set by prepare
         path = Path(row.path)
@@ -497,6 +510,11 @@ class Steps:
         if kept is not None:  # accepted earlier, but the state file could not take its id then
             self._record_submission(row, kept)
             return False
+        refitted = self._refit(row)
+        if refitted is None:
+            return True  # back to uploading: storage is configured now
+        row = refitted
+        assert row.object_key is not None  # noqa: S101 - set by prepare
         # The settings recorded when the file was accepted (a config reload affects new files).
         specification = (
             json.loads(row.specification)
@@ -585,8 +603,9 @@ class Steps:
             )
         if not self._may_call(row, (RECOGNITION, OPERATIONS_URL), CHECK_CALL):
             return False
+        backend = self._backend(row)  # the API that accepted it reads it
         try:
-            status = self.api.status(row.operation_id)
+            status = backend.status(row.operation_id)
         except Failure as error:
             metrics.error(error.service, error.kind)
             if error.kind == Kind.NOT_FOUND:
@@ -594,11 +613,13 @@ class Steps:
                     row, f"operation {row.operation_id} is unknown to the service (expired?)"
                 )
             if error.kind == Kind.NOT_THE_API:
-                return self._not_the_api(row, OPERATIONS_URL, self.config.speechkit.operations_url,
-                                         "status checks", error)  # fmt: skip
+                name, url = self._check_url(error)
+                return self._not_the_api(row, name, url, "status checks", error)
             return self._transient(row, "status check", error)
         self.gate.credentials_accepted(RECOGNITION)
         self.gate.url_answers(OPERATIONS_URL)
+        if isinstance(status, speechkit.Finished) and self._row_api(row) == "v3":
+            self.gate.url_answers(STT_V3_URL)  # its getRecognition answered too
         checks = row.checks + 1
         if isinstance(status, speechkit.Running):
             delay = scheduling.later_check_delay(
@@ -630,7 +651,7 @@ class Steps:
             return False
         if isinstance(status, speechkit.Finished):
             specification = json.loads(row.specification) if row.specification else {}
-            return self.finish(row, self.api.result(status, specification), checks)
+            return self.finish(row, backend.result(status, specification), checks)
         reason = f"the service answered with a malformed result: {status.problem}"
         if malformed >= MALFORMED_RESULT_CHECKS:
             self.fail(
@@ -755,7 +776,7 @@ class Steps:
         # it by now, or will not reuse it (`_reuse` records that only while this row is PENDING).
         if self.store.operation_awaited(row.operation_id, exclude=row.id):
             return
-        self.api.forget(row.operation_id)
+        self._backend(row).forget(row.operation_id)
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -921,6 +942,61 @@ class Steps:
         """The recognition settings of a row's request: its dedup key, recorded per row."""
         return self._folder(row).recognition.settings(self.config.speechkit.api, channels)
 
+    def _row_api(self, row: state.FileRow) -> str:
+        """The API a row's request is for, told by its recorded specification."""
+        if not row.specification:
+            return self.config.speechkit.api
+        return backends.api_of(json.loads(row.specification))
+
+    def _backend(self, row: state.FileRow) -> speechkit.Backend:
+        """The backend of the API a row was submitted to: `speechkit.api` may have changed since,
+        and each API misreads the other's operations."""
+        api = self._row_api(row)
+        if api == self.config.speechkit.api or self.other_api is None:
+            return self.api
+        return self.other_api(api)
+
+    def _refit(self, row: state.FileRow) -> state.FileRow | None:
+        """A row not submitted yet, recorded under another `speechkit.api` or with(out) storage:
+        its specification is made again from the config of now (as `retry` does), its object key
+        for the storage of now (`inline:<sha256>` without). One recorded without storage that
+        was about to be submitted goes back to uploading: None (the caller moves on to it)."""
+        fields: dict[str, Any] = {}
+        if row.specification is not None and self._row_api(row) != self.config.speechkit.api:
+            specification = self._specification(row, row.channels or 1)
+            fields["specification"] = json.dumps(specification, sort_keys=True)
+        key, digest = row.object_key, row.sha256
+        inline = self.objects is None
+        if key is not None and digest is not None and key.startswith(INLINE_KEY_PREFIX) != inline:
+            fields["object_key"] = self._key_for(digest)
+        if not fields:
+            return row
+        now = self.clock()
+        log.info(
+            "%s was recorded under other settings (%s); it goes on with those of now",
+            shown(row.path),
+            ", ".join(
+                f"API {self._row_api(row)}" if name == "specification" else
+                ("without storage" if self.objects is not None else "with storage")
+                for name in fields
+            ),
+        )  # fmt: skip
+        if row.state == state.SUBMITTING and self.objects is not None and "object_key" in fields:
+            key = fields.pop("object_key")
+            self.store.apply(row, lifecycle.upload_first(now, key, **fields), now)
+            return None
+        if not self.store.update(row.id, now, expect=row.state, **fields):
+            return None  # it moved on meanwhile (a newer version, `retry`)
+        return self.store.get(row.id)
+
+    def _check_url(self, error: Failure) -> tuple[str, str]:
+        """The config key and URL of a status check that something else answered: v3 reads a
+        done operation's results under `speechkit.stt_v3_url`, the operation itself under
+        `speechkit.operations_url`."""
+        if getattr(error, "url_key", None) == STT_V3_URL:
+            return STT_V3_URL, self.config.speechkit.stt_v3_url
+        return OPERATIONS_URL, self.config.speechkit.operations_url
+
     def _submit_url(self) -> tuple[str, str]:
         """The config key and URL submissions go to (each paused on its own)."""
         settings = self.config.speechkit
@@ -930,7 +1006,9 @@ class Steps:
 
     def _key_for(self, digest: str) -> str:
         """The object key of some content; without storage, a name that no bucket holds."""
-        return self.objects.key_for(digest) if self.objects is not None else f"inline:{digest}"
+        if self.objects is None:
+            return f"{INLINE_KEY_PREFIX}{digest}"
+        return self.objects.key_for(digest)
 
     def _folder(self, row: state.FileRow) -> WatchFolder:
         return layout.folder_of(self.config, row.path, row.folder)

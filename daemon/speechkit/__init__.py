@@ -5,8 +5,9 @@ of a few plain answers, gives the result document of a finished one (what NAME.j
 the outputs are rendered from), and forgets an operation's results early where the API can.
 `v2` is SpeechKit's API v2 (`longRunningRecognize` + operations), `v3` its API v3
 (`recognizeFileAsync` + operations + `getRecognition`/`deleteRecognition`; the audio by link or
-inline); `backends.for_settings` picks one by `speechkit.api`. Failures are the `Failure`s
-of `daemon.outcomes`, with the recognition API as their service.
+inline); `backends.Backends` picks one by `speechkit.api`, and the other for operations
+submitted before it changed. Failures are the `Failure`s of `daemon.outcomes`, with the
+recognition API as their service.
 """
 
 from __future__ import annotations

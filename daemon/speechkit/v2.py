@@ -36,10 +36,17 @@ AMBIGUOUS = Kind.AMBIGUOUS
 NOT_THE_API = Kind.NOT_THE_API
 
 CODE_NOT_FOUND = 5  # google.rpc.Code NOT_FOUND: the API's "no such operation"
+# The `@type` of a done v2 operation's `response`. Another (v3's google.protobuf.Empty: its
+# results are read with getRecognition) is no v2 result, never an empty transcript.
+RESPONSE_TYPE = "type.googleapis.com/yandex.cloud.ai.stt.v2.LongRunningRecognitionResponse"
 
 
 class ApiError(outcomes.Failure):
     """A failure of the recognition API (a `Failure` whose service is the recognition API)."""
+
+    # The config key of the URL that failed, when it is not the one the call's kind implies
+    # (v3's getRecognition during a status check: `speechkit.stt_v3_url`).
+    url_key: str | None = None
 
     def __init__(
         self,
@@ -272,6 +279,9 @@ class V2Backend:
         problem = transcripts.result_problem(operation)  # names a malformed `error` too
         if problem is not None:
             return Malformed(operation, problem)
+        kind = operation["response"].get("@type")  # result_problem: `response` is an object
+        if kind is not None and kind != RESPONSE_TYPE:
+            return Malformed(operation, f"response is a {kind}, not API v2's result")
         return Finished(operation)
 
     def result(self, finished: Finished, specification: Mapping[str, Any]) -> dict[str, Any]:

@@ -114,7 +114,9 @@ class V3Client(RecognitionClient):
             raise ApiError(TRANSIENT, f"recognition API unreachable: {_describe(error)}") from None
         self._check_refused(response, headers)
         if response.status_code != 200:
-            raise error_from_response(response)
+            failure = error_from_response(response)
+            failure.url_key = self.url_key  # not the operations endpoint: a wrong URL is this key
+            raise failure
         return response
 
     def get_recognition(self, operation_id: str) -> list[Any]:

@@ -75,7 +75,10 @@ def test_without_a_bucket_speakers_and_channels_are_labelled_and_render_reads_v3
     # `transcribe` takes the same way: one speaker, labelled as such.
     solo = tmp_path / "solo.ogg"
     shutil.copy(fixture_path("mono.ogg"), solo)
-    printed = daemon.cli("transcribe", str(solo)).stdout
+    transcribed = daemon.cli("transcribe", str(solo))
+    assert 'solo.ogg": submitted: operation' in transcribed.stderr  # its stages are shown,
+    assert 'solo.ogg": uploaded' not in transcribed.stderr  # but without storage none uploads
+    printed = transcribed.stdout
     assert printed.endswith(
         "[speaker 1] Hello from the watch folder.\n[speaker 1] This is a test recording.\n"
     )

@@ -13,7 +13,7 @@ from daemon.lifecycle import State
 ALLOWED = {
     (State.QUEUED, State.UPLOADING), (State.QUEUED, State.PENDING), (State.QUEUED, State.DONE),
     (State.UPLOADING, State.SUBMITTING), (State.UPLOADING, State.QUEUED),
-    (State.SUBMITTING, State.PENDING),
+    (State.SUBMITTING, State.PENDING), (State.SUBMITTING, State.UPLOADING),
     (State.PENDING, State.DONE), (State.PENDING, State.UPLOADING),
     (State.FAILED, State.QUEUED), (State.FAILED, State.SUPERSEDED),
     *((active, ending) for active in lifecycle.ACTIVE
@@ -54,6 +54,7 @@ class Row:
         (State.UPLOADING, lifecycle.uploaded(9.0), State.SUBMITTING),
         (State.UPLOADING, lifecycle.rewritten_while_uploading(9.0, 2.0), State.QUEUED),
         (State.SUBMITTING, lifecycle.submitted(Row(), "e03a", 9.0, 4.0), State.PENDING),
+        (State.SUBMITTING, lifecycle.upload_first(9.0, "audio/ab.ogg"), State.UPLOADING),
         (State.PENDING, lifecycle.submit_again("forgotten", 9.0, 0.0, "k.ogg"), State.UPLOADING),
         (State.PENDING, lifecycle.finished(9.0, 3, hook=True), State.DONE),
         (State.SUBMITTING, lifecycle.failed(9.0, "submit", "refused", 3, hook=False), State.FAILED),
