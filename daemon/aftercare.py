@@ -21,7 +21,7 @@ from daemon import hooks, layout, metrics, retention, state
 from daemon.config import Config, WatchFolder
 from daemon.logs import shown
 from daemon.render import files
-from daemon.storage import ObjectStore, StorageError
+from daemon.storage import INLINE_KEY_PREFIX, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class Aftercare:
         storage = self.config.storage
         if row.object_key is None or storage is None or not storage.delete_after:
             return
-        if row.object_deleted or self.objects is None:
+        if row.object_deleted or self.objects is None or _inline(row):
             return
         # Another version with the same content may still need the object.
         if self.store.object_in_use(row.object_key, exclude=row.id):
@@ -346,7 +346,7 @@ class Aftercare:
         storage = self.config.storage
         if row.object_key is None or storage is None or not storage.delete_after:
             return
-        if row.object_deleted or self.objects is None:
+        if row.object_deleted or self.objects is None or _inline(row):
             return
         with self._deletions_lock:
             self._deletions[row.id] = row
@@ -410,3 +410,8 @@ class Aftercare:
         if deleted:
             log.info("deleted %d orphaned object(s) left by an earlier crash", deleted)
         return deleted
+
+
+def _inline(row: state.FileRow) -> bool:
+    """Sent inline (recorded without storage): there is no object to delete."""
+    return (row.object_key or "").startswith(INLINE_KEY_PREFIX)

@@ -49,7 +49,7 @@ from daemon.logs import shown
 from daemon.outcomes import Failure, Kind, Service
 from daemon.render import files, transcripts
 from daemon.speechkit import backends, v3
-from daemon.storage import ContentChangedError, ObjectStore, StorageError
+from daemon.storage import INLINE_KEY_PREFIX, ContentChangedError, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("daemon.progress")  # `transcribe` shows it on a terminal too
@@ -69,7 +69,6 @@ RETRYABLE_OPERATION_CODES = frozenset({4, 8, 10, 13, 14})
 # answers in a row fail the file, never an empty transcript indistinguishable from silence.
 MALFORMED_RESULT_CHECKS = 3
 _REUSABLE_SECONDS = RESULT_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS
-INLINE_KEY_PREFIX = "inline:"  # the object key of a row without storage: `inline:<sha256>`
 
 
 def _read_result(saved: Path) -> dict[str, Any] | None:

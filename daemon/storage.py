@@ -24,6 +24,9 @@ import botocore.exceptions
 from daemon import outcomes
 from daemon.config import Storage
 
+# The object key of a row recorded without storage (API v3, audio sent inline): no object.
+INLINE_KEY_PREFIX = "inline:"
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
