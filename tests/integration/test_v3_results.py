@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from daemon import config, state
+from daemon import config, layout, state
 from daemon.outcomes import Failure, Kind, Service
 from daemon.render import v3 as results
 from daemon.speechkit import Backend
@@ -75,9 +75,13 @@ def pending_copy(store: state.Store, tmp_path: Path, name: str, operation: str |
         path=str(audio), folder=str(audio.parent), size=found.st_size,
         mtime_ns=found.st_mtime_ns, now=NOW,
     )  # fmt: skip
+    # The settings the config gives the file now: `prepare` refits any other (a config change).
+    specification = layout.current_specification(
+        settings_for(tmp_path), str(audio), str(audio.parent), 1
+    )
     store.update(
-        row_id, NOW, sha256="ab" * 32, specification="{}", duration_seconds=1.0, channels=1,
-        due_at=NOW,
+        row_id, NOW, sha256="ab" * 32, specification=specification, duration_seconds=1.0,
+        channels=1, due_at=NOW,
     )  # fmt: skip
     if operation is not None:
         store.update(row_id, NOW, state=state.PENDING, operation_id=operation, submitted_at=NOW)
