@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 
 import requests
 
-from daemon import inotify_limits, storage
+from daemon import inotify_limits, metrics, storage
 from daemon.config import Config, Hook, SpeechKit, Storage
 from daemon.layout import OWN_TEMP_SUFFIX
 from daemon.speechkit import backends, v3
@@ -438,6 +439,35 @@ def token_message(settings: SpeechKit) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def check_metrics(listen: str) -> Result:
+    """Whether the daemon could open its metrics endpoint at `listen`: bind it and let go; a
+    port held by a running speechkit-watch (its metrics answer there) is fine."""
+    host, port = metrics.parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        if _serves_our_metrics(host, port):
+            return Result(OK, f"metrics: {listen} is served by a running speechkit-watch")
+        return Result(
+            PROBLEM,
+            f"metrics: cannot listen on {listen} ({error.strerror or error}): another program "
+            "holds the port, or the address is not this machine's: check metrics.listen",
+        )
+    return Result(OK, f"metrics: the endpoint can listen on {listen}")
+
+
+def _serves_our_metrics(host: str, port: int) -> bool:
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        answer = requests.get(f"http://{shown}:{port}/metrics", timeout=2)
+    except requests.RequestException:
+        return False
+    return answer.ok and "speechkit_watch_" in answer.text
+
+
 def run_checks(config: Config) -> Iterator[Result]:
     """Every probe, in the order an operator fixes things; rows come as probes finish."""
     yield Result(OK, f"config {config.source} is valid")
@@ -446,6 +476,8 @@ def run_checks(config: Config) -> Iterator[Result]:
     yield check_state_file(config.state_file)
     if config.on_complete is not None:
         yield check_hook(config.on_complete)
+    if config.metrics is not None:
+        yield check_metrics(config.metrics.listen)
     if config.storage is None:
         yield Result(OK, "storage: none configured; API v3 takes the audio inline, files up to "
                      f"{v3.INLINE_LIMIT} (after conversion)")  # fmt: skip

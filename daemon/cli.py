@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", "run the daemon in the foreground (what systemd runs); exit 0 after SIGTERM "
             "or SIGINT, 2 on a config or start-up error")  # fmt: skip
     command("check", "validate the config, then check the folders, the inotify limits, the "
-            "state file, the bucket if configured (write, link, delete a test object) and the API "
-            "credentials, one line each; exit 0 only if all pass")  # fmt: skip
+            "state file, the metrics address, the bucket if configured (write, link, delete a "
+            "test object) and the API credentials, one line each; exit 0 only if all pass"
+            )  # fmt: skip
     status = command("status", "counts per state, files in progress with age and operation id, "
                      "a large upload's progress, failed files with the reason, webhook events "
                      "not delivered yet, audio waiting for after_done/after_failed; safe while "

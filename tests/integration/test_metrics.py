@@ -3,14 +3,17 @@ alert rules in deploy/prometheus/alerts.yml, which may name only metrics that ex
 
 from __future__ import annotations
 
+import http.server
 import re
+import socket
+import threading
 from pathlib import Path
 
 import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon import metrics, state
+from daemon import checks, metrics, state
 
 ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 NOW = 1_800_000_000.0
@@ -113,3 +116,45 @@ def test_alert_rules_parse_and_name_only_exported_metrics(tmp_path: Path) -> Non
         assert named, f"alert {name} names no metric"
         unknown = named - exported - PROMETHEUS_OWN
         assert not unknown, f"alert {name} names metrics the endpoint does not export: {unknown}"
+
+
+def test_check_says_whether_the_endpoint_can_listen_and_names_the_key(tmp_path: Path) -> None:
+    with socket.socket() as holder:  # another program on the port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        taken = checks.check_metrics(f"127.0.0.1:{port}")
+        assert not taken.passed
+        assert f"cannot listen on 127.0.0.1:{port}" in taken.message
+        assert "check metrics.listen" in taken.message
+    free = checks.check_metrics(f"127.0.0.1:{port}")
+    assert free.passed
+    assert free.message == f"metrics: the endpoint can listen on 127.0.0.1:{port}"
+
+
+def test_check_accepts_the_port_of_a_running_daemons_endpoint(tmp_path: Path) -> None:
+    store = state.Store(tmp_path / "state.db")
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = scrape(store).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        listen = f"127.0.0.1:{server.server_address[1]}"
+        result = checks.check_metrics(listen)
+        assert result.passed
+        assert result.message == f"metrics: {listen} is served by a running speechkit-watch"
+    finally:
+        server.shutdown()
+        server.server_close()
+        store.close()
