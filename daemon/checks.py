@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from daemon import inotify_limits, metrics, storage
+from daemon import inotify_limits, logs, metrics, storage
 from daemon.config import Config, Hook, SpeechKit, Storage
 from daemon.layout import OWN_TEMP_SUFFIX
 from daemon.speechkit import backends, v3
@@ -73,7 +73,7 @@ def format_line(result: Result, hidden: Iterable[str] = ()) -> str:
     """`ok       watch folder ...`; any secret that slipped into a message is masked."""
     message = result.message
     for secret in sorted(hidden, key=len, reverse=True):
-        if secret:
+        if len(secret) >= logs.MIN_SECRET_LENGTH:
             message = message.replace(secret, "***")
     return f"{result.status:<{STATUS_WIDTH}}{message}".rstrip()
 

@@ -18,7 +18,9 @@ from collections.abc import Iterable
 JOURNAL_FORMAT = "<%(priority)d>%(levelname)s %(message)s"
 SYSLOG_PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-MIN_SECRET_LENGTH = 4  # shorter "secrets" (test placeholders) would redact ordinary words
+# Shorter "secrets" (placeholders like `x`) would mask ordinary words in every line (and so give
+# themselves away); the config warns about them instead (validate.Validator.short_secret).
+MIN_SECRET_LENGTH = 6
 
 
 def duration(seconds: float, *, precision: float = 1.0) -> str:

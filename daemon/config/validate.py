@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import secrets
+from daemon import logs, secrets
 from daemon.config.declaration import (
     AUTO_LANGUAGE,
     CREDENTIAL_KEYS,
@@ -100,6 +100,7 @@ class _Validator:
                     continue
                 if file_key in mapping:
                     result[key.name] = self.secret_file(mapping[file_key], _join(prefix, file_key))
+                    self.short_secret(result[key.name], _join(prefix, file_key))
                     continue
             if not present:
                 if key.default is REQUIRED:
@@ -112,7 +113,19 @@ class _Validator:
                 result[key.name] = value
                 continue
             result[key.name] = self.value(mapping[key.name], key, key_path)
+            if key.secret:
+                self.short_secret(result[key.name], key_path)
         return result
+
+    def short_secret(self, value: Any, key_path: str) -> None:
+        """A secret too short to be a real credential is not masked in output (it would mask
+        ordinary words): say so, so that a placeholder is not mistaken for a hidden key."""
+        if isinstance(value, str) and 0 < len(value) < logs.MIN_SECRET_LENGTH:
+            self.warnings.append(
+                f"{self.source}: at '{key_path}': only {len(value)} character(s), too short to be "
+                f"a real credential; values under {logs.MIN_SECRET_LENGTH} characters are not "
+                "masked in logs and output"
+            )
 
     def resolve(self, text: str) -> Path:
         """A path from the config: `~` expanded, and a relative one taken from the config file's

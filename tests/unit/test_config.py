@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon import config
+from daemon import checks, config
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
@@ -383,3 +383,16 @@ def test_a_config_that_is_not_a_mapping_says_what_it_is() -> None:
         "conf.yaml: the config must be a mapping of keys, not a string"
     ]
     assert problems([1, 2]) == ["conf.yaml: the config must be a mapping of keys, not a list"]
+
+
+def test_a_secret_too_short_to_be_real_is_warned_about_and_not_masked_in_check_output() -> None:
+    settings = parse(minimal(), environ={**ENV, "YC_API_KEY": "inbox"})
+    assert settings.warnings == (
+        "conf.yaml: at 'speechkit.api_key': only 5 character(s), too short to be a real "
+        "credential; values under 6 characters are not masked in logs and output",
+    )
+    line = checks.format_line(checks.Result(checks.OK, "watch folder /srv/inbox exists"), ["inbox"])
+    assert line == "ok       watch folder /srv/inbox exists"  # not "/srv/*** exists"
+    masked = checks.format_line(checks.Result(checks.OK, "sent api-secret"), ["api-secret"])
+    assert masked == "ok       sent ***"
+    assert parse(minimal()).warnings == ()  # the usual test secrets are long enough
