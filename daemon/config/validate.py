@@ -58,8 +58,15 @@ def document(
     if not isinstance(content, dict):
         raise ConfigError([f"{source}: the config must be a mapping of keys, not {_kind(content)}"])
     values = validator.section(content, keys, "")
-    if not validator.problems:
+    # Every problem at once: the checks across keys run on what could be read, too. Where a key
+    # they need was already refused (its value missing), the rest of them cannot run; what was
+    # found so far is reported, and no crash hides it.
+    had_problems = bool(validator.problems)
+    try:
         validator.cross_checks(values)
+    except (TypeError, KeyError, AttributeError, ValueError):
+        if not had_problems:
+            raise
     if validator.problems:
         raise ConfigError(validator.problems)
     return values, tuple(validator.warnings)
@@ -72,9 +79,17 @@ class _Validator:
         self.with_secrets = with_secrets
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.refused: set[str] = set()  # top-level sections with a refused key
+        self.refused_alone: set[str] = set()  # those refused before the checks across keys
 
     def problem(self, key_path: str, message: str) -> None:
         self.problems.append(f"{self.source}: at '{key_path}': {message}")
+        self.refused.add(key_path.split(".", maxsplit=1)[0].split("[", maxsplit=1)[0])
+
+    def clean(self, *sections: str) -> bool:
+        """Whether no key under these top-level sections was refused: a check across keys runs
+        only on what was read, so a refused value never causes a second, misleading problem."""
+        return not self.refused_alone.intersection(sections)
 
     def section(
         self, mapping: Mapping[str, Any], keys: Sequence[Key], prefix: str
@@ -256,14 +271,23 @@ class _Validator:
             )
 
     def cross_checks(self, values: dict[str, Any]) -> None:
-        self.credential_checks(values["speechkit"])
-        if values.get("storage") is None and values["speechkit"].get("api") != "v3":
+        self.refused_alone = set(self.refused)
+        if self.clean("speechkit"):
+            self.credential_checks(values["speechkit"])
+        if (
+            self.clean("storage", "speechkit")
+            and values.get("storage") is None
+            and values["speechkit"].get("api") != "v3"
+        ):
             self.problem(
                 "storage",
                 "required with 'speechkit.api' v2 (only API v3 can take the audio inline, "
                 "without a bucket)",
             )
-        self.recognition_checks(values)
+        if self.clean("recognition", "watch", "speechkit"):
+            self.recognition_checks(values)
+        if not self.clean("watch", "on_complete", "webhooks", "metrics"):
+            return
         if not values["watch"]:
             self.problem("watch", "list at least one folder to watch")
         hook = values["on_complete"]

@@ -396,3 +396,13 @@ def test_a_secret_too_short_to_be_real_is_warned_about_and_not_masked_in_check_o
     masked = checks.format_line(checks.Result(checks.OK, "sent api-secret"), ["api-secret"])
     assert masked == "ok       sent ***"
     assert parse(minimal()).warnings == ()  # the usual test secrets are long enough
+
+
+def test_problems_across_keys_come_with_the_problems_of_single_keys() -> None:
+    document = minimal(concurrency="four")
+    document["speechkit"] = {"api_key": "${YC_API_KEY}", "iam_token": "${YC_API_KEY}"}
+    document["recognition"] = {"speaker_labeling": True}  # v3 only, with the default api v2
+    found = problems(document)
+    assert any("'concurrency'" in line for line in found)
+    assert any("api_key and iam_token" in line for line in found)
+    assert any("speaker_labeling" in line and "speechkit.api" in line for line in found)
