@@ -124,7 +124,8 @@ class Transcriber:
         for name in files:
             path = name.absolute()
             if not path.is_file():
-                print(f"speechkit-watch: {shown(path)}: no such file", file=self.err)
+                what = "a folder: name the recordings in it" if path.is_dir() else "no such file"
+                print(f"speechkit-watch: {shown(path)}: {what}", file=self.err)
                 failures += 1
                 continue
             unreadable = unreadable_reason(path)

@@ -129,6 +129,9 @@ def test_transcribe_prints_each_transcript_and_exits_by_the_outcome(
     assert failed.returncode == 1
     assert "not audio the decoder can read" in failed.stderr
     assert "x.ogg" in failed.stderr
+    folder = daemon.cli("transcribe", str(elsewhere), check=False)
+    assert folder.returncode == 1
+    assert f'"{elsewhere}": a folder: name the recordings in it' in folder.stderr
     assert speechkit.stats()["submissions"] == 2
     # `transcribe` takes what the daemon takes: an MP3 is converted like in a watched folder.
     converted = daemon.cli("transcribe", str(elsewhere / "three.mp3"))
