@@ -489,6 +489,16 @@ def render_command(settings: config.Config, arguments: argparse.Namespace) -> in
             print(f"speechkit-watch: {logs.shown(result)}: {unreadable}", file=sys.stderr)
             status = EXIT_FAILED
             continue
+        if (
+            result.name.endswith(".error.json")
+            and isinstance(operation, dict)
+            and ("stage" in operation)
+        ):
+            print(f"speechkit-watch: {logs.shown(result)}: the error file of a failed "
+                  f"transcription (stage {operation['stage']}), not a result: there is nothing "
+                  "to render; `speechkit-watch retry` the recording", file=sys.stderr)  # fmt: skip
+            status = EXIT_FAILED
+            continue
         problem = render.result_problem(operation)  # the daemon's own test before writing
         if problem is not None:
             print(f"speechkit-watch: {logs.shown(result)}: not a finished recognition result: "

@@ -67,9 +67,13 @@ def test_render_of_audio_a_folder_or_a_missing_file_is_one_line_each(tmp_path: P
     (tmp_path / "call.json").write_text("{}", encoding="utf-8")
     folder = tmp_path / "results"
     folder.mkdir()
+    failed = tmp_path / "memo.error.json"
+    failed.write_text('{"stage": "check", "message": "empty"}', encoding="utf-8")
     for target, expected in [
         (audio, "call.ogg\": not a JSON file; render reads the NAME.json a transcription saved "
                 "(its result would be"),
+        (failed, "memo.error.json\": the error file of a failed transcription (stage check), "
+                 "not a result"),
         (folder, "results\": is a folder; give the saved NAME.json files in it"),
         (tmp_path / "gone.json", "gone.json\": cannot read it: no such file or directory"),
     ]:  # fmt: skip
