@@ -53,6 +53,33 @@ def test_upload_is_idempotent_and_presigned_link_reads_it_back(
     assert store.list_keys() == []
 
 
+def test_a_small_put_goes_without_expect_and_parts_keep_it(
+    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One PUT of bytes in memory skips `Expect: 100-continue` (a round trip, and an interim
+    answer botocore reads a byte per system call); multipart parts keep it."""
+    monkeypatch.setattr(storage, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    monkeypatch.setattr(storage, "MULTIPART_CHUNK", 5 * 1024 * 1024)
+    store = storage.ObjectStore(settings(seaweedfs, bucket))
+    sent: list[tuple[str, object]] = []
+
+    def note(request: object, event_name: str, **_: object) -> None:
+        headers = getattr(request, "headers", {})
+        sent.append((event_name.rsplit(".", 1)[-1], headers.get("Expect")))
+
+    store.client.meta.events.register("before-send.s3", note)
+    for name, data in [("small.ogg", b"OggS" * 1000), ("big.ogg", bytes(range(256)) * 4096 * 6)]:
+        audio = tmp_path / name
+        audio.write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        assert store.upload(audio, store.key_for(digest), len(data), digest)
+    puts = [expect for operation, expect in sent if operation == "PutObject"]
+    parts = [expect for operation, expect in sent if operation == "UploadPart"]
+    assert puts == [None]
+    assert len(parts) == 2
+    assert all(expect in ("100-continue", b"100-continue") for expect in parts)
+
+
 def test_plain_link_is_the_path_style_object_url(
     seaweedfs: devstack.SeaweedFS, bucket: str
 ) -> None:
