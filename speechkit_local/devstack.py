@@ -732,3 +732,65 @@ def daemon_env(storage: SeaweedFS, api_key: str) -> dict[str, str]:
         SECRET_KEY_ENV: storage.secret_access_key,
         API_KEY_ENV: api_key,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m speechkit_local.devstack`: a local S3 server to try things by hand."""
+    import argparse  # noqa: PLC0415 - only for the command line
+
+    parser = argparse.ArgumentParser(
+        prog="python -m speechkit_local.devstack",
+        description="Start SeaweedFS (a real S3 server, loopback only, SigV4 enforced) with one "
+        "bucket, for speechkit-watch and `speechkit-local --storage-endpoint` run by hand. Its "
+        "keys are random per start and written to a file of mode 0600 (never printed). "
+        "Ctrl-C or SIGTERM stops it.",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="data folder, kept afterwards (default: a temporary one, removed)",
+    )
+    parser.add_argument("--bucket", default=DEFAULT_BUCKET, help="the bucket to create")
+    arguments = parser.parse_args(argv)
+    stopping: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda number, _frame: stopping.append(number))
+    try:
+        storage = SeaweedFS(arguments.dir, bucket=arguments.bucket).start()
+    except (OSError, RuntimeError) as error:
+        sys.stderr.write(f"devstack: SeaweedFS did not start: {error}\n")
+        return 1
+    try:
+        keys = storage.directory / "storage.env"
+        keys.touch(mode=0o600)
+        keys.chmod(0o600)  # a --dir kept from an earlier start: still only ours
+        keys.write_text(
+            f"{ACCESS_KEY_ENV}={storage.access_key_id}\n"
+            f"{SECRET_KEY_ENV}={storage.secret_access_key}\n"
+            f"SPEECHKIT_LOCAL_S3_ACCESS_KEY_ID={storage.access_key_id}\n"
+            f"SPEECHKIT_LOCAL_S3_SECRET_ACCESS_KEY={storage.secret_access_key}\n",
+            encoding="utf-8",
+        )
+        where = f"bucket {storage.bucket!r}, region {storage.region}"
+        _say(f"S3 endpoint {storage.endpoint_url}, {where}")
+        _say(
+            f"keys: {keys} (`set -a; . {keys}; set +a` exports them for speechkit-watch's "
+            f"${{{ACCESS_KEY_ENV}}}/${{{SECRET_KEY_ENV}}} and speechkit-local)"
+        )
+        _say("ready; Ctrl-C stops it")
+        while not stopping:
+            time.sleep(0.2)
+    finally:
+        storage.close()
+    _say("stopped")
+    return 0
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

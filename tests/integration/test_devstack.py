@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import boto3
 import botocore.exceptions
 import pytest
 import requests
@@ -322,3 +325,37 @@ def _storage(settings: config.Config) -> config.Storage:
     """The storage section of a config that has one (every v2 config does)."""
     assert settings.storage is not None
     return settings.storage
+
+
+def test_the_command_line_serves_a_bucket_with_keys_in_a_private_file_until_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    started = subprocess.Popen(
+        [sys.executable, "-m", "speechkit_local.devstack", "--dir", str(tmp_path / "s3")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert started.stdout is not None
+        lines = [started.stdout.readline() for _ in range(3)]
+        assert lines[2] == "ready; Ctrl-C stops it\n", "".join(lines)
+        endpoint = lines[0].split()[2].rstrip(",")
+        keys_file = tmp_path / "s3" / "storage.env"
+        assert f"keys: {keys_file} " in lines[1]
+        assert keys_file.stat().st_mode & 0o777 == 0o600
+        keys = dict(line.split("=", 1) for line in keys_file.read_text().splitlines())
+        assert keys["YC_SECRET_ACCESS_KEY"] not in "".join(lines)  # never printed
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name=devstack.REGION,
+            aws_access_key_id=keys["YC_ACCESS_KEY_ID"],
+            aws_secret_access_key=keys["YC_SECRET_ACCESS_KEY"],
+        )  # fmt: skip
+        client.put_object(Bucket=devstack.DEFAULT_BUCKET, Key="mine.ogg", Body=b"by hand")
+        got = client.get_object(Bucket=devstack.DEFAULT_BUCKET, Key="mine.ogg")["Body"].read()
+        assert got == b"by hand"
+        started.send_signal(signal.SIGINT)
+        assert started.wait(timeout=30) == 0
+        assert started.stdout.read() == "stopped\n"
+    finally:
+        if started.poll() is None:
+            started.kill()
+            started.wait()
