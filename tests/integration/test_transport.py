@@ -1,0 +1,176 @@
+"""daemon.transport against real HTTP servers on loopback: answers, failures that say whether
+the request left, proxies and NO_PROXY from the environment, the CA bundle variables."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import certifi
+import pytest
+
+from daemon import transport
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every request with 200 and a JSON body naming what it saw; `/slow` stalls."""
+
+    protocol_version = "HTTP/1.1"
+    seen: Seen
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.seen.append((self.command, self.path, dict(self.headers), body))
+        if self.path.endswith("/slow"):
+            time.sleep(1.5)
+        payload = b'{"ok": true}'
+        self.send_response(200 if not self.path.endswith("/missing") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("X-Request-Id", "abc")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = _answer  # noqa: N815 - http.server's names
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+Seen = list[tuple[str, str, dict[str, str], bytes]]
+Server = tuple[str, Seen]
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    seen: Seen = []
+    handler = type("Handler", (_Recorder,), {"seen": seen})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY",
+                 "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+                 "AWS_CA_BUNDLE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_request_sends_method_headers_body_and_reads_the_whole_answer(server: Server) -> None:
+    url, seen = server
+    answer = transport.Transport().request(
+        "POST", f"{url}/v1/op?x=1", headers={"Authorization": "Api-Key k"}, body=b'{"a": 1}',
+        timeout=5,
+    )  # fmt: skip
+    assert answer.status_code == 200
+    assert answer.json() == {"ok": True}
+    assert answer.headers["x-request-id"] == "abc"  # case-insensitive, as the callers read it
+    assert answer.url == f"{url}/v1/op?x=1"
+    method, path, headers, body = seen[0]
+    assert (method, path, body) == ("POST", "/v1/op?x=1", b'{"a": 1}')
+    assert headers["Authorization"] == "Api-Key k"
+
+
+def test_connections_are_kept_alive_between_requests(server: Server) -> None:
+    url, seen = server
+    client = transport.Transport()
+    for _ in range(3):
+        assert client.request("GET", f"{url}/a", headers={}, timeout=5).status_code == 200
+    manager = client._manager_for(url)
+    pool = manager.connection_from_url(url)
+    assert pool.num_connections == 1  # one connection served all three
+    assert len(seen) == 3
+
+
+def test_an_error_status_is_an_answer_not_an_exception(server: Server) -> None:
+    url, _ = server
+    answer = transport.Transport().request("GET", f"{url}/missing", headers={}, timeout=5)
+    assert answer.status_code == 404
+    assert answer.reason == "Not Found"
+
+
+def test_a_refused_connection_was_not_sent() -> None:
+    port = _closed_port()
+    with pytest.raises(transport.TransportError) as caught:
+        transport.Transport().request("POST", f"http://127.0.0.1:{port}/x", headers={},
+                                      body=b"{}", timeout=2)  # fmt: skip
+    assert caught.value.sent is False
+    assert caught.value.reason == "connection refused"
+
+
+def test_a_read_timeout_may_have_been_sent(server: Server) -> None:
+    url, seen = server
+    with pytest.raises(transport.TransportError) as caught:
+        transport.Transport().request("POST", f"{url}/slow", headers={}, body=b"{}", timeout=0.3)
+    assert caught.value.sent is True  # the server has it: a submission may exist
+    assert caught.value.timed_out is True
+    assert caught.value.reason == "timed out"
+    assert len(seen) == 1  # and it was not sent again
+
+
+def test_a_proxy_from_the_environment_carries_the_request_with_its_credentials(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy_url, seen = server  # the recorder plays the proxy: it sees the absolute URL
+    monkeypatch.setenv("HTTP_PROXY", proxy_url.replace("http://", "http://user:p%40ss@"))
+    answer = transport.Transport().request(
+        "GET", "http://speechkit.invalid/operations/1", headers={}, timeout=5
+    )
+    assert answer.status_code == 200
+    method, path, headers, _ = seen[0]
+    assert (method, path) == ("GET", "http://speechkit.invalid/operations/1")
+    lowered = {name.lower(): value for name, value in headers.items()}
+    assert lowered["proxy-authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss
+
+
+def test_no_proxy_sends_a_host_direct(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, seen = server
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    answer = transport.Transport().request("GET", f"{url}/direct", headers={}, timeout=5)
+    assert answer.status_code == 200
+    assert seen[0][1] == "/direct"  # an origin-form path: no proxy in between
+
+
+def test_an_unreachable_proxy_means_nothing_was_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(transport.TransportError) as caught:
+        transport.Transport().request("POST", "http://speechkit.invalid/x", headers={},
+                                      body=b"{}", timeout=2)  # fmt: skip
+    assert caught.value.sent is False
+
+
+def test_the_ca_bundle_comes_from_the_variables_the_caller_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "corporate.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes())
+    assert transport.Transport()._ca_bundle == certifi.where()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    assert transport.Transport()._ca_bundle == str(bundle)
+    assert (
+        transport.Transport(ca_variables=transport.BOTOCORE_CA_VARIABLES)._ca_bundle
+        == certifi.where()
+    )
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+    assert transport.Transport(ca_variables=transport.BOTOCORE_CA_VARIABLES)._ca_bundle == str(
+        bundle
+    )
