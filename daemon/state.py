@@ -39,6 +39,8 @@ GONE = State.GONE
 ACTIVE_STATES = lifecycle.ACTIVE
 TERMINAL_STATES = lifecycle.TERMINAL
 ALL_STATES = ACTIVE_STATES + TERMINAL_STATES
+# The order `due` hands out work in: what was already paid for first.
+DUE_ORDER = (PENDING, SUBMITTING, UPLOADING, QUEUED)
 # What a newer version of a path replaces, and what `retry` re-queues: set-based moves, checked
 # against the table once here like every single move in `update`.
 _REPLACED_BY_A_NEW_VERSION = (*ACTIVE_STATES, FAILED)
@@ -488,31 +490,46 @@ class Store:
                 yield os.fsdecode(path), size, mtime_ns
 
     def due(self, now: float, *, limit: int, exclude: Iterable[int] = ()) -> list[FileRow]:
+        """Up to `limit` rows whose step is due at `now`, not owned by another process.
+
+        Work already paid for first: status checks and outputs of pending operations, then
+        submissions of uploaded files, then uploads, then new files; by due time (then id)
+        within each. One query per state walks the (state, due_at) index from its start and
+        stops at `limit`: a backlog of thousands costs what a few rows do, where one query over
+        all states sorted every due row each time the loop dispatched.
+        """
         excluded = tuple(exclude)
-        marks = ",".join("?" * len(excluded))
-        exclusion = f"AND id NOT IN ({marks})" if excluded else ""
-        states = ",".join("?" * len(ACTIVE_STATES))
-        # Work already paid for first: status checks and outputs of pending operations, then
-        # submissions of uploaded files, then uploads, then new files; by due time within each.
-        return self._select(
-            f"WHERE state IN ({states}) AND due_at <= ? AND owner IS NULL {exclusion} "
-            "ORDER BY CASE state WHEN ? THEN 0 WHEN ? THEN 1 WHEN ? THEN 2 ELSE 3 END, due_at, id "
-            "LIMIT ?",
-            (*ACTIVE_STATES, now, *excluded, PENDING, SUBMITTING, UPLOADING, limit),
-        )
+        exclusion = f"AND id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        rows: list[FileRow] = []
+        with self._lock:
+            for wanted in DUE_ORDER:
+                if len(rows) >= limit:
+                    break
+                cursor = self._db.execute(
+                    "SELECT * FROM files "  # noqa: S608
+                    f"WHERE state = ? AND due_at <= ? AND owner IS NULL {exclusion} "
+                    "ORDER BY due_at, id LIMIT ?",
+                    (wanted, now, *excluded, limit - len(rows)),
+                )
+                rows.extend(_row(record) for record in cursor.fetchall())
+        return rows
 
     def next_due_at(self, *, exclude: Iterable[int] = ()) -> float | None:
+        """The earliest due time of an active row not owned by another process (None: none)."""
         excluded = tuple(exclude)
-        marks = ",".join("?" * len(excluded))
-        exclusion = f"AND id NOT IN ({marks})" if excluded else ""
-        states = ",".join("?" * len(ACTIVE_STATES))
+        exclusion = f"AND id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        earliest: float | None = None
         with self._lock:
-            value = self._db.execute(
-                f"SELECT MIN(due_at) FROM files WHERE state IN ({states}) AND owner IS NULL "  # noqa: S608
-                f"{exclusion}",
-                (*ACTIVE_STATES, *excluded),
-            ).fetchone()[0]
-        return None if value is None else float(value)
+            for wanted in DUE_ORDER:
+                found = self._db.execute(
+                    "SELECT due_at FROM files "  # noqa: S608
+                    f"WHERE state = ? AND due_at IS NOT NULL AND owner IS NULL {exclusion} "
+                    "ORDER BY due_at LIMIT 1",
+                    (wanted, *excluded),
+                ).fetchone()
+                if found is not None and (earliest is None or found[0] < earliest):
+                    earliest = float(found[0])
+        return earliest
 
     def stem_taken(self, row: FileRow, stem: str) -> bool:
         """Whether an older file of another path in the same folder, with the same stem, has the

@@ -200,6 +200,51 @@ def test_work_already_paid_for_comes_first(tmp_path: Path) -> None:
     assert [row.state for row in store.due(100.0, limit=1)] == [state.PENDING]
 
 
+def test_due_takes_each_state_in_order_up_to_the_limit_skipping_excluded_rows(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path)
+    queued = [
+        store.add_version(path=f"/in/q{n}.ogg", folder="/in", size=1, mtime_ns=1, now=20.0 - n)
+        for n in range(3)
+    ]  # added later, due earlier: due time, not id, orders them
+    pending = store.add_version(path="/in/p.ogg", folder="/in", size=1, mtime_ns=1, now=30.0)
+    for step in (state.UPLOADING, state.SUBMITTING, state.PENDING):
+        store.update(pending, 30.0, state=step)
+    store.update(pending, 30.0, due_at=30.0)
+    later = store.add_version(path="/in/later.ogg", folder="/in", size=1, mtime_ns=1, now=99.0)
+    store.update(later, 99.0, due_at=500.0)  # not due yet
+    assert [row.id for row in store.due(100.0, limit=3)] == [pending, queued[2], queued[1]]
+    assert [row.id for row in store.due(100.0, limit=10, exclude=[pending, queued[1]])] == [
+        queued[2], queued[0],
+    ]  # fmt: skip
+    assert store.next_due_at() == 18.0
+    assert store.next_due_at(exclude=[queued[2], queued[1], queued[0]]) == 30.0
+    assert store.next_due_at(exclude=[queued[2], queued[1], queued[0], pending]) == 500.0
+
+
+def test_due_walks_an_index_instead_of_sorting_every_due_row(tmp_path: Path) -> None:
+    """A backlog of thousands must not cost a sort of all of them each time work is handed
+    out: every query `due` and `next_due_at` make is an index search with no sort step."""
+    store = open_store(tmp_path)
+    plans: list[str] = []
+    original = store._db
+    seen: list[str] = []
+    original.set_trace_callback(seen.append)
+    store.due(100.0, limit=4, exclude=[1, 2])
+    store.next_due_at(exclude=[1])
+    original.set_trace_callback(None)
+    selects = [statement for statement in seen if statement.lstrip().startswith("SELECT")]
+    assert len(selects) == 2 * len(state.DUE_ORDER)
+    assert set(state.DUE_ORDER) == set(state.ACTIVE_STATES)
+    for statement in selects:
+        steps = original.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()
+        plans.append(" / ".join(str(step[3]) for step in steps))
+    for shown in plans:
+        assert "USING INDEX files_state_due" in shown, shown
+        assert "TEMP B-TREE" not in shown, shown
+
+
 def test_a_deleted_or_replaced_state_file_is_noticed(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     assert store.replaced() is None
