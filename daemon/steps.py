@@ -167,6 +167,11 @@ class Steps:
         # Malformed answers in a row per row id. In memory: after a restart the count starts
         # again, which costs at most MALFORMED_RESULT_CHECKS more status checks.
         self._malformed: dict[int, int] = {}
+        # Row id -> (size, mtime_ns) of a version `prepare` found to go up as it is (Ogg Opus
+        # within the limits): its upload step need not read the file's pages again. In memory:
+        # after a restart the upload step checks once more; a changed file is caught by the size
+        # and time, and its bytes by the hash checked as they go up.
+        self._as_is: dict[int, tuple[int, int]] = {}
         # The daemon deletes finished files' objects in batches (its loop sends them); a
         # one-shot `transcribe` deletes each at once.
         self.delete_in_batches = False
@@ -224,6 +229,8 @@ class Steps:
             # Not uploading now (failed, reused, adopted, waiting for a twin): a conversion is
             # not kept around; the upload step converts again if it ever needs one.
             audio.discard(self.work_dir, str(row.id))
+            with self._lock:
+                self._as_is.pop(row.id, None)
         return moving_on
 
     def _prepare(self, row: state.FileRow) -> bool:
@@ -245,6 +252,9 @@ class Steps:
                 return self._vanished_or_retry(row, state.QUEUED, f"cannot read: {error.strerror}")
             if not self._unchanged(row):
                 return False
+            if not info.converted:
+                with self._lock:
+                    self._as_is[row.id] = (row.size, row.mtime_ns)
             if self.objects is None:
                 too_big = v3.inline_refusal(info.upload_path.stat().st_size)
                 if too_big is not None:
@@ -412,6 +422,10 @@ class Steps:
         converted again if a restart emptied the work folder. The object key stays the source's
         content hash either way; the size and hash checked on upload are the uploaded bytes'."""
         assert row.sha256 is not None  # noqa: S101 - set by prepare
+        with self._lock:
+            as_is = self._as_is.pop(row.id, None)
+        if as_is == (row.size, row.mtime_ns):
+            return path, row.size, row.sha256  # checked by prepare in this run, unchanged since
         try:
             prepared = audio.prepare(path, self.work_dir, str(row.id))
             if not prepared.converted:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from daemon import audio as audio_module
 from daemon import config, layout, state
 from daemon.outcomes import Failure, Kind, Service
 from daemon.render import v3 as results
@@ -165,4 +166,47 @@ def test_the_twins_results_stay_while_a_copy_waits_for_them(tmp_path: Path) -> N
     assert store.get(copy).state == state.DONE
     assert client.forgotten == ["e03op"]  # the last one waiting deletes them
     assert client.submitted == []
+    store.close()
+
+
+def _queued_copy(store: state.Store, tmp_path: Path, name: str, fixture: str) -> int:
+    audio = tmp_path / "inbox" / name
+    audio.parent.mkdir(exist_ok=True)
+    audio.write_bytes((DATA / fixture).read_bytes())
+    found = audio.stat()
+    return store.add_version(
+        path=str(audio), folder=str(audio.parent), size=found.st_size,
+        mtime_ns=found.st_mtime_ns, now=NOW,
+    )  # fmt: skip
+
+
+def test_ogg_opus_is_read_for_its_checks_once_per_run_not_again_to_send_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prepare` checks the pages; the step that sends the file in the same run takes its
+    verdict (the size, time and hash still guard it). After a restart the check runs again."""
+    inspected: list[str] = []
+    real_prepare = audio_module.prepare
+
+    def counting(path: Path, *args: Any, **kwargs: Any) -> Any:
+        inspected.append(Path(path).name)
+        return real_prepare(path, *args, **kwargs)
+
+    monkeypatch.setattr(audio_module, "prepare", counting)
+    store = state.Store(tmp_path / "state.db")
+    client = Client([SPEECH])
+    now = [NOW]
+    first = _queued_copy(store, tmp_path, "first.ogg", "mono.ogg")
+    steps_for(tmp_path, store, client, now).advance(first)  # prepare, upload, submit
+    assert store.get(first).state == state.PENDING
+    assert inspected == ["first.ogg"]  # once: the submission sent what prepare checked
+    assert client.submitted == [str(tmp_path / "inbox" / "first.ogg")]
+
+    second = _queued_copy(store, tmp_path, "second.ogg", "stereo.ogg")  # not a twin
+    steps = steps_for(tmp_path, store, client, now)
+    assert steps.prepare(store.get(second))  # hashed and checked; the process "restarts" here
+    restarted = steps_for(tmp_path, store, client, now)
+    restarted.advance(second)
+    assert store.get(second).state == state.PENDING
+    assert inspected == ["first.ogg", "second.ogg", "second.ogg"]  # checked again after restart
     store.close()
