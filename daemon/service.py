@@ -203,7 +203,7 @@ class Service:
         self.health.alive_while_starting()
         objects = None if self.config.storage is None else ObjectStore(self.config.storage)
         apis = backends.Backends(self.config.speechkit)
-        api = apis.configured  # closing it closes the other API's too (shared session)
+        api = apis.configured  # closing it closes the other API's too (shared transport)
         steps = Steps(
             self.config, store, objects, api, clock=self.clock, rng=self.rng,
             stopping=self.stopping, on_changed=self.intake.file_changed, other_api=apis.for_api,

@@ -23,17 +23,17 @@ def api_of(specification: Mapping[str, Any]) -> str:
 def _build(
     api: str, settings: SpeechKit, client: RecognitionClient | None = None
 ) -> V2Backend | V3Backend:
-    """A backend of `api`; on `client`'s session and credentials when given."""
-    session = client.session if client is not None else None
+    """A backend of `api`; on `client`'s transport and credentials when given."""
+    transport = client.transport if client is not None else None
     credentials = client.credentials if client is not None else None
     if api == "v3":
-        return V3Backend(V3Client(settings, session, credentials))
-    return V2Backend(RecognitionClient(settings, session, credentials))
+        return V3Backend(V3Client(settings, transport, credentials))
+    return V2Backend(RecognitionClient(settings, transport, credentials))
 
 
 class Backends:
     """The configured API's backend, and the other API's for file versions that were submitted
-    under it before `speechkit.api` changed: built when first needed, on the same session and
+    under it before `speechkit.api` changed: built when first needed, on the same transport and
     credentials (so it is closed with the configured one). Its operations are polled and read
     there, never by the new API's backend, which would misread them."""
 
@@ -52,7 +52,7 @@ class Backends:
             return self._others[api]
 
     def close(self) -> None:
-        self.configured.close()  # the others share its session and credentials
+        self.configured.close()  # the others share its transport and credentials
 
 
 def client_for(settings: SpeechKit) -> type[RecognitionClient]:

@@ -1,27 +1,27 @@
 """The SpeechKit v2 asynchronous recognition API: submit `longRunningRecognize`, read operations.
 
-A thin adapter over `requests`, one implementation of `daemon.speechkit.Backend`. Every call has
-a timeout. Errors are classified from the HTTP status and the gRPC code in the body (never from
-message text) into the kinds of `daemon.outcomes`.
+A thin adapter over `daemon.transport` (urllib3 pools: nothing retried, no redirect followed),
+one implementation of `daemon.speechkit.Backend`. Every call has a timeout. Errors are
+classified from the HTTP status and the gRPC code in the body (never from message text) into
+the kinds of `daemon.outcomes`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-import urllib3.exceptions
-
-from daemon import __version__, httpsession, outcomes
+from daemon import __version__, outcomes
 from daemon.config import SpeechKit
 from daemon.outcomes import Kind
 from daemon.render import transcripts
 from daemon.speechkit import Failed, Finished, Malformed, Running, Status, documented_failure
 from daemon.speechkit import credentials as credentials_module
+from daemon.transport import Response, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def error_from_response(response: requests.Response) -> ApiError:
+def error_from_response(response: Response) -> ApiError:
     """An ApiError from a non-2xx answer, keeping the service's gRPC code and message."""
     code: int | None = None
     message = response.reason or "error"
@@ -120,30 +120,6 @@ def error_from_response(response: requests.Response) -> ApiError:
     )
 
 
-def request_was_sent(error: requests.RequestException) -> bool:
-    """False only when the request certainly never reached the server (the connect failed)."""
-    if isinstance(error, requests.ConnectTimeout):
-        return False
-    seen: set[int] = set()
-    pending: list[object] = [error]
-    while pending:
-        cause = pending.pop()
-        if not isinstance(cause, BaseException) or id(cause) in seen:
-            continue
-        seen.add(id(cause))
-        if isinstance(cause, _NOT_SENT):
-            return False
-        pending.extend([getattr(cause, "reason", None), cause.__cause__, cause.__context__])
-        pending.extend(cause.args)
-    return True
-
-
-_NOT_SENT = (
-    urllib3.exceptions.NewConnectionError,  # refused, unreachable, DNS failure
-    urllib3.exceptions.ConnectTimeoutError,
-)
-
-
 class RecognitionClient:
     """Talks to the recognition and operations endpoints with one credential.
 
@@ -154,18 +130,17 @@ class RecognitionClient:
     def __init__(
         self,
         settings: SpeechKit,
-        session: requests.Session | None = None,
+        transport: Transport | None = None,
         credentials: credentials_module.Credentials | None = None,
     ):
         self.settings = settings
-        self.session = session or httpsession.EnvironmentOnceSession()
-        self.session.headers["User-Agent"] = USER_AGENT
+        self.transport = transport if transport is not None else Transport()
         self.credentials = (
             credentials if credentials is not None else credentials_module.from_settings(settings)
         )
 
     def close(self) -> None:
-        self.session.close()
+        self.transport.close()
         self.credentials.close()
 
     def _headers(self) -> dict[str, str]:
@@ -174,12 +149,41 @@ class RecognitionClient:
             authorization = self.credentials.authorization_header()
         except credentials_module.CredentialsError as error:
             raise ApiError(AUTH if error.auth else TRANSIENT, str(error)) from None
-        return {"Authorization": authorization, "x-client-request-id": str(uuid.uuid4())}
+        return {
+            "User-Agent": USER_AGENT,
+            "Authorization": authorization,
+            "x-client-request-id": str(uuid.uuid4()),
+        }
 
-    def _check_refused(self, response: requests.Response, headers: dict[str, str]) -> None:
-        """A 401 means the token is no good (revoked, expired early): the next call renews it."""
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: dict[str, Any] | None = None,
+        unreachable: str,
+        submission: bool = False,
+    ) -> Response:
+        """Send one call, with `body` as JSON; its answer, whatever the status. A 401 marks the
+        token refused (the next call renews it). No answer is an ApiError saying `unreachable`:
+        TRANSIENT, but AMBIGUOUS for a `submission` that may have left (an operation may exist).
+        """
+        headers = self._headers()
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self.transport.request(
+                method, url, headers=headers, body=data,
+                timeout=self.settings.request_timeout_seconds,
+            )  # fmt: skip
+        except TransportError as error:
+            kind = AMBIGUOUS if submission and error.sent else TRANSIENT
+            raise ApiError(kind, f"{unreachable} unreachable: {error.reason}") from None
         if response.status_code == 401:
             self.credentials.refused(headers["Authorization"])
+        return response
 
     def submit(self, audio_uri: str, specification: dict[str, Any]) -> dict[str, Any]:
         """POST longRunningRecognize; the operation object on success, else ApiError.
@@ -202,31 +206,17 @@ class RecognitionClient:
     def post_operation(self, url: str, body: dict[str, Any], *, submission: bool) -> dict[str, Any]:
         """POST `body`; the operation it answers with, else ApiError. For a `submission`, a
         failure after the request left us is AMBIGUOUS (an operation may exist)."""
-        headers = self._headers()
-        try:
-            response = self.session.post(
-                url, json=body, headers=headers, timeout=self.settings.request_timeout_seconds
-            )
-        except requests.RequestException as error:
-            kind = AMBIGUOUS if submission and request_was_sent(error) else TRANSIENT
-            raise ApiError(kind, f"recognition API unreachable: {_describe(error)}") from None
-        self._check_refused(response, headers)
+        response = self._request(
+            "POST", url, body=body, unreachable="recognition API", submission=submission
+        )
         return self._operation(response)
 
     def get_operation(self, operation_id: str) -> dict[str, Any]:
         """GET the operation; ApiError with kind NOT_FOUND only when the API says it has none."""
         url = f"{self.settings.operations_url}/{operation_id}"
-        headers = self._headers()
-        try:
-            response = self.session.get(
-                url, headers=headers, timeout=self.settings.request_timeout_seconds
-            )
-        except requests.RequestException as error:
-            raise ApiError(TRANSIENT, f"operations API unreachable: {_describe(error)}") from None
-        self._check_refused(response, headers)
-        return self._operation(response)
+        return self._operation(self._request("GET", url, unreachable="operations API"))
 
-    def _operation(self, response: requests.Response) -> dict[str, Any]:
+    def _operation(self, response: Response) -> dict[str, Any]:
         if response.status_code != 200:
             raise error_from_response(response)
         try:
@@ -240,20 +230,6 @@ class RecognitionClient:
                 NOT_THE_API, f"{response.url} answered without an operation id", status=200
             )
         return operation
-
-
-def _describe(error: requests.RequestException) -> str:
-    """A short reason for a network failure, without URLs (presigned queries stay out of logs)."""
-    if isinstance(error, requests.Timeout):
-        return "timed out"
-    text = str(error.args[0]) if error.args else type(error).__name__
-    if "Connection refused" in text:
-        return "connection refused"
-    if "Name or service not known" in text or "NameResolution" in text:
-        return "name resolution failed"
-    if "RemoteDisconnected" in text or "Connection aborted" in text:
-        return "connection closed without an answer"
-    return type(error).__name__
 
 
 class V2Backend:

@@ -12,22 +12,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from daemon.render import v3 as results
 from daemon.speechkit import Finished, Malformed, Running, Status, documented_failure
-from daemon.speechkit.v2 import (
-    NOT_THE_API,
-    TRANSIENT,
-    ApiError,
-    RecognitionClient,
-    _describe,
-    error_from_response,
-)
+from daemon.speechkit.v2 import NOT_THE_API, ApiError, RecognitionClient, error_from_response
+from daemon.transport import Response
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +95,10 @@ class V3Client(RecognitionClient):
         body = dict(specification)
         return self.post_operation(self._url("recognizeFileAsync"), body, submission=False)
 
-    def _results(self, method: str, name: str, operation_id: str) -> requests.Response:
+    def _results(self, method: str, name: str, operation_id: str) -> Response:
         """One call about an operation's results; the 200 answer, else ApiError."""
-        headers = self._headers()
-        try:
-            response = self.session.request(
-                method, self._url(name), params={"operationId": operation_id},
-                headers=headers, timeout=self.settings.request_timeout_seconds,
-            )  # fmt: skip
-        except requests.RequestException as error:
-            raise ApiError(TRANSIENT, f"recognition API unreachable: {_describe(error)}") from None
-        self._check_refused(response, headers)
+        url = f"{self._url(name)}?{urllib.parse.urlencode({'operationId': operation_id})}"
+        response = self._request(method, url, unreachable="recognition API")
         if response.status_code != 200:
             failure = error_from_response(response)
             failure.url_key = self.url_key  # not the operations endpoint: a wrong URL is this key

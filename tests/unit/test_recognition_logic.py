@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import requests
 import urllib3.exceptions
+from urllib3._collections import HTTPHeaderDict
 
+from daemon import transport
 from daemon.speechkit import v2 as recognition
 
 
@@ -24,13 +25,11 @@ def test_status_classification(status: int, code: int | None, kind: str) -> None
     assert recognition.classify(status, code) == kind
 
 
-def answer(status: int, body: bytes, content_type: str) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response._content = body
-    response.headers["Content-Type"] = content_type
-    response.url = "http://api.example/operations/e03abc"
-    return response
+def answer(status: int, body: bytes, content_type: str, **headers: str) -> transport.Response:
+    return transport.Response(
+        "http://api.example/operations/e03abc", status, "Not Found",
+        HTTPHeaderDict({"Content-Type": content_type, **headers}), body,
+    )  # fmt: skip
 
 
 def test_a_bare_404_names_the_url_and_is_not_the_api() -> None:
@@ -58,16 +57,24 @@ def test_retry_after_parsing() -> None:
     assert recognition.parse_retry_after("-3") is None
 
 
+def test_retry_after_and_the_request_id_are_read_whatever_the_header_case() -> None:
+    body = b'{"code": 8, "message": "Too many requests"}'
+    error = recognition.error_from_response(
+        answer(429, body, "application/json", **{"retry-after": "3", "X-Request-Id": "r1"})
+    )
+    assert (error.kind, error.retry_after, error.request_id) == (recognition.TRANSIENT, 3.0, "r1")
+
+
 def test_a_refused_connection_means_the_request_was_not_sent() -> None:
     refused = urllib3.exceptions.NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
-    error = requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/x", refused))  # type: ignore[arg-type]
-    assert not recognition.request_was_sent(error)
-    assert not recognition.request_was_sent(requests.ConnectTimeout())
+    assert not transport.was_sent(refused)
+    assert not transport.was_sent(urllib3.exceptions.MaxRetryError(None, "/x", refused))  # type: ignore[arg-type]
+    assert not transport.was_sent(urllib3.exceptions.ConnectTimeoutError())
+    assert transport.describe(refused) == "connection refused"
 
 
 def test_a_lost_answer_is_ambiguous() -> None:
-    assert recognition.request_was_sent(requests.ReadTimeout())
-    dropped = requests.ConnectionError(
-        urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())
-    )
-    assert recognition.request_was_sent(dropped)
+    assert transport.was_sent(urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out"))  # type: ignore[arg-type]
+    dropped = urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())
+    assert transport.was_sent(dropped)
+    assert transport.describe(dropped) == "connection closed without an answer"
