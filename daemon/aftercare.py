@@ -68,10 +68,19 @@ class Aftercare:
         folder = layout.folder_of(self.config, row.path, row.folder)
         return retention.due_at(self.rule(folder, ended), now)
 
+    def after_end(self, ended: state.FileRow) -> None:
+        """`after_done` (after_failed), then the hook, for a row that just ended: `ended` is the
+        row as its end was recorded. Each reads the row afresh (a move changes it), and only
+        when it has something to do: with `keep` and no hook, nothing is read."""
+        if _action_waits(ended):
+            self.after_done(self.store.get(ended.id))
+        if self._hook_waits(ended):
+            self.run_hook(self.store.get(ended.id))
+
     def after_done(self, row: state.FileRow) -> None:
         """`after_done` for a transcribed file, `after_failed` for a failed one, if the folder's
         rule makes it due now (at once with no delay); the retention sweep takes it otherwise."""
-        if row.due_at is None:
+        if not _action_waits(row):
             return
         with self._acting_lock:
             if row.id in self._acting:
@@ -301,7 +310,7 @@ class Aftercare:
     def run_hook(self, row: state.FileRow) -> None:
         """Run `on_complete` for a finished row once (again only if a crash cut it short)."""
         hook = self.config.on_complete
-        if hook is None or not row.hook_pending:
+        if hook is None or not self._hook_waits(row):
             return
         now = self.clock()
         if row.hook_attempts >= HOOK_MAX_ATTEMPTS:
@@ -313,6 +322,10 @@ class Aftercare:
         hooks.run(hook, self.ending(row), self.config.secrets())
         self.store.update(row.id, self.clock(), hook_pending=0)
 
+    def _hook_waits(self, row: state.FileRow) -> bool:
+        """Whether `on_complete` is to run for this row (configured, and pending for it)."""
+        return self.config.on_complete is not None and bool(row.hook_pending)
+
     def sweep_hooks(self) -> None:
         """Hooks that a crash or stop kept from running."""
         for row in self.store.hooks_pending():
@@ -320,12 +333,17 @@ class Aftercare:
                 return
             self.run_hook(row)
 
-    def delete_object(self, row: state.FileRow) -> None:
+    def deletes_object(self, row: state.FileRow) -> bool:
+        """Whether `delete_object` would delete this row's object (unless another row needs it):
+        storage deletes after use, and the row has an object in the bucket not deleted yet."""
         storage = self.config.storage
         if row.object_key is None or storage is None or not storage.delete_after:
-            return
-        if row.object_deleted or self.objects is None or _inline(row):
-            return
+            return False
+        return not (row.object_deleted or self.objects is None or _inline(row))
+
+    def delete_object(self, row: state.FileRow) -> None:
+        if not self.deletes_object(row) or row.object_key is None or self.objects is None:
+            return  # (the last two: checked already, for the type checker)
         # Another version with the same content may still need the object.
         if self.store.object_in_use(row.object_key, exclude=row.id):
             return
@@ -343,10 +361,7 @@ class Aftercare:
         """`delete_object`, done with others in one request by `delete_waiting_objects` (a burst
         of finished files costs one request, not one each). Until then the row says its object
         is not deleted: a crash leaves it to the start-up sweep."""
-        storage = self.config.storage
-        if row.object_key is None or storage is None or not storage.delete_after:
-            return
-        if row.object_deleted or self.objects is None or _inline(row):
+        if not self.deletes_object(row):
             return
         with self._deletions_lock:
             self._deletions[row.id] = row
@@ -410,6 +425,11 @@ class Aftercare:
         if deleted:
             log.info("deleted %d orphaned object(s) left by an earlier crash", deleted)
         return deleted
+
+
+def _action_waits(row: state.FileRow) -> bool:
+    """Whether the row's audio waits for after_done/after_failed (recorded with its end)."""
+    return row.due_at is not None
 
 
 def _inline(row: state.FileRow) -> bool:

@@ -13,14 +13,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from daemon import metrics, quota, state
+from daemon import lifecycle, metrics, quota, state
 from daemon.config import Config, Quota
 from daemon.outcomes import Failure, Service
 from daemon.speechkit import credentials
 
 log = logging.getLogger(__name__)
 
-SUBMIT_CALL, CHECK_CALL = "submit", "check"  # the two hourly quotas, by the calls they count
+SUBMIT_CALL, CHECK_CALL = lifecycle.SUBMIT_CALL, "check"  # the two hourly quotas, by their calls
 # URLs that answered something other than the API (a bare 404, an HTML page): paused on their own.
 RECOGNIZE_URL, OPERATIONS_URL = "speechkit.recognize_url", "speechkit.operations_url"
 STT_V3_URL = "speechkit.stt_v3_url"  # API v3's submissions (and result reads) go here
@@ -106,7 +106,7 @@ class Gate:
         with self._lock:
             self._pacing.discard(call)
         try:
-            self.store.record_call(call, now)
+            self.store.record_call(call, now, durable=lifecycle.call_synced(call))
         except state.StateWriteError:
             self.windows[call].release(now)  # a call that cannot be recorded is not made
             raise

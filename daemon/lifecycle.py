@@ -15,6 +15,14 @@ Every function here takes the row, the facts of the outcome and the time, and re
 `Change`: the next state (or none: the row stays and is looked at again at `due_at`) and the
 fields to record. Nothing here does I/O; `state.Store.apply` records a change and is the one
 place that checks a move against `TRANSITIONS`.
+
+Durability tiers (`synced`): the commit of a change that precedes something costly or
+irreversible (a paid submission, deleting an object or the audio, forgetting results, a hook)
+reaches the disk before the step goes on (SQLite `synchronous=FULL`). The others are committed
+with `synchronous=NORMAL`: in WAL mode they survive `kill -9` of the daemon (the WAL is in the
+OS page cache) and only a power loss or an OS crash can lose them, which leaves the row in its
+previous state, a step that is simply done again. Any later synced commit makes every earlier
+one durable too, and every submission is preceded by one (the quota record of the submission).
 """
 
 from __future__ import annotations
@@ -104,6 +112,40 @@ class Change:
     state: State | None
     fields: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def durable(self) -> bool:
+        """Whether its commit must reach the disk before the step goes on (`synced`)."""
+        return synced(self.state)
+
+
+# -- durability tiers ---------------------------------------------------------------------------
+
+# Moves whose loss in a power cut only repeats a step that costs nothing: staying (rescheduled,
+# a hash, a count), claiming the upload (the object's key is its content: uploaded again, the
+# same object), the object stored (the submission's own quota record, synced, comes before the
+# POST and makes this commit durable with it). Every other move is synced: PENDING holds an
+# operation id that was (or may have been) paid for; DONE and FAILED come before the object and
+# the results are deleted, the audio moved and the hook run; SUPERSEDED and GONE before a
+# newer version is judged; QUEUED from FAILED is a person's `retry`.
+_UNSYNCED_TARGETS = frozenset({State.UPLOADING, State.SUBMITTING})
+
+# The hourly quota call recorded before each submission (daemon.gate counts calls by name).
+SUBMIT_CALL = "submit"
+
+
+def synced(target: State | None) -> bool:
+    """Whether the commit recording a move to `target` (None: the row stays in its state) must
+    be synced to disk (`synchronous=FULL`) rather than only survive a killed process."""
+    return target is not None and target not in _UNSYNCED_TARGETS
+
+
+def call_synced(call: str) -> bool:
+    """Whether the quota record of an API `call` must be synced: a submission's is, as the last
+    commit before the paid POST (so a crash never forgets a call that may have been billed, and
+    every unsynced commit before it, the row's SUBMITTING among them, is on disk by then); a
+    status check's is not (lost in a power cut, one check goes uncounted)."""
+    return call == SUBMIT_CALL
+
 
 # -- staying, to be looked at again -------------------------------------------------------------
 
@@ -125,6 +167,17 @@ def unreadable(
         return None
     delay = min(backoff, max(left, 1.0))
     return Change(None, {"due_at": now + delay, "attempts": attempts + 1, "message": why})
+
+
+def hashed(
+    sha256: str, duration_seconds: float, channels: int, specification: str, *, was_unreadable: bool
+) -> Change:
+    """Checked and hashed: what the upload and the duplicate search need. A reason it could not
+    be read before (and the looks it took) is cleared."""
+    cleared = {"message": None, "attempts": 0} if was_unreadable else {}
+    return Change(None, {"sha256": sha256, "duration_seconds": duration_seconds,
+                         "channels": channels, "specification": specification,
+                         **cleared})  # fmt: skip
 
 
 # -- moving on ----------------------------------------------------------------------------------

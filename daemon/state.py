@@ -2,8 +2,18 @@
 
 A file version is (path, size, mtime, sha256). Rows are never deleted to claim work: a row's
 `state` says what happens next and `due_at` says when. The daemon, `status` and `retry` open the
-same file; WAL lets `status` read while the daemon writes. Every change is one short transaction
-committed with `synchronous=FULL`, so a `kill -9` loses at most the step that was running.
+same file; WAL lets `status` read while the daemon writes. Every change is one short transaction,
+so a `kill -9` loses at most the step that was running.
+
+Two durability tiers, chosen per commit (`lifecycle.synced`, `lifecycle.call_synced`): a commit
+that precedes something costly or irreversible (a submission's quota record, the recorded
+operation id, DONE and FAILED, hooks, anything not on the steps' hot path) is made with
+`synchronous=FULL`, synced to disk before it returns. The others (a hash, the upload claimed,
+the object stored, back to upload for a new submission, a reschedule or a count, a status
+check's quota record) are made with `synchronous=NORMAL`: in WAL mode they survive a killed
+process and only a power loss or an OS crash can lose them, leaving a step to redo; the next
+FULL commit syncs them along with it. The setting is switched only when a commit needs the
+other one than the last.
 """
 
 from __future__ import annotations
@@ -378,6 +388,7 @@ class Store:
             if mode.lower() != "wal":
                 raise StateFileError(f"{self.path}: cannot switch the state file to WAL mode")
         self._db.execute("PRAGMA synchronous = FULL")
+        self._synced = True  # the connection's `synchronous` is FULL (else NORMAL)
         self._db.execute("PRAGMA foreign_keys = ON")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -424,11 +435,19 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def trace(self, callback: Callable[[str], None] | None) -> None:
+        """Call `callback` with every SQL statement this store runs, its values filled in (None:
+        stop). For tests and debugging: it shows each commit's `PRAGMA synchronous`."""
+        with self._lock:
+            self._db.set_trace_callback(callback)
+
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction; StateWriteError when SQLite cannot write (all undone)."""
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; StateWriteError when SQLite cannot write (all undone).
+        `durable`: committed with `synchronous=FULL` (synced), else NORMAL (module docstring)."""
         with self._lock:
             try:
+                self._synchronous(durable)
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
@@ -441,6 +460,13 @@ class Store:
                 raise StateWriteError(
                     f"{self.path}: cannot write the state file: {error}"
                 ) from None
+
+    def _synchronous(self, durable: bool) -> None:
+        """Switch `PRAGMA synchronous` between FULL and NORMAL, only when it changes (outside a
+        transaction: SQLite applies it to the next commit)."""
+        if durable != self._synced:
+            self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._synced = durable
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
@@ -644,9 +670,10 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def record_call(self, kind: str, at: float) -> None:
-        """Remember one API call for quota pacing; calls older than the window are pruned."""
-        with self._transaction() as db:
+    def record_call(self, kind: str, at: float, *, durable: bool = True) -> None:
+        """Remember one API call for quota pacing; calls older than the window are pruned.
+        `durable`: synced before it returns (`lifecycle.call_synced`)."""
+        with self._transaction(durable=durable) as db:
             db.execute("INSERT INTO api_calls (kind, at) VALUES (?, ?)", (kind, at))
             db.execute("DELETE FROM api_calls WHERE at <= ?", (at - CALL_HISTORY_SECONDS,))
 
@@ -705,7 +732,9 @@ class Store:
         fields = dict(change.fields)
         if change.state is not None:
             fields["state"] = change.state
-        return self._update(row.id, now, row.state, fields, outbox, twin=twin)
+        return self._update(
+            row.id, now, row.state, fields, outbox, twin=twin, durable=change.durable
+        )
 
     def update(self, row_id: int, now: float, *, expect: str | None = None, **changes: Any) -> bool:
         """Change columns of a row; with `expect`, only if the row is still in that state.
@@ -726,6 +755,7 @@ class Store:
         outbox: Iterable[Delivery],
         *,
         twin: FileRow | None = None,
+        durable: bool = True,
     ) -> bool:
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
@@ -746,7 +776,7 @@ class Store:
                 " AND twin.operation_id IS ?)"
             )
             parameters += (twin.id, str(twin.state), twin.operation_id)
-        with self._transaction() as db:
+        with self._transaction(durable=durable) as db:
             if target is not None:
                 found = db.execute("SELECT state FROM files WHERE id = ?", (row_id,)).fetchone()
                 if found is None or (expect is not None and found[0] != expect):
@@ -767,7 +797,7 @@ class Store:
     def claim_upload(self, row_id: int, object_key: str, now: float) -> bool:
         """Move a hashed QUEUED row to UPLOADING unless a twin (same bytes and settings) is
         already on its way. One statement, so two twins hashed at once cannot both win."""
-        with self._transaction() as db:
+        with self._transaction(durable=lifecycle.synced(UPLOADING)) as db:
             cursor = db.execute(
                 "UPDATE files SET state = ?, object_key = ?, attempts = 0, due_at = ?, "
                 "updated_at = ? WHERE id = ? AND state = ? AND NOT EXISTS ("

@@ -260,17 +260,17 @@ class Steps:
                 if too_big is not None:
                     self.fail(row, "check", too_big, expect=state.QUEUED, code="too_big_inline")
                     return False
-            unreadable_before = (row.message or "").startswith(lifecycle.UNREADABLE)
-            self.store.update(
-                row.id, self.clock(), expect=state.QUEUED, sha256=digest,
-                duration_seconds=info.duration_seconds, channels=info.channels,
-                specification=json.dumps(
-                    self._specification(row, info.channels), sort_keys=True
-                ),
-                **({"message": None, "attempts": 0} if unreadable_before else {}),
+            change = lifecycle.hashed(
+                digest, info.duration_seconds, info.channels,
+                json.dumps(self._specification(row, info.channels), sort_keys=True),
+                was_unreadable=(row.message or "").startswith(lifecycle.UNREADABLE),
             )  # fmt: skip
+            now = self.clock()
+            if not self.store.apply(row, change, now):
+                return False  # it moved on meanwhile (a newer version): nothing to do here
             crash_point("after_hash")
-            row = self.store.get(row.id)
+            # The row as written (it was QUEUED as read, and only this step changes it now).
+            row = replace(row, **change.fields, updated_at=now)
             log.info(
                 "accepted %s: %.1f s, %d channel(s), sha256 %s%s",
                 shown(path), info.duration_seconds, info.channels, digest[:12],
@@ -776,8 +776,7 @@ class Steps:
                 self.aftercare.delete_object_soon(row)
             else:
                 self.aftercare.delete_object(row)
-            self.aftercare.after_done(self.store.get(row.id))
-            self.aftercare.run_hook(self.store.get(row.id))
+            self.aftercare.after_end(replace(row, state=state.DONE, **done.fields))
         return False
 
     def _forget(self, row: state.FileRow) -> None:
@@ -830,10 +829,10 @@ class Steps:
             if events:
                 self.events_ready()
             log.error("failed %s at %s: %s", shown(audio), stage, message)
-            if row.object_key is not None:
+            if self.aftercare.deletes_object(row):
                 self.aftercare.delete_object(self.store.get(row.id))
-            self.aftercare.after_done(self.store.get(row.id))  # after_failed, when due now
-            self.aftercare.run_hook(self.store.get(row.id))
+            # after_failed when it is due now, then the hook
+            self.aftercare.after_end(replace(row, state=state.FAILED, **change.fields))
 
     def output_dir(self, row: state.FileRow) -> Path:
         """Where the outputs of a row are now (they follow the audio when it was moved)."""

@@ -110,3 +110,60 @@ def test_a_failure_keeps_only_integer_codes() -> None:
         lifecycle.failed(1.0, "check", "not audio", "bad", hook=False).fields["error_code"] is None
     )
     assert lifecycle.failed(1.0, "recognition", "x", 3, hook=True).fields["hook_pending"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "durable"),
+    [
+        # Before something paid for or irreversible: synced to disk (synchronous=FULL).
+        pytest.param(
+            lifecycle.submitted(Row(), "e03a", 9.0, 4.0), True, id="submitted"
+        ),  # the operation id
+        pytest.param(
+            lifecycle.reused_operation("e03a", 5.0, 7, due_at=9.0), True, id="reused_operation"
+        ),
+        pytest.param(
+            lifecycle.finished(9.0, 3, hook=True), True, id="finished"
+        ),  # objects, results, audio, hook follow
+        pytest.param(lifecycle.failed(9.0, "submit", "refused", 3, hook=False), True, id="failed"),
+        pytest.param(lifecycle.adopted("e03a", 9.0), True, id="adopted"),
+        pytest.param(lifecycle.superseded(), True, id="superseded"),
+        pytest.param(lifecycle.gone("vanished"), True, id="gone"),
+        pytest.param(lifecycle.retried(9.0, "{}"), True, id="retried"),  # a person's `retry`
+        pytest.param(
+            lifecycle.rewritten_while_uploading(9.0, 2.0), True, id="rewritten_while_uploading"
+        ),
+        # Lost only in a power cut, and then redone at no cost: synchronous=NORMAL.
+        pytest.param(
+            lifecycle.hashed("ab" * 32, 1.0, 1, "{}", was_unreadable=False), False, id="hashed"
+        ),
+        pytest.param(
+            lifecycle.uploaded(9.0), False, id="uploaded"
+        ),  # the submission's synced quota record follows
+        pytest.param(lifecycle.upload_first(9.0, "audio/ab.ogg"), False, id="upload_first"),
+        pytest.param(
+            lifecycle.submit_again("forgotten", 9.0, 0.0, "k.ogg"), False, id="submit_again"
+        ),
+        pytest.param(lifecycle.submission_lost(Row(), "timeout"), False, id="submission_lost"),
+        pytest.param(lifecycle.later(9.0, 2.0), False, id="later"),
+        pytest.param(lifecycle.checked(Row(), 9.0, 4.0), False, id="checked"),
+    ],
+)
+def test_what_precedes_a_paid_or_irreversible_effect_is_synced_the_rest_is_not(
+    change: lifecycle.Change, durable: bool
+) -> None:
+    assert change.durable is durable
+
+
+def test_the_quota_record_of_a_submission_is_synced_a_status_checks_is_not() -> None:
+    assert lifecycle.call_synced(lifecycle.SUBMIT_CALL)
+    assert not lifecycle.call_synced("check")
+
+
+def test_hashing_clears_the_reason_an_unreadable_file_waited_for() -> None:
+    cleared = lifecycle.hashed("ab" * 32, 1.5, 2, "{}", was_unreadable=True)
+    assert cleared.state is None
+    assert cleared.fields == {"sha256": "ab" * 32, "duration_seconds": 1.5, "channels": 2,
+                              "specification": "{}", "message": None, "attempts": 0}  # fmt: skip
+    plain = lifecycle.hashed("ab" * 32, 1.5, 2, "{}", was_unreadable=False)
+    assert "message" not in plain.fields
