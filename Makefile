@@ -25,7 +25,7 @@ LOWEST_CONSTRAINTS := constraints/lowest.txt
 # as a subprocess against SeaweedFS and the local server. The other e2e tests call the same
 # library functions these do, so they would add minutes to CI and no coverage.
 LOWEST_TESTS := tests/integration/test_storage.py tests/integration/test_iam.py \
-	tests/integration/test_transport.py \
+	tests/integration/test_transport.py tests/integration/test_recognition_transport.py \
 	tests/unit/test_credentials.py tests/unit/test_recognition_logic.py tests/unit/test_config.py \
 	tests/integration/test_watching.py tests/integration/test_localserver.py \
 	tests/unit/test_convert.py tests/e2e/test_pipeline.py tests/integration/test_metrics.py \
