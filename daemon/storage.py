@@ -1,4 +1,11 @@
-"""Object storage (Yandex Object Storage, any S3-compatible store) through boto3.
+"""Object storage (Yandex Object Storage, any S3-compatible store) through boto3, except the
+two calls every file makes: a small object's PUT and its presigned link.
+
+Those two are signed by botocore's own SigV4 signers (`S3SigV4Auth`, `S3SigV4QueryAuth`) on a
+bare `AWSRequest` for the path-style URL, and the PUT goes out through `daemon.transport`
+(urllib3). A boto3 `put_object` costs ~1.5 ms of CPU, most of it botocore's machinery around the
+request (event hooks, parameter validation, serialisation, endpoint rules, response parsing);
+`generate_presigned_url` ~0.4 ms. Multipart uploads, HEAD, deletes and listings stay on boto3.
 
 The object key comes from the content hash, so uploading the same bytes twice writes the same
 object: a crash during upload is repaired by uploading again. An object under a hash key holds
@@ -11,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +27,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import boto3
 import boto3.s3.transfer
+import botocore.auth
+import botocore.awsrequest
 import botocore.config
+import botocore.credentials
 import botocore.exceptions
 
-from daemon import outcomes
+from daemon import __version__, outcomes, transport
 from daemon.config import Storage
 
 # The object key of a row recorded without storage (API v3, audio sent inline): no object.
@@ -35,6 +47,19 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 10.0  # storage is a nearby service; a slow connect means it is down
 READ_TIMEOUT_SECONDS = 60.0  # a part upload of 16 MB over a slow line still fits
 BOTOCORE_ATTEMPTS = 3  # botocore's own standard-mode retries; our outer retry does the rest
+# A small PUT is sent at most twice: one quick retry after a 5xx or a connection that closed
+# without an answer (a kept-alive connection the store dropped, a node restarting), as botocore
+# retried it. The PUT is idempotent (the key is the content's hash, the bytes are the ones in
+# memory), so sending it again is safe. Not after a 4xx (the same request gets the same answer),
+# a refused connect or a timeout (the store is down or slow; waiting again at once only delays
+# the step's own retry with backoff, steps.py, which takes it from there).
+SMALL_PUT_ATTEMPTS = 2
+SMALL_PUT_RETRY_PAUSE_SECONDS = 0.2  # a blip passes; an outage is the outer retry's business
+SIGNING_SERVICE = "s3"  # the SigV4 service name of S3 and of Yandex Object Storage
+USER_AGENT = f"speechkit-watch/{__version__}"
+# The code of an S3 error answer (`<Error><Code>NoSuchBucket</Code>...`): all that is used of it,
+# so a pattern rather than an XML parser over whatever a proxy sends.
+_ERROR_CODE = re.compile(rb"<Code>\s*([^<\s]{1,100})\s*</Code>")
 # Uploads read the file once, into memory, so that what is sent is what was hashed (a retry
 # resends those bytes instead of reading a file that may have changed): below the threshold the
 # whole file is one PUT from memory; above it, parts. Small parts keep the memory of one upload
@@ -114,6 +139,51 @@ def without_query(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+def _refused(status: int, body: bytes) -> StorageError:
+    """An error answer, described as botocore's parser and `_describe` do: the S3 error code,
+    or the status when the body has none."""
+    found = _ERROR_CODE.search(body)
+    code = found.group(1).decode("utf-8", "replace") if found else str(status)
+    return StorageError(
+        f"storage refused the request: {code} (HTTP {status})",
+        auth=code in AUTH_ERROR_CODES or status == 403,
+    )
+
+
+def _unanswered(error: transport.TransportError) -> StorageError:
+    """A request without an answer, in the words `_describe` uses for botocore's exceptions."""
+    if error.timed_out:
+        return StorageError("storage unreachable: timed out")
+    if not error.sent or error.reason == "the proxy failed":
+        return StorageError("storage unreachable: connection failed")
+    if error.reason == "TLS failed":
+        return StorageError("storage request failed: SSLError")
+    return StorageError("storage request failed: ConnectionClosedError")
+
+
+def _retried(error: transport.TransportError | None, status: int) -> bool:
+    """Whether a small PUT that failed so is worth one quick retry (SMALL_PUT_ATTEMPTS)."""
+    if error is not None:
+        return error.sent and not error.timed_out and error.reason in _DROPPED_REASONS
+    return status >= 500
+
+
+# A connection that closed (or was reset) after the request went out, before an answer.
+_DROPPED_REASONS = frozenset({"connection closed without an answer", "ProtocolError"})
+
+
+class _KnownPayloadAuth(botocore.auth.S3SigV4Auth):
+    """botocore's S3 SigV4 signer, handed the payload's sha256 (already computed to name the
+    object) instead of hashing the body a second time. Everything else is botocore's."""
+
+    def payload(self, request: botocore.awsrequest.AWSRequest) -> str:
+        known = request.context.get(_PAYLOAD_SHA256)
+        return str(known) if known else str(super().payload(request))
+
+
+_PAYLOAD_SHA256 = "speechkit_watch_payload_sha256"  # the request context entry it reads
+
+
 def _describe(error: Exception) -> StorageError:
     if isinstance(error, botocore.exceptions.ClientError):
         details = error.response.get("Error", {})
@@ -159,10 +229,17 @@ class ObjectStore:
                 max_pool_connections=max(10, TRANSFER_THREADS * 4),
             ),
         )
-        # A small object goes up in one PUT of bytes already in memory: botocore's
-        # `Expect: 100-continue` only adds a round trip, and botocore reads the interim answer
-        # one byte per system call (0.2 ms of CPU per PUT). Multipart parts keep it.
-        self.client.meta.events.register("before-sign.s3.PutObject", _no_expect_on_put)
+        # The per-file calls: botocore's signers without the client around them (module doc).
+        # A small PUT is made here, so botocore's `Expect: 100-continue` (a round trip, and an
+        # interim answer read a byte per system call) is not sent; multipart parts keep it.
+        credentials = botocore.credentials.Credentials(
+            settings.access_key_id.reveal(), settings.secret_access_key.reveal()
+        )
+        self._put_signer = _KnownPayloadAuth(credentials, SIGNING_SERVICE, settings.region)
+        self._link_signer = botocore.auth.S3SigV4QueryAuth(
+            credentials, SIGNING_SERVICE, settings.region, expires=settings.presign_seconds
+        )
+        self.transport = transport.Transport(ca_variables=transport.BOTOCORE_CA_VARIABLES)
         self.transfer = boto3.s3.transfer.TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_CHUNK,
@@ -237,16 +314,42 @@ class ObjectStore:
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
             raise ContentChangedError(digest, left_behind=False)
-        try:
-            self.client.put_object(
-                Bucket=self.settings.bucket, Key=key, Body=data, ContentType="audio/ogg",
-                Metadata={HASH_METADATA: sha256},
-            )  # fmt: skip
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            raise _describe(error) from None
+        url = plain_url(self.settings.endpoint_url, self.settings.bucket, key)
+        for attempt in range(1, SMALL_PUT_ATTEMPTS + 1):
+            try:
+                answer = self._send_put(url, data, sha256)
+            except transport.TransportError as error:
+                failure, retry = _unanswered(error), _retried(error, 0)
+            else:
+                if answer.status_code < 300:  # as botocore: 3xx and above are errors
+                    break
+                failure = _refused(answer.status_code, answer.content)
+                retry = _retried(None, answer.status_code)
+            if not retry or attempt == SMALL_PUT_ATTEMPTS:
+                raise failure
+            log.debug("storage PUT of %s failed (%s); sending it once more", key, failure)
+            time.sleep(SMALL_PUT_RETRY_PAUSE_SECONDS)
         if progress is not None:
             progress(len(data))
         return True
+
+    def _send_put(self, url: str, data: bytes, sha256: str) -> transport.Response:
+        """One signed PUT of `data`, the headers boto3's put_object signs (the content type,
+        our metadata, the payload's sha256, the date, the host), without `Expect: 100-continue`.
+        Signed anew per attempt: the signature carries the time."""
+        request = botocore.awsrequest.AWSRequest(
+            method="PUT", url=url, data=data,
+            headers={"Content-Type": "audio/ogg", f"x-amz-meta-{HASH_METADATA}": sha256},
+        )  # fmt: skip
+        request.context[_PAYLOAD_SHA256] = sha256
+        self._put_signer.add_auth(request)
+        headers = dict(request.headers.items())
+        headers["Content-Length"] = str(len(data))  # unsigned, as botocore sends it
+        headers["User-Agent"] = USER_AGENT
+        return self.transport.request(
+            "PUT", url, headers=headers, body=data,
+            timeout=READ_TIMEOUT_SECONDS, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        )  # fmt: skip
 
     def _put(
         self, reader: HashingReader, key: str, sha256: str, progress: Callable[[int], None] | None
@@ -272,16 +375,14 @@ class ObjectStore:
 
     def audio_uri(self, key: str) -> str:
         """The `audio.uri` for the recognition request, per `storage.link`."""
+        url = plain_url(self.settings.endpoint_url, self.settings.bucket, key)
         if self.settings.link == "plain":
-            return plain_url(self.settings.endpoint_url, self.settings.bucket, key)
-        try:
-            return self.client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.settings.bucket, "Key": key},
-                ExpiresIn=self.settings.presign_seconds,
-            )
-        except botocore.exceptions.BotoCoreError as error:
-            raise _describe(error) from None
+            return url
+        # What generate_presigned_url("get_object") makes, by the signer it uses, without the
+        # client's request pipeline around it (a test compares the two).
+        request = botocore.awsrequest.AWSRequest(method="GET", url=url)
+        self._link_signer.add_auth(request)
+        return str(request.url)
 
     def delete(self, key: str) -> None:
         """Delete an object; deleting a missing object succeeds (S3 semantics)."""
@@ -322,11 +423,3 @@ class ObjectStore:
 
 def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else text
-
-
-def _no_expect_on_put(request: object, **_: object) -> None:
-    """Drop botocore's `Expect: 100-continue` from a PutObject: the daemon puts only objects
-    below the multipart threshold in one request (larger ones go up in UploadPart requests)."""
-    headers = getattr(request, "headers", None)
-    if headers is not None and "Expect" in headers:
-        del headers["Expect"]

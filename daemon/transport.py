@@ -91,13 +91,20 @@ class Transport:
         headers: Mapping[str, str],
         body: bytes | None = None,
         timeout: float,
+        connect_timeout: float | None = None,
     ) -> Response:
-        """Send one request and read the whole answer; TransportError when there is none."""
+        """Send one request and read the whole answer; TransportError when there is none.
+
+        `timeout` bounds the connect and each read; `connect_timeout`, when given, the connect
+        alone (a nearby store that does not accept a connection soon is down, while an upload
+        may take a while to be answered).
+        """
         manager = self._manager_for(url)
+        connect = timeout if connect_timeout is None else connect_timeout
         try:
             answer = manager.urlopen(
                 method, url, body=body, headers=dict(headers), retries=False, redirect=False,
-                timeout=urllib3.Timeout(connect=timeout, read=timeout), preload_content=True,
+                timeout=urllib3.Timeout(connect=connect, read=timeout), preload_content=True,
             )  # fmt: skip
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise TransportError(

@@ -8,7 +8,9 @@ with 403 AccessDenied, as Object Storage does when the keys' role lacks the perm
 
 Told to, it also holds the next requests of a method for a while and then answers them with
 500 InternalError, as a struggling store does: the client retries, and what it sends again
-shows whether it re-reads a file that may have changed meanwhile.
+shows whether it re-reads a file that may have changed meanwhile. Or it reads the next
+requests of a method and closes the connection without an answer, as a store (or a load
+balancer) dropping a connection does.
 
 The request body is sent on in one place (`_Handler.forward`): a bytes-per-second limit for
 slow uploads belongs there when a test needs one.
@@ -57,6 +59,7 @@ class S3Proxy:
         self.refused: list[str] = []  # "METHOD /path" of every request answered with 403
         self.received: collections.Counter[str] = collections.Counter()  # requests per method
         self._failing: dict[str, int] = {}
+        self._dropping: dict[str, int] = {}
         self._fail_after_seconds = 0.0
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -78,6 +81,21 @@ class S3Proxy:
         with self._lock:
             self._failing[method.upper()] = count
             self._fail_after_seconds = after_seconds
+
+    def drop_next(self, method: str, count: int) -> None:
+        """Read each of the next `count` requests of `method`, then close the connection
+        without answering (nothing is passed on)."""
+        with self._lock:
+            self._dropping[method.upper()] = count
+
+    def take_drop(self, method: str) -> bool:
+        """True (and the request counted) when this request is to be dropped."""
+        with self._lock:
+            if self._dropping.get(method, 0) <= 0:
+                return False
+            self._dropping[method] -= 1
+            self.received[method] += 1
+            return True
 
     def take_failure(self, method: str) -> float | None:
         """Count a request; the seconds to hold it before failing it, or None to forward it."""
@@ -179,6 +197,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command in proxy.refused_methods:
             proxy.record_refusal(f"{self.command} {self.path}")
             self.answer(403, ACCESS_DENIED, content_type="application/xml")
+            return
+        if proxy.take_drop(self.command):
+            self.close_connection = True  # no status line: the client sees the connection end
             return
         hold = proxy.take_failure(self.command)
         if hold is not None:

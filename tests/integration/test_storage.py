@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import botocore.auth
 import pytest
 import requests
 
-from daemon import config, storage
+from daemon import config, storage, transport
 from speechkit_local import devstack
+from tests.s3proxy import S3Proxy
 
 
 def settings(seaweedfs: devstack.SeaweedFS, bucket: str, **overrides: object) -> config.Storage:
@@ -56,28 +61,135 @@ def test_upload_is_idempotent_and_presigned_link_reads_it_back(
 def test_a_small_put_goes_without_expect_and_parts_keep_it(
     seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One PUT of bytes in memory skips `Expect: 100-continue` (a round trip, and an interim
-    answer botocore reads a byte per system call); multipart parts keep it."""
+    """One PUT of bytes in memory, signed by botocore over our transport, skips
+    `Expect: 100-continue` (a round trip) and signs what boto3's put_object signs; multipart
+    parts (boto3) keep it."""
     monkeypatch.setattr(storage, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
     monkeypatch.setattr(storage, "MULTIPART_CHUNK", 5 * 1024 * 1024)
     store = storage.ObjectStore(settings(seaweedfs, bucket))
-    sent: list[tuple[str, object]] = []
+    direct = spy_on_puts(store, monkeypatch)
+    through_boto3: list[tuple[str, object]] = []
 
     def note(request: object, event_name: str, **_: object) -> None:
         headers = getattr(request, "headers", {})
-        sent.append((event_name.rsplit(".", 1)[-1], headers.get("Expect")))
+        through_boto3.append((event_name.rsplit(".", 1)[-1], headers.get("Expect")))
 
     store.client.meta.events.register("before-send.s3", note)
-    for name, data in [("small.ogg", b"OggS" * 1000), ("big.ogg", bytes(range(256)) * 4096 * 6)]:
+    small = b"OggS" * 1000
+    for name, data in [("small.ogg", small), ("big.ogg", bytes(range(256)) * 4096 * 6)]:
         audio = tmp_path / name
         audio.write_bytes(data)
         digest = hashlib.sha256(data).hexdigest()
         assert store.upload(audio, store.key_for(digest), len(data), digest)
-    puts = [expect for operation, expect in sent if operation == "PutObject"]
-    parts = [expect for operation, expect in sent if operation == "UploadPart"]
-    assert puts == [None]
+    assert len(direct) == 1
+    headers = {name.lower(): value for name, value in direct[0].items()}
+    assert "expect" not in headers
+    assert headers["content-length"] == str(len(small))
+    assert headers["x-amz-content-sha256"] == hashlib.sha256(small).hexdigest()
+    assert headers["authorization"].startswith(
+        f"AWS4-HMAC-SHA256 Credential={seaweedfs.access_key_id}/"
+    )
+    assert (
+        "SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date;x-amz-meta-sha256,"
+        in headers["authorization"]
+    )
+    assert [operation for operation, _ in through_boto3 if operation == "PutObject"] == []
+    parts = [expect for operation, expect in through_boto3 if operation == "UploadPart"]
     assert len(parts) == 2
     assert all(expect in ("100-continue", b"100-continue") for expect in parts)
+
+
+def spy_on_puts(
+    store: storage.ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> list[dict[str, str]]:
+    """The headers of every request the store sends through its transport (its small PUTs)."""
+    sent: list[dict[str, str]] = []
+    request = store.transport.request
+
+    def recorded(method: str, url: str, **options: Any) -> transport.Response:
+        assert method == "PUT"
+        sent.append(dict(options["headers"]))
+        return request(method, url, **options)
+
+    monkeypatch.setattr(store.transport, "request", recorded)
+    return sent
+
+
+def test_a_small_upload_lands_with_its_bytes_type_and_hash(
+    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"OggS" + bytes(range(256)) * 400
+    audio = tmp_path / "a.ogg"
+    audio.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+
+    def hashed_again(*_: object) -> str:
+        raise AssertionError("the signer hashed the body again")
+
+    # The payload's hash is the one computed to name the object: botocore does not redo it.
+    store = storage.ObjectStore(settings(seaweedfs, bucket))
+    key = store.key_for(digest)
+    progress: list[int] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(botocore.auth.SigV4Auth, "payload", hashed_again)
+        assert store.upload(audio, key, len(data), digest, progress.append)
+    assert progress == [len(data)]
+    client = seaweedfs.client()
+    head = client.head_object(Bucket=bucket, Key=key)
+    assert head["ContentLength"] == len(data)
+    assert head["ContentType"] == "audio/ogg"
+    assert head["Metadata"] == {storage.HASH_METADATA: digest}
+    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    assert store.exists(key, len(data), digest)
+
+
+AWKWARD_KEY = "speechkit-watch/a b+c%20d é 日本~(1)&x=y.ogg"
+
+
+def test_a_key_with_awkward_characters_uploads_and_its_link_reads_it_back(
+    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    data = b"OggS" + bytes(range(256)) * 40
+    audio = tmp_path / "a.ogg"
+    audio.write_bytes(data)
+    store = storage.ObjectStore(settings(seaweedfs, bucket))
+    assert store.upload(audio, AWKWARD_KEY, len(data), hashlib.sha256(data).hexdigest())
+    assert seaweedfs.list_keys(bucket=bucket) == [AWKWARD_KEY]
+    head = seaweedfs.client().head_object(Bucket=bucket, Key=AWKWARD_KEY)
+    assert head["Metadata"] == {storage.HASH_METADATA: hashlib.sha256(data).hexdigest()}
+    assert requests.get(store.audio_uri(AWKWARD_KEY), timeout=10).content == data
+
+
+def test_the_presigned_link_is_the_one_boto3_makes(
+    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    """Same signer, same request: at the same second, the same URL, byte for byte."""
+    data = b"OggS" * 100
+    audio = tmp_path / "a.ogg"
+    audio.write_bytes(data)
+    store = storage.ObjectStore(settings(seaweedfs, bucket, presign_seconds=7200))
+    assert store.upload(audio, AWKWARD_KEY, len(data), hashlib.sha256(data).hexdigest())
+    for _ in range(5):  # the two must be made within one second (X-Amz-Date) to be equal
+        ours = store.audio_uri(AWKWARD_KEY)
+        boto3s = store.client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": AWKWARD_KEY}, ExpiresIn=7200
+        )
+        if amz_date(ours) == amz_date(boto3s):
+            break
+    assert ours == boto3s
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(ours).query)
+    assert sorted(query) == [
+        "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+        "X-Amz-Signature", "X-Amz-SignedHeaders",
+    ]  # fmt: skip
+    assert query["X-Amz-Expires"] == ["7200"]
+    assert query["X-Amz-SignedHeaders"] == ["host"]
+    assert requests.get(ours, timeout=10).content == data
+    assert seaweedfs.secret_access_key not in ours
+
+
+def amz_date(url: str) -> list[str]:
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["X-Amz-Date"]
 
 
 def test_plain_link_is_the_path_style_object_url(
@@ -138,7 +250,104 @@ def test_unreachable_storage_is_a_transient_error(tmp_path: Path) -> None:
             audio, "k.ogg", 4, hashlib.sha256(b"OggS").hexdigest()
         )
     assert not caught.value.auth
-    assert "unreachable" in str(caught.value)
+    assert str(caught.value) == "storage unreachable: connection failed"
+
+
+def test_a_wrong_access_key_id_is_reported_as_an_auth_problem(
+    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    audio = tmp_path / "a.ogg"
+    audio.write_bytes(b"OggS")
+    store = storage.ObjectStore(
+        settings(seaweedfs, bucket, access_key_id=config.Secret("AKNOBODYKNOWS"))
+    )
+    with pytest.raises(storage.StorageError) as caught:
+        store.upload(audio, "speechkit-watch/a.ogg", 4, hashlib.sha256(b"OggS").hexdigest())
+    assert caught.value.auth
+    assert str(caught.value).startswith("storage refused the request: ")
+    assert str(caught.value).endswith(" (HTTP 403)")
+
+
+@pytest.fixture
+def proxy(seaweedfs: devstack.SeaweedFS) -> Iterator[S3Proxy]:
+    with S3Proxy(seaweedfs.endpoint_url) as running:
+        yield running
+
+
+def put_through(
+    proxy: S3Proxy, seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+) -> tuple[storage.ObjectStore, Path, str]:
+    """A store behind the proxy, a small file, and its key."""
+    data = b"OggS" + bytes(range(256)) * 40
+    audio = tmp_path / "a.ogg"
+    audio.write_bytes(data)
+    store = storage.ObjectStore(settings(seaweedfs, bucket, endpoint_url=proxy.url))
+    return store, audio, store.key_for(hashlib.sha256(data).hexdigest())
+
+
+def upload(store: storage.ObjectStore, audio: Path, key: str) -> bool:
+    data = audio.read_bytes()
+    return store.upload(audio, key, len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_a_5xx_is_sent_once_more_then_reported_as_transient(
+    proxy: S3Proxy, seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    store, audio, key = put_through(proxy, seaweedfs, bucket, tmp_path)
+    proxy.fail_next("PUT", 1)
+    assert upload(store, audio, key)  # the quick retry got it there
+    assert proxy.received["PUT"] == 2
+    assert seaweedfs.list_keys(bucket=bucket) == [key]
+    proxy.fail_next("PUT", 2)
+    with pytest.raises(storage.StorageError) as caught:
+        upload(store, audio, key)
+    assert str(caught.value) == "storage refused the request: InternalError (HTTP 500)"
+    assert not caught.value.auth
+    assert proxy.received["PUT"] == 4  # two attempts, no more: the step's retry does the rest
+
+
+def test_a_dropped_connection_is_sent_once_more_then_reported_as_transient(
+    proxy: S3Proxy, seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    store, audio, key = put_through(proxy, seaweedfs, bucket, tmp_path)
+    proxy.drop_next("PUT", 1)
+    assert upload(store, audio, key)
+    assert proxy.received["PUT"] == 2
+    proxy.drop_next("PUT", 2)
+    with pytest.raises(storage.StorageError) as caught:
+        upload(store, audio, key)
+    assert str(caught.value) == "storage request failed: ConnectionClosedError"
+    assert not caught.value.auth
+    assert proxy.received["PUT"] == 4
+
+
+def test_a_refused_put_is_an_auth_problem_and_not_sent_again(
+    proxy: S3Proxy, seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    store, audio, key = put_through(proxy, seaweedfs, bucket, tmp_path)
+    proxy.refuse("PUT")
+    with pytest.raises(storage.StorageError) as caught:
+        upload(store, audio, key)
+    assert str(caught.value) == "storage refused the request: AccessDenied (HTTP 403)"
+    assert caught.value.auth
+    assert proxy.refused == [f"PUT /{bucket}/{key}"]
+
+
+def test_a_put_without_an_answer_in_time_is_a_timeout_and_not_sent_again(
+    proxy: S3Proxy,
+    seaweedfs: devstack.SeaweedFS,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(storage, "READ_TIMEOUT_SECONDS", 0.5)
+    store, audio, key = put_through(proxy, seaweedfs, bucket, tmp_path)
+    proxy.fail_next("PUT", 1, after_seconds=2.0)
+    with pytest.raises(storage.StorageError) as caught:
+        upload(store, audio, key)
+    assert str(caught.value) == "storage unreachable: timed out"
+    assert not caught.value.auth
+    assert proxy.received["PUT"] == 1
 
 
 def test_bytes_that_do_not_hash_to_their_key_are_deleted_and_never_used(
