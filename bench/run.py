@@ -557,7 +557,7 @@ def main() -> int:
         "polled_cpu_percent": round(boot["poll_cpu_percent"], 1),
         "polled_peak_rss_mb": round(boot["polled_peak_rss_mb"], 1),
         "big_file_bytes": big["size_bytes"],
-        "big_file_plain_upload_seconds": statistics.mean(big["plain_upload_seconds"]),
+        "big_file_plain_upload_seconds": round(statistics.mean(big["plain_upload_seconds"]), 2),
         "big_file_drop_to_submission_seconds": big["drop_to_submission_seconds"],
         "big_file_ratio": big["ratio"],
         "big_file_settle_seconds": big["settle_seconds"],
