@@ -37,9 +37,19 @@ INLINE_POINTS = tuple(point for point in POINTS if point != "after_upload")
 CONVERSION_POINTS = ("mid_conversion",)  # part of the Ogg Opus written, in the work folder
 
 
+# Test-only too: `SPEECHKIT_WATCH_PAUSE_AT=NAME:SECONDS` makes a step wait that long at point
+# NAME (a step still in flight when the daemon is told to stop).
+PAUSE_VARIABLE = "SPEECHKIT_WATCH_PAUSE_AT"
+
+
 def crash_point(name: str) -> None:
     if os.environ.get(ENVIRONMENT_VARIABLE) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get(PAUSE_VARIABLE)
+    if pause:
+        point, _, seconds = pause.partition(":")
+        if point == name:
+            time.sleep(float(seconds or 0))
 
 
 CLOCK_STEP_VARIABLE = "SPEECHKIT_WATCH_CLOCK_STEP"

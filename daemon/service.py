@@ -245,6 +245,9 @@ class Service:
             self.next_deletions = 0.0  # the last batch goes now, within the drain's time
             self._dispatch_deletions(steps, self.executor or executor)
             clean = self._drain(self.executor or executor)
+            if clean:
+                # Steps that ended during the drain queued their objects after that batch.
+                self._delete_last_objects(steps)
             self._write_accepted_operations(steps)
             api.close()
             self.health.notifier.close()
@@ -303,6 +306,16 @@ class Service:
                 error, ", ".join(operation for operation, _ in
                                  steps.unwritten_operations.values()),
             )  # fmt: skip
+
+    def _delete_last_objects(self, steps: Steps) -> None:
+        """The objects of files that finished while the daemon stopped, deleted now rather
+        than left in the (billed) bucket until the next start's sweep."""
+        if not steps.aftercare.deletions_waiting():
+            return
+        try:
+            steps.aftercare.delete_waiting_objects()
+        except state.StateWriteError as error:  # deleted, not recorded: the sweep sees it
+            log.warning("%s", error)
 
     def _drain(self, executor: concurrent.futures.ThreadPoolExecutor) -> bool:
         executor.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon import crashpoints
 from speechkit_local import LocalSpeechKit, devstack
 from tests.e2e.harness import Daemon, leftovers, wait_for
 from tests.fixtures_audio import fixture_path
@@ -200,6 +201,21 @@ def test_sigterm_stops_promptly_with_exit_0_and_sigint_too(
     with daemon.start():
         assert daemon.stop(signal.SIGINT) == 0
     assert "stopped" in daemon.log()
+
+
+def test_a_file_finishing_while_the_daemon_stops_has_its_object_deleted_before_exit(
+    make_daemon: Callable[..., Daemon], inbox: Path, seaweedfs: devstack.SeaweedFS, bucket: str
+) -> None:
+    """SIGTERM while a finished file's step is still in flight (held just before its object is
+    queued for deletion): the drain lets it end, and the object goes before the daemon exits,
+    not at the next start (the bucket is billed meanwhile)."""
+    daemon = make_daemon()
+    with daemon.start(extra_env={crashpoints.PAUSE_VARIABLE: "before_delete:2"}):
+        (inbox / "call.ogg").write_bytes(fixture_path("mono.ogg").read_bytes())
+        done_outputs(inbox, "call")  # written; the step now waits at before_delete
+        assert seaweedfs.list_keys(bucket=bucket) != []
+        assert daemon.stop(signal.SIGTERM) == 0
+    assert seaweedfs.list_keys(bucket=bucket) == []
 
 
 def test_bad_config_exits_2_naming_file_and_key(make_daemon: Callable[..., Daemon]) -> None:
