@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from daemon.speechkit import credentials
 from daemon.speechkit.v2 import USER_AGENT, ApiError, RecognitionClient
 from daemon.speechkit.v3 import V3Client
 from daemon.transport import Transport
+from tests.loopback import Seen, Server, clear_proxies, closed_port, serve
 
 API_KEY = "test-key-not-a-secret"
 OPERATION = {"id": "e03op", "done": False}
@@ -61,35 +60,15 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-Seen = list[tuple[str, str, dict[str, str], bytes]]
-Server = tuple[str, Seen]
-
-
 @pytest.fixture
 def server() -> Iterator[Server]:
-    seen: Seen = []
-    handler = type("Handler", (_Recorder,), {"seen": seen})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(_Recorder) as served:
+        yield served
 
 
 @pytest.fixture(autouse=True)
 def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY",
-                 "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    clear_proxies(monkeypatch)
 
 
 def _settings(base: str, timeout: float = 5, api: str = "") -> config.SpeechKit:
@@ -206,7 +185,7 @@ def test_a_status_check_without_an_answer_is_transient(server: Server) -> None:
 
 
 def test_a_refused_connection_is_transient_even_for_a_submission() -> None:
-    client = _client(_settings(f"http://127.0.0.1:{_closed_port()}"))
+    client = _client(_settings(f"http://127.0.0.1:{closed_port()}"))
     try:
         with pytest.raises(ApiError) as caught:
             client.submit("https://storage.example/bucket/key", {})
@@ -246,7 +225,7 @@ def test_no_proxy_sends_the_api_host_direct(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, seen = server
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
     client = _client(_settings(url))
     try:

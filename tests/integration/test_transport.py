@@ -4,8 +4,6 @@ the request left, proxies and NO_PROXY from the environment, the CA bundle varia
 from __future__ import annotations
 
 import http.server
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import certifi
 import pytest
 
 from daemon import transport
+from tests.loopback import Seen, Server, clear_proxies, closed_port, serve
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -42,36 +41,15 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-Seen = list[tuple[str, str, dict[str, str], bytes]]
-Server = tuple[str, Seen]
-
-
 @pytest.fixture
 def server() -> Iterator[Server]:
-    seen: Seen = []
-    handler = type("Handler", (_Recorder,), {"seen": seen})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(_Recorder) as served:
+        yield served
 
 
 @pytest.fixture(autouse=True)
 def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY",
-                 "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-                 "AWS_CA_BUNDLE"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    clear_proxies(monkeypatch, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE")
 
 
 def test_a_request_sends_method_headers_body_and_reads_the_whole_answer(server: Server) -> None:
@@ -108,7 +86,7 @@ def test_an_error_status_is_an_answer_not_an_exception(server: Server) -> None:
 
 
 def test_a_refused_connection_was_not_sent() -> None:
-    port = _closed_port()
+    port = closed_port()
     with pytest.raises(transport.TransportError) as caught:
         transport.Transport().request("POST", f"http://127.0.0.1:{port}/x", headers={},
                                       body=b"{}", timeout=2)  # fmt: skip
@@ -143,7 +121,7 @@ def test_a_proxy_from_the_environment_carries_the_request_with_its_credentials(
 
 def test_no_proxy_sends_a_host_direct(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     url, seen = server
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
     answer = transport.Transport().request("GET", f"{url}/direct", headers={}, timeout=5)
     assert answer.status_code == 200
@@ -151,7 +129,7 @@ def test_no_proxy_sends_a_host_direct(server: Server, monkeypatch: pytest.Monkey
 
 
 def test_an_unreachable_proxy_means_nothing_was_sent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(transport.TransportError) as caught:
         transport.Transport().request("POST", "http://speechkit.invalid/x", headers={},
                                       body=b"{}", timeout=2)  # fmt: skip

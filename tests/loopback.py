@@ -1,0 +1,47 @@
+"""A recording HTTP server on 127.0.0.1 for the transport tests: each test file gives the
+handler (how it answers); the server records what each request carried."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+# (method, path, headers, body) of each request, in order.
+Seen = list[tuple[str, str, dict[str, str], bytes]]
+Server = tuple[str, Seen]
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY",
+                   "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")  # fmt: skip
+
+
+@contextlib.contextmanager
+def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[Server]:
+    """Run `handler` (its class attribute `seen` is set to a fresh list) on a free port; its
+    base URL and what it has seen."""
+    seen: Seen = []
+    recorder = type("Handler", (handler,), {"seen": seen})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), recorder)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (a refused connection)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def clear_proxies(monkeypatch: pytest.MonkeyPatch, *more: str) -> None:
+    """No proxy (and none of `more`) from the environment the tests run in."""
+    for name in (*PROXY_VARIABLES, *more):
+        monkeypatch.delenv(name, raising=False)
