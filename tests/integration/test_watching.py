@@ -14,16 +14,25 @@ from daemon.config import WatchFolder
 WAIT_SECONDS = 10.0
 
 
-def collect(watcher: watching.Watcher, until: int) -> list[watching.Hint]:
+def collect(watcher: watching.Watcher, until: set[tuple[str, str]]) -> list[watching.Hint]:
+    """Hints until every (file name, kind) in `until` has come, then a short settle for strays.
+
+    Waiting for named hints, not a count: watchdog holds a rename's events back for up to half
+    a second to pair them, so a count could be reached before a moved file's hint arrives.
+    """
     hints: list[watching.Hint] = []
     deadline = time.monotonic() + WAIT_SECONDS
-    while len(hints) < until and time.monotonic() < deadline:
+    while not until <= seen(hints) and time.monotonic() < deadline:
         watcher.wake.wait(0.1)
         watcher.wake.clear()
         hints.extend(watcher.drain())
     time.sleep(0.2)
     hints.extend(watcher.drain())
     return hints
+
+
+def seen(hints: list[watching.Hint]) -> set[tuple[str, str]]:
+    return {(Path(hint.path).name, hint.kind) for hint in hints}
 
 
 def test_events_give_writing_then_closed_and_moves_count_as_closed(tmp_path: Path) -> None:
@@ -37,7 +46,7 @@ def test_events_give_writing_then_closed_and_moves_count_as_closed(tmp_path: Pat
         os.rename(tmp_path / "b.ogg.part", tmp_path / "B.OGG")
         (tmp_path / "notes.txt").write_text("not audio")
         (tmp_path / ".hidden.ogg").write_bytes(b"z")
-        hints = collect(watcher, until=3)
+        hints = collect(watcher, until={("a.ogg", watching.CLOSED), ("B.OGG", watching.CLOSED)})
     finally:
         watcher.stop()
     by_path: dict[str, list[str]] = {}
@@ -60,7 +69,7 @@ def test_a_file_moved_in_from_outside_counts_as_closed(tmp_path: Path) -> None:
     watcher.start()
     try:
         os.rename(outside / "call.ogg", inbox / "call.ogg")
-        hints = collect(watcher, until=1)
+        hints = collect(watcher, until={("call.ogg", watching.CLOSED)})
     finally:
         watcher.stop()
     assert [(Path(hint.path).name, hint.kind) for hint in hints] == [("call.ogg", watching.CLOSED)]
@@ -110,7 +119,7 @@ def test_a_folder_deleted_and_created_again_is_watched_again(tmp_path: Path) -> 
         assert refresh_until(watcher, 1) == [folder]
         assert watcher.alive()
         (inbox / "a.ogg").write_bytes(b"x")
-        hints = collect(watcher, until=1)
+        hints = collect(watcher, until={("a.ogg", watching.CLOSED)})
     finally:
         watcher.stop()
     assert watching.CLOSED in [hint.kind for hint in hints if Path(hint.path).name == "a.ogg"]
@@ -132,7 +141,7 @@ def test_a_folder_moved_away_is_let_go_and_its_successor_watched(tmp_path: Path)
         inbox.mkdir()
         assert refresh_until(watcher, 1) == [folder]
         (inbox / "new.ogg").write_bytes(b"x")
-        hints = collect(watcher, until=1)
+        hints = collect(watcher, until={("new.ogg", watching.CLOSED)})
     finally:
         watcher.stop()
     assert {Path(hint.path).name for hint in hints} == {"new.ogg"}
@@ -153,7 +162,7 @@ def test_a_missing_folder_is_waited_for_and_a_reload_keeps_waiting(tmp_path: Pat
         assert refresh_until(watcher, 1) == [WatchFolder(path=late)]
         assert watcher.missing() == []
         (late / "call.ogg").write_bytes(b"x")
-        hints = collect(watcher, until=1)
+        hints = collect(watcher, until={("call.ogg", watching.CLOSED)})
     finally:
         watcher.stop()
     assert {Path(hint.path).name for hint in hints} == {"call.ogg"}
@@ -176,7 +185,9 @@ def test_a_polled_folder_reports_new_names_only(
         os.rename(tmp_path / "new.ogg.part", tmp_path / "new.ogg")
         (tmp_path / "sub" / "deep.ogg").write_bytes(b"y")
         (tmp_path / "old.ogg").write_bytes(b"rewritten: left to the rescan")
-        hints = collect(watcher, until=2)
+        hints = collect(
+            watcher, until={("deep.ogg", watching.CREATED), ("new.ogg", watching.CREATED)}
+        )
     finally:
         watcher.stop()
     assert sorted(Path(hint.path).name for hint in hints) == ["deep.ogg", "new.ogg"]
