@@ -31,8 +31,8 @@ from daemon import layout, render, state
 from daemon.config import Config, WatchFolder
 from daemon.logs import duration, shown
 from daemon.speechkit import backends
-from daemon.steps import INLINE_KEY_PREFIX, Steps
-from daemon.storage import ObjectStore
+from daemon.steps import Context, Steps
+from daemon.storage import INLINE_KEY_PREFIX, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +158,12 @@ class Transcriber:
             log.warning("%s changed while it was being transcribed", shown(path))
 
         apis = backends.Backends(config.speechkit)
-        return Steps(
+        return Steps(Context(
             config, store, None if config.storage is None else ObjectStore(config.storage),
             apis.configured,
             clock=time.time, rng=random.Random(),  # noqa: S311 - jitter, not cryptography
             stopping=self.stopping, on_changed=changed, other_api=apis.for_api,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def _claim(self, store: state.Store, config: Config, path: Path) -> int:
         """The row of this file version: the daemon's if it has one, else a new one of ours."""

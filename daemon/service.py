@@ -43,7 +43,7 @@ from daemon.intake import Intake
 from daemon.logs import shown
 from daemon.render import files
 from daemon.speechkit import backends
-from daemon.steps import Steps
+from daemon.steps import Context, Steps
 from daemon.storage import ObjectStore
 from daemon.wallclock import WallClock
 
@@ -204,16 +204,17 @@ class Service:
         objects = None if self.config.storage is None else ObjectStore(self.config.storage)
         apis = backends.Backends(self.config.speechkit)
         api = apis.configured  # closing it closes the other API's too (shared transport)
-        steps = Steps(
+        context = Context(
             self.config, store, objects, api, clock=self.clock, rng=self.rng,
             stopping=self.stopping, on_changed=self.intake.file_changed, other_api=apis.for_api,
         )  # fmt: skip
-        steps.delete_in_batches = True
-        steps.uploads = uploads.Board(self.config.state_file, self.clock)
-        self._start_metrics(store, steps)
+        context.delete_in_batches = True  # sent by this loop
+        context.uploads = uploads.Board(self.config.state_file, self.clock)
         deliverer = webhooks.Deliverer(self.config, store, clock=self.clock, rng=self.rng)
         self.deliverer = deliverer
-        steps.events_ready = deliverer.wake
+        context.events_ready = deliverer.wake
+        steps = Steps(context)
+        self._start_metrics(store, steps)
         deliverer.start()
         removed = files.clean_temp_files(
             self._output_folders(), recursive=any(folder.recursive for folder in self.config.watch)

@@ -52,7 +52,7 @@ BOTOCORE_ATTEMPTS = 3  # botocore's own standard-mode retries; our outer retry d
 # retried it. The PUT is idempotent (the key is the content's hash, the bytes are the ones in
 # memory), so sending it again is safe. Not after a 4xx (the same request gets the same answer),
 # a refused connect or a timeout (the store is down or slow; waiting again at once only delays
-# the step's own retry with backoff, steps.py, which takes it from there).
+# the step's own retry with backoff, daemon/steps/upload.py, which takes it from there).
 SMALL_PUT_ATTEMPTS = 2
 SMALL_PUT_RETRY_PAUSE_SECONDS = 0.2  # a blip passes; an outage is the outer retry's business
 SIGNING_SERVICE = "s3"  # the SigV4 service name of S3 and of Yandex Object Storage

@@ -22,7 +22,7 @@ from daemon import config, gate, state
 from daemon.speechkit import Malformed, Running, backends
 from daemon.speechkit.v2 import RecognitionClient, V2Backend
 from daemon.speechkit.v3 import V3Backend, V3Client
-from daemon.steps import Steps, sha256_file
+from daemon.steps import Context, Steps, sha256_file
 from daemon.storage import ObjectStore
 from speechkit_local import LocalSpeechKit, devstack
 from tests.e2e.test_pipeline import MONO_TXT
@@ -99,10 +99,10 @@ def not_the_api() -> Iterator[str]:
 def steps_for(settings: config.Config, store: state.Store) -> Steps:
     apis = backends.Backends(settings.speechkit)
     objects = None if settings.storage is None else ObjectStore(settings.storage)
-    return Steps(
+    return Steps(Context(
         settings, store, objects, apis.configured, clock=time.time, rng=random.Random(1),
         stopping=threading.Event(), on_changed=lambda path: None, other_api=apis.for_api,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def test_a_v2_operation_is_read_with_v2_after_the_config_moved_to_v3(
@@ -125,14 +125,14 @@ def test_a_v2_operation_is_read_with_v2_after_the_config_moved_to_v3(
     store = state.Store(settings.state_file)
     row_id = pending_row(store, audio, specification, operation_id, key)
     steps = steps_for(settings, store)
-    steps.check(store.get(row_id))
+    steps.checking.check(store.get(row_id))
     row = store.get(row_id)
     assert (row.state, row.operation_id, row.submissions) == (state.DONE, operation_id, 0)
     assert (tmp_path / "inbox" / "old.txt").read_text(encoding="utf-8") == MONO_TXT
     saved = json.loads((tmp_path / "inbox" / "old.json").read_text(encoding="utf-8"))
     assert saved["response"]["@type"].endswith("LongRunningRecognitionResponse")
     assert speechkit.stats()["submissions"] == 1  # not submitted again as v3
-    steps.api.close()
+    steps.context.api.close()
     store.close()
 
 
@@ -165,11 +165,11 @@ def test_v2_takes_a_v3_answer_for_malformed_and_a_wrong_v3_url_pauses_its_own_ke
         row_id = pending_row(store, audio, specification, operation_id, f"inline:{'0' * 64}")
         steps = steps_for(wrong, store)
         with caplog.at_level(logging.ERROR, logger="daemon.gate"):
-            steps.check(store.get(row_id))
+            steps.checking.check(store.get(row_id))
     assert store.get(row_id).state == state.PENDING
     assert steps.gate.pauses[gate.STT_V3_URL].paused()
     assert not steps.gate.pauses[gate.OPERATIONS_URL].paused()
     assert "check speechkit.stt_v3_url" in caplog.text
     assert elsewhere in caplog.text
-    steps.api.close()
+    steps.context.api.close()
     store.close()

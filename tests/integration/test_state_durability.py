@@ -18,7 +18,7 @@ import pytest
 from daemon import config, state
 from daemon.speechkit import Backend
 from daemon.speechkit.v3 import V3Backend
-from daemon.steps import Steps
+from daemon.steps import Context, Steps
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NOW = 1_000_000.0
@@ -121,11 +121,11 @@ def new_file(store: state.Store, tmp_path: Path, fixture: str = "mono.ogg") -> t
 
 def steps_for(settings: config.Config, store: state.Store, now: list[float]) -> Steps:
     api: Backend = V3Backend(Client())  # type: ignore[arg-type]
-    return Steps(
+    return Steps(Context(
         settings, store, None, api,
         clock=lambda: now[0], rng=random.Random(1), stopping=threading.Event(),
         on_changed=lambda path: None,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def run_to_the_end(steps: Steps, store: state.Store, row_id: int, now: list[float]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon import audio, cli, config, lifecycle, state
-from daemon.steps import Steps
+from daemon.steps import Context, Steps
 from daemon.storage import ObjectStore
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -50,11 +50,11 @@ def test_an_unreadable_file_says_why_waits_a_bounded_time_then_fails_at_check(
         mtime_ns=found.st_mtime_ns, now=FOUND_AT,
     )  # fmt: skip
     now = [FOUND_AT]
-    steps = Steps(
+    steps = Steps(Context(
         settings, store, ObjectStore(settings.storage), api=None,  # type: ignore[arg-type]
         clock=lambda: now[0], rng=random.Random(1), stopping=threading.Event(),
         on_changed=lambda path: None,
-    )  # fmt: skip
+    ))  # fmt: skip
     monkeypatch.setattr(audio, "prepare", refuse_reads)
 
     steps.advance(row_id)

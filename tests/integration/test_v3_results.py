@@ -18,7 +18,7 @@ from daemon.outcomes import Failure, Kind, Service
 from daemon.render import v3 as results
 from daemon.speechkit import Backend
 from daemon.speechkit.v3 import V3Backend
-from daemon.steps import MALFORMED_RESULT_CHECKS, Steps
+from daemon.steps import MALFORMED_RESULT_CHECKS, Context, Steps
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NOW = 1_000_000.0
@@ -91,11 +91,11 @@ def pending_copy(store: state.Store, tmp_path: Path, name: str, operation: str |
 
 def steps_for(tmp_path: Path, store: state.Store, client: Client, now: list[float]) -> Steps:
     api: Backend = V3Backend(client)  # type: ignore[arg-type]
-    return Steps(
+    return Steps(Context(
         settings_for(tmp_path), store, None, api,
         clock=lambda: now[0], rng=random.Random(1), stopping=threading.Event(),
         on_changed=lambda path: None,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 @pytest.mark.parametrize("words", [5, True, [7], [{"text": "hi", "startTimeMs": "soon"}]], ids=repr)
@@ -137,7 +137,7 @@ def test_a_copy_never_reuses_an_operation_whose_twin_finished_meanwhile(tmp_path
         found = read(digest, spec, exclude=exclude)
         if exclude == copy and store.get(twin).state == state.PENDING:
             assert [row.id for row in found] == [twin]
-            steps.finish(store.get(twin), document, 1)  # the twin's worker, in between
+            steps.finishing.finish(store.get(twin), document, 1)  # the twin's worker, in between
         return found
 
     store.same_content = twin_finishes_after_the_read  # type: ignore[method-assign,assignment]
@@ -158,9 +158,10 @@ def test_the_twins_results_stay_while_a_copy_waits_for_them(tmp_path: Path) -> N
     client = Client([SPEECH])
     now = [NOW]
     steps = steps_for(tmp_path, store, client, now)
-    steps.prepare(store.get(copy))
+    steps.preparing.prepare(store.get(copy))
     assert (store.get(copy).state, store.get(copy).operation_id) == (state.PENDING, "e03op")
-    steps.finish(store.get(twin), results.document(OPERATION, [SPEECH], speakers=False), 1)
+    document = results.document(OPERATION, [SPEECH], speakers=False)
+    steps.finishing.finish(store.get(twin), document, 1)
     assert client.forgotten == []
     steps.advance(copy)
     assert store.get(copy).state == state.DONE
@@ -204,7 +205,8 @@ def test_ogg_opus_is_read_for_its_checks_once_per_run_not_again_to_send_it(
 
     second = _queued_copy(store, tmp_path, "second.ogg", "stereo.ogg")  # not a twin
     steps = steps_for(tmp_path, store, client, now)
-    assert steps.prepare(store.get(second))  # hashed and checked; the process "restarts" here
+    # Hashed and checked; the process "restarts" here.
+    assert steps.preparing.prepare(store.get(second))
     restarted = steps_for(tmp_path, store, client, now)
     restarted.advance(second)
     assert store.get(second).state == state.PENDING
