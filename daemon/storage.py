@@ -154,6 +154,8 @@ def _unanswered(error: transport.TransportError) -> StorageError:
     """A request without an answer, in the words `_describe` uses for botocore's exceptions."""
     if error.timed_out:
         return StorageError("storage unreachable: timed out")
+    if error.reason.startswith("the proxy refused"):
+        return StorageError(f"storage unreachable: {error.reason}")
     if not error.sent or error.reason == "the proxy failed":
         return StorageError("storage unreachable: connection failed")
     if error.reason == "TLS failed":

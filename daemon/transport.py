@@ -22,7 +22,7 @@ import os
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import certifi
@@ -38,6 +38,7 @@ _NOT_SENT = (
     urllib3.exceptions.NewConnectionError,  # refused, unreachable, name resolution (a subclass)
     urllib3.exceptions.ConnectTimeoutError,
 )
+_TUNNEL_REFUSED = "Tunnel connection failed:"  # a proxy's error answer to CONNECT
 
 
 class TransportError(Exception):
@@ -167,7 +168,16 @@ def _bypassed(host: str, port: int | None, proxies: Mapping[str, str]) -> bool:
 
 
 def was_sent(error: BaseException) -> bool:
-    """False only when the request certainly never reached the server (the connect failed)."""
+    """False only when the request certainly never reached the server: the connect failed, or a
+    proxy refused the tunnel to it."""
+    return not any(
+        isinstance(cause, _NOT_SENT) or _refused_tunnel(cause) is not None
+        for cause in _causes(error)
+    )
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and every exception it wraps (urllib3 keeps them in `reason` or `args`)."""
     seen: set[int] = set()
     pending: list[object] = [error]
     while pending:
@@ -175,11 +185,22 @@ def was_sent(error: BaseException) -> bool:
         if not isinstance(cause, BaseException) or id(cause) in seen:
             continue
         seen.add(id(cause))
-        if isinstance(cause, _NOT_SENT):
-            return False
+        yield cause
         pending.extend([getattr(cause, "reason", None), cause.__cause__, cause.__context__])
         pending.extend(cause.args)
-    return True
+
+
+def _refused_tunnel(cause: BaseException) -> str | None:
+    """The proxy's answer ("403 Forbidden") when `cause` is its refusal of a CONNECT tunnel.
+
+    urllib3 (and http.client before it) says so only in the message of an OSError, and wraps
+    it in an error that reads as a dropped connection.
+    """
+    if isinstance(cause, OSError) and not isinstance(cause, urllib3.exceptions.HTTPError):
+        text = str(cause)
+        if text.startswith(_TUNNEL_REFUSED):
+            return text.removeprefix(_TUNNEL_REFUSED).strip()
+    return None
 
 
 def _timed_out(error: BaseException) -> bool:
@@ -193,6 +214,10 @@ def describe(error: BaseException) -> str:
     """A short reason for a network failure, without URLs (presigned queries stay out of logs)."""
     if _timed_out(error):
         return "timed out"
+    for cause in _causes(error):
+        answer = _refused_tunnel(cause)
+        if answer is not None:
+            return f"the proxy refused the tunnel ({answer})"
     text = " ".join(str(part) for part in (error, getattr(error, "reason", "")))
     if "Connection refused" in text:
         return "connection refused"

@@ -1,7 +1,8 @@
 """The recognition clients (v2 and v3) over daemon.transport, against a loopback recorder: the
 headers every call carries (a ~/.netrc entry for the host does not replace the Authorization
 header), JSON bodies, query strings, the environment's proxies and NO_PROXY, and what a call
-without an answer means (a submission that may have left is AMBIGUOUS; a refused one TRANSIENT).
+without an answer means (a submission that may have left is AMBIGUOUS; a refused one, or one
+whose tunnel the proxy refused, TRANSIENT).
 """
 
 from __future__ import annotations
@@ -219,6 +220,26 @@ def test_the_proxy_from_the_environment_carries_the_calls(
     finally:
         client.close()
     assert seen[1][:2] == ("CONNECT", "speechkit.invalid:443")  # HTTPS went through the proxy
+
+
+def test_a_submission_whose_tunnel_the_proxy_refuses_is_transient_not_ambiguous(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy said no to CONNECT: the request never reached the API, so sending it again
+    cannot pay twice (an AMBIGUOUS failure would count towards the file's submission cap)."""
+    proxy, seen = server
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    client = _client(_settings("https://speechkit.invalid"))
+    try:
+        with pytest.raises(ApiError) as caught:
+            client.submit("https://storage.example/bucket/key", {})
+    finally:
+        client.close()
+    assert [request[:2] for request in seen] == [("CONNECT", "speechkit.invalid:443")]
+    assert caught.value.kind == Kind.TRANSIENT
+    assert str(caught.value) == (
+        "recognition API unreachable: the proxy refused the tunnel (403 Forbidden)"
+    )
 
 
 def test_no_proxy_sends_the_api_host_direct(

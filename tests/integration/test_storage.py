@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import requests
 
 from daemon import config, storage, transport
 from speechkit_local import devstack
+from tests.loopback import Seen, clear_proxies, serve
 from tests.s3proxy import S3Proxy
 
 
@@ -222,18 +224,59 @@ def test_multipart_upload_of_a_large_file(
     assert store.upload(audio, key, len(data), digest) is False  # already there: not sent again
 
 
-def test_wrong_secret_is_reported_as_an_auth_problem(
-    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
+class _TunnelRefusingProxy(http.server.BaseHTTPRequestHandler):
+    """A proxy that answers every CONNECT with 403 (and records it)."""
+
+    seen: Seen
+
+    def do_CONNECT(self) -> None:
+        self.seen.append((self.command, self.path, dict(self.headers), b""))
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_proxy_refusing_the_tunnel_is_named_and_the_put_not_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     audio = tmp_path / "a.ogg"
     audio.write_bytes(b"OggS")
-    store = storage.ObjectStore(
-        settings(seaweedfs, bucket, secret_access_key=config.Secret("wrong-secret"))
+    behind_a_proxy = config.Storage(
+        bucket="b", access_key_id=config.Secret("k"), secret_access_key=config.Secret("s"),
+        endpoint_url="https://storage.invalid",
+    )  # fmt: skip
+    clear_proxies(monkeypatch)
+    with serve(_TunnelRefusingProxy) as (proxy_url, seen):
+        monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+        with pytest.raises(storage.StorageError) as caught:
+            storage.ObjectStore(behind_a_proxy).upload(
+                audio, "k.ogg", 4, hashlib.sha256(b"OggS").hexdigest()
+            )
+    assert str(caught.value) == (
+        "storage unreachable: the proxy refused the tunnel (403 Forbidden)"
     )
+    assert not caught.value.auth  # the proxy's 403, not the store's: the keys are not at fault
+    assert [request[:2] for request in seen] == [("CONNECT", "storage.invalid:443")]
+
+
+@pytest.mark.parametrize(
+    ("field", "wrong"), [("secret_access_key", "wrong-secret"), ("access_key_id", "AKNOBODYKNOWS")]
+)
+def test_a_wrong_key_is_reported_as_an_auth_problem_without_the_key(
+    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path, field: str, wrong: str
+) -> None:
+    audio = tmp_path / "a.ogg"
+    audio.write_bytes(b"OggS")
+    store = storage.ObjectStore(settings(seaweedfs, bucket, **{field: config.Secret(wrong)}))
     with pytest.raises(storage.StorageError) as caught:
         store.upload(audio, "speechkit-watch/a.ogg", 4, hashlib.sha256(b"OggS").hexdigest())
     assert caught.value.auth
-    assert "wrong-secret" not in str(caught.value)
+    assert str(caught.value).startswith("storage refused the request: ")
+    assert str(caught.value).endswith(" (HTTP 403)")
+    assert wrong not in str(caught.value)
 
 
 def test_unreachable_storage_is_a_transient_error(tmp_path: Path) -> None:
@@ -251,21 +294,6 @@ def test_unreachable_storage_is_a_transient_error(tmp_path: Path) -> None:
         )
     assert not caught.value.auth
     assert str(caught.value) == "storage unreachable: connection failed"
-
-
-def test_a_wrong_access_key_id_is_reported_as_an_auth_problem(
-    seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
-) -> None:
-    audio = tmp_path / "a.ogg"
-    audio.write_bytes(b"OggS")
-    store = storage.ObjectStore(
-        settings(seaweedfs, bucket, access_key_id=config.Secret("AKNOBODYKNOWS"))
-    )
-    with pytest.raises(storage.StorageError) as caught:
-        store.upload(audio, "speechkit-watch/a.ogg", 4, hashlib.sha256(b"OggS").hexdigest())
-    assert caught.value.auth
-    assert str(caught.value).startswith("storage refused the request: ")
-    assert str(caught.value).endswith(" (HTTP 403)")
 
 
 @pytest.fixture
