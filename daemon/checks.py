@@ -84,6 +84,11 @@ def storage_problem(error: storage.StorageError, settings: Storage) -> str:
     match = _STORAGE_CODE.search(text)
     if match is not None and match.group(1) in STORAGE_ADVICE:
         return "storage: " + STORAGE_ADVICE[match.group(1)].format(code=match.group(1))
+    if "the proxy refused" in text:
+        return (
+            f"storage: {text}: the proxy from HTTPS_PROXY does not let this host reach "
+            f"{settings.endpoint_url}; allow it there, or name the host in NO_PROXY"
+        )
     if "unreachable" in text:
         return f"storage: {text}: check storage.endpoint_url ({settings.endpoint_url})"
     return f"storage: {text}: check the storage section"

@@ -617,6 +617,10 @@ def test_storage_errors_name_the_key_to_check() -> None:
     )
     assert "check storage.bucket" in advice("storage refused the request: NoSuchBucket (HTTP 404)")
     assert "check storage.endpoint_url" in advice("storage unreachable: connection failed")
+    assert advice("storage unreachable: the proxy refused the tunnel (403 Forbidden)").endswith(
+        f"the proxy from HTTPS_PROXY does not let this host reach {settings.endpoint_url}; "
+        "allow it there, or name the host in NO_PROXY"
+    )
 
 
 def test_credential_probe_verdicts() -> None:
