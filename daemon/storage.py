@@ -198,6 +198,9 @@ def _describe(error: Exception) -> StorageError:
     if isinstance(
         error, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError
     ):
+        answer = transport.refused_tunnel(error)
+        if answer is not None:
+            return StorageError(f"storage unreachable: the proxy refused the tunnel ({answer})")
         return StorageError("storage unreachable: connection failed")
     if isinstance(
         error, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError

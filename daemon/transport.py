@@ -171,9 +171,19 @@ def was_sent(error: BaseException) -> bool:
     """False only when the request certainly never reached the server: the connect failed, or a
     proxy refused the tunnel to it."""
     return not any(
-        isinstance(cause, _NOT_SENT) or _refused_tunnel(cause) is not None
+        isinstance(cause, _NOT_SENT) or _tunnel_answer(cause) is not None
         for cause in _causes(error)
     )
+
+
+def refused_tunnel(error: BaseException) -> str | None:
+    """The proxy's answer ("403 Forbidden") when `error` comes of its refusal of the CONNECT
+    tunnel to the server (urllib3's errors, and botocore's that wrap them)."""
+    for cause in _causes(error):
+        answer = _tunnel_answer(cause)
+        if answer is not None:
+            return answer
+    return None
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
@@ -190,7 +200,7 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         pending.extend(cause.args)
 
 
-def _refused_tunnel(cause: BaseException) -> str | None:
+def _tunnel_answer(cause: BaseException) -> str | None:
     """The proxy's answer ("403 Forbidden") when `cause` is its refusal of a CONNECT tunnel.
 
     urllib3 (and http.client before it) says so only in the message of an OSError, and wraps
@@ -214,10 +224,9 @@ def describe(error: BaseException) -> str:
     """A short reason for a network failure, without URLs (presigned queries stay out of logs)."""
     if _timed_out(error):
         return "timed out"
-    for cause in _causes(error):
-        answer = _refused_tunnel(cause)
-        if answer is not None:
-            return f"the proxy refused the tunnel ({answer})"
+    answer = refused_tunnel(error)
+    if answer is not None:
+        return f"the proxy refused the tunnel ({answer})"
     text = " ".join(str(part) for part in (error, getattr(error, "reason", "")))
     if "Connection refused" in text:
         return "connection refused"

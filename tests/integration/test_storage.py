@@ -249,17 +249,18 @@ def test_a_proxy_refusing_the_tunnel_is_named_and_the_put_not_sent_again(
         endpoint_url="https://storage.invalid",
     )  # fmt: skip
     clear_proxies(monkeypatch)
+    named = "storage unreachable: the proxy refused the tunnel (403 Forbidden)"
     with serve(_TunnelRefusingProxy) as (proxy_url, seen):
         monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+        store = storage.ObjectStore(behind_a_proxy)
         with pytest.raises(storage.StorageError) as caught:
-            storage.ObjectStore(behind_a_proxy).upload(
-                audio, "k.ogg", 4, hashlib.sha256(b"OggS").hexdigest()
-            )
-    assert str(caught.value) == (
-        "storage unreachable: the proxy refused the tunnel (403 Forbidden)"
-    )
+            store.upload(audio, "k.ogg", 4, hashlib.sha256(b"OggS").hexdigest())
+        assert [request[:2] for request in seen] == [("CONNECT", "storage.invalid:443")]
+        with pytest.raises(storage.StorageError) as listing:  # through boto3 (`check` lists)
+            store.list_keys()
+    assert str(caught.value) == named
     assert not caught.value.auth  # the proxy's 403, not the store's: the keys are not at fault
-    assert [request[:2] for request in seen] == [("CONNECT", "storage.invalid:443")]
+    assert str(listing.value) == named
 
 
 @pytest.mark.parametrize(
