@@ -210,11 +210,11 @@ class Service:
         )  # fmt: skip
         context.delete_in_batches = True  # sent by this loop
         context.uploads = uploads.Board(self.config.state_file, self.clock)
+        steps = Steps(context)
+        self._start_metrics(store, steps)
         deliverer = webhooks.Deliverer(self.config, store, clock=self.clock, rng=self.rng)
         self.deliverer = deliverer
         context.events_ready = deliverer.wake
-        steps = Steps(context)
-        self._start_metrics(store, steps)
         deliverer.start()
         removed = files.clean_temp_files(
             self._output_folders(), recursive=any(folder.recursive for folder in self.config.watch)

@@ -19,7 +19,7 @@ from daemon import state
 from daemon.config import Config
 from daemon.steps.check import MALFORMED_RESULT_CHECKS, Check
 from daemon.steps.context import Context
-from daemon.steps.finish import Finishing
+from daemon.steps.finish import Finish
 from daemon.steps.prepare import Prepare, sha256_file
 from daemon.steps.setbacks import Setbacks
 from daemon.steps.submit import Submit
@@ -29,23 +29,32 @@ __all__ = ["MALFORMED_RESULT_CHECKS", "Context", "Steps", "UploadProgress", "sha
 
 
 class Steps:
-    """Advances file versions one step at a time; safe to call from several worker threads."""
+    """Advances file versions one step at a time; safe to call from several worker threads.
+
+    What the daemon attaches (`uploads`, `events_ready`, batched deletes) goes on its Context;
+    `__slots__` makes any other attribute set here an error instead of a setting that nothing
+    reads.
+    """
+
+    __slots__ = ("_by_state", "aftercare", "checking", "clock", "context", "finishing", "gate",
+                 "preparing", "setbacks", "stopping", "store", "submitting", "unwritten_operations",
+                 "uploading")  # fmt: skip
 
     def __init__(self, context: Context) -> None:
         self.context = context
         self.store, self.clock, self.stopping = context.store, context.clock, context.stopping
         self.gate, self.aftercare = context.gate, context.aftercare
         self.setbacks = Setbacks(context)
-        self.finishing = Finishing(context)
-        self.sending = Upload(context, self.setbacks)
-        self.submitting = Submit(context, self.setbacks, self.sending)
+        self.finishing = Finish(context)
+        self.uploading = Upload(context, self.setbacks)
+        self.submitting = Submit(context, self.setbacks, self.uploading)
         self.checking = Check(context, self.setbacks, self.finishing)
         self.preparing = Prepare(context, self.setbacks, self.finishing)
         # Operation ids the service accepted that the state file could not take yet.
         self.unwritten_operations = self.submitting.unwritten_operations
         self._by_state: dict[str, Callable[[state.FileRow], bool]] = {
             state.QUEUED: self.preparing.prepare,
-            state.UPLOADING: self.sending.upload,
+            state.UPLOADING: self.uploading.upload,
             state.SUBMITTING: self.submitting.submit,
             state.PENDING: self.checking.check,
         }
@@ -72,4 +81,5 @@ class Steps:
                 return
 
     def write_unwritten_operations(self) -> None:
+        """Operation ids the state file could not take when they came: write them now."""
         self.submitting.write_unwritten_operations()

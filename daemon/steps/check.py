@@ -13,7 +13,7 @@ from daemon.gate import CHECK_CALL, OPERATIONS_URL, STT_V3_URL
 from daemon.logs import shown
 from daemon.outcomes import Failure, Kind, Service
 from daemon.steps.context import Context
-from daemon.steps.finish import RESULT_RETENTION_SECONDS, RETENTION_MARGIN_SECONDS, Finishing
+from daemon.steps.finish import RESULT_RETENTION_SECONDS, RETENTION_MARGIN_SECONDS, Finish
 from daemon.steps.setbacks import Setbacks, Step
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ MALFORMED_RESULT_CHECKS = 3
 class Check(Step):
     """PENDING: checks the operation and finishes the file when it is done."""
 
-    def __init__(self, context: Context, setbacks: Setbacks, finishing: Finishing) -> None:
+    def __init__(self, context: Context, setbacks: Setbacks, finishing: Finish) -> None:
         super().__init__(context, setbacks)
         self.finishing = finishing
         self._lock = threading.Lock()

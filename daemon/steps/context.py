@@ -1,5 +1,6 @@
-"""What every step works with: the settings of now, the state store, the adapters, the clock,
-and the look-ups that follow from a row's recorded settings (its API, its object key, its folder).
+"""What every step works with: the settings of now, the state store, the adapters, the clock;
+the look-ups that follow from a row's recorded settings (its API, its object key, its folder),
+and `refit`, which records a row's settings anew when the config changed before it was sent.
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ class Context:
 
 
 class Part:
-    """A part of the steps' work, with the shared context's parts at hand."""
+    """A part of the steps' work, with the shared context's parts at hand (the same objects
+    for the life of the daemon; only the settings change, on a reload)."""
 
     def __init__(self, context: Context) -> None:
         self.context = context

@@ -36,7 +36,7 @@ def read_result(saved: Path) -> dict[str, Any] | None:
     return None
 
 
-class Finishing(Part):
+class Finish(Part):
     """Writes a finished file version's outputs and records its end."""
 
     def finish(

@@ -15,7 +15,7 @@ from daemon.crashpoints import crash_point
 from daemon.logs import shown
 from daemon.speechkit import v3
 from daemon.steps.context import DUPLICATE_WAIT_SECONDS, Context
-from daemon.steps.finish import REUSABLE_SECONDS, Finishing, read_result
+from daemon.steps.finish import REUSABLE_SECONDS, Finish, read_result
 from daemon.steps.setbacks import Setbacks, Step
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _said(error: OSError) -> str:
 class Prepare(Step):
     """QUEUED: checks, hashes and reuses, then claims the upload."""
 
-    def __init__(self, context: Context, setbacks: Setbacks, finishing: Finishing) -> None:
+    def __init__(self, context: Context, setbacks: Setbacks, finishing: Finish) -> None:
         super().__init__(context, setbacks)
         self.finishing = finishing
 
@@ -157,7 +157,7 @@ class Prepare(Step):
             pending = other.state == state.PENDING and other.due_at is not None
             due_at = other.due_at if pending and other.due_at is not None else now
             # Recorded only if the twin is still as read, in the same statement: a twin that
-            # finished meanwhile may have had its results deleted (v3 `Finishing._forget`), and
+            # finished meanwhile may have had its results deleted (v3 `Finish._forget`), and
             # this row would pay again for an operation unknown to the service. Either this row is
             # PENDING on the operation before the twin's DONE is written, and the twin's `_forget`
             # (which reads after that) leaves the results alone; or the twin's DONE came first,

@@ -25,9 +25,10 @@ RECOGNITION = Service.RECOGNITION
 class Submit(Step):
     """SUBMITTING: sends the request and records the operation id."""
 
-    def __init__(self, context: Context, setbacks: Setbacks, sending: Upload) -> None:
+    def __init__(self, context: Context, setbacks: Setbacks, uploading: Upload) -> None:
         super().__init__(context, setbacks)
-        self.sending = sending  # without storage, the bytes go inline: the same choice of bytes
+        # Without storage the bytes go inline: the upload step chooses them (as is, or converted).
+        self.uploading = uploading
         # Row id -> (operation id, submitted at) accepted by the service while the state file
         # could not be written: written before anything else, never submitted again.
         self.unwritten_operations: dict[int, tuple[str, float]] = {}
@@ -53,7 +54,7 @@ class Submit(Step):
         if self.objects is None:  # inline: the bytes checked and hashed (or their conversion)
             if not self.setbacks.unchanged(row):
                 return False
-            chosen = self.sending.bytes_to_send(row, Path(row.path), state.SUBMITTING)
+            chosen = self.uploading.bytes_to_send(row, Path(row.path), state.SUBMITTING)
             if chosen is None:
                 return False
             source = chosen[0]

@@ -132,10 +132,8 @@ class Upload(Step):
         except OSError as error:
             return self.setbacks.transient(row, "upload", f"cannot read: {error.strerror}")
         crash_point("after_upload")
-        if upload_path != path:
-            audio.discard(
-                self.context.work_dir, str(row.id)
-            )  # up: the conversion is not needed again
+        if upload_path != path:  # up: the conversion is not needed again
+            audio.discard(self.context.work_dir, str(row.id))
         self.gate.credentials_accepted(STORAGE)
         if not self.setbacks.unchanged(row, object_written=True):
             return False

@@ -91,7 +91,7 @@ class Files:
                                       retain_at=retain_at)  # fmt: skip
         assert self.store.apply(row, change, now)
         finished = self.store.get(row_id)
-        self.care.after_done(finished)  # what steps.finish and steps.fail do
+        self.care.after_done(finished)  # what Finish.finish and Setbacks.fail do
         return self.store.get(row_id)
 
 
