@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from daemon import inotify_limits, logs, metrics, storage
+from daemon import inotify_limits, logs, metrics, storage, transport
 from daemon.config import Config, Hook, SpeechKit, Storage
 from daemon.layout import OWN_TEMP_SUFFIX
 from daemon.speechkit import backends, v3
@@ -84,10 +84,15 @@ def storage_problem(error: storage.StorageError, settings: Storage) -> str:
     match = _STORAGE_CODE.search(text)
     if match is not None and match.group(1) in STORAGE_ADVICE:
         return "storage: " + STORAGE_ADVICE[match.group(1)].format(code=match.group(1))
-    if "the proxy refused" in text:
+    if transport.PROXY_REFUSED in text:
         return (
-            f"storage: {text}: the proxy from HTTPS_PROXY does not let this host reach "
-            f"{settings.endpoint_url}; allow it there, or name the host in NO_PROXY"
+            f"storage: {text}: the proxy (HTTPS_PROXY or ALL_PROXY) does not let this host "
+            f"reach {settings.endpoint_url}; allow it there, or name the host in NO_PROXY"
+        )
+    if transport.PROXY_WANTS_CREDENTIALS in text:
+        return (
+            f"storage: {text}: give them in the proxy's URL (HTTPS_PROXY or ALL_PROXY: "
+            "http://user:password@proxy:port)"
         )
     if "unreachable" in text:
         return f"storage: {text}: check storage.endpoint_url ({settings.endpoint_url})"

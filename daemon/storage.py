@@ -154,7 +154,7 @@ def _unanswered(error: transport.TransportError) -> StorageError:
     """A request without an answer, in the words `_describe` uses for botocore's exceptions."""
     if error.timed_out:
         return StorageError("storage unreachable: timed out")
-    if error.reason.startswith("the proxy refused"):
+    if error.reason.startswith(transport.TUNNEL_REFUSALS):
         return StorageError(f"storage unreachable: {error.reason}")
     if not error.sent or error.reason == "the proxy failed":
         return StorageError("storage unreachable: connection failed")
@@ -198,9 +198,9 @@ def _describe(error: Exception) -> StorageError:
     if isinstance(
         error, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError
     ):
-        answer = transport.refused_tunnel(error)
-        if answer is not None:
-            return StorageError(f"storage unreachable: the proxy refused the tunnel ({answer})")
+        refusal = transport.tunnel_refusal(error)
+        if refusal is not None:
+            return StorageError(f"storage unreachable: {refusal}")
         return StorageError("storage unreachable: connection failed")
     if isinstance(
         error, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError

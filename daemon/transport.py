@@ -39,11 +39,20 @@ _NOT_SENT = (
     urllib3.exceptions.ConnectTimeoutError,
 )
 _TUNNEL_REFUSED = "Tunnel connection failed:"  # a proxy's error answer to CONNECT
+# The function of http.client (and of urllib3's copy of it) that asks a proxy for a tunnel: an
+# error raised in it, whatever it is, came before a byte of the request itself was sent.
+_TUNNEL_FUNCTION = "_tunnel"
+# What a proxy's error answer to CONNECT means, by its status: 403 and the like, 407, 5xx.
+PROXY_REFUSED = "the proxy refused the tunnel"
+PROXY_WANTS_CREDENTIALS = "the proxy wants credentials"
+PROXY_CANNOT_REACH = "the proxy could not reach the server"
+TUNNEL_REFUSALS = (PROXY_REFUSED, PROXY_WANTS_CREDENTIALS, PROXY_CANNOT_REACH)
 
 
 class TransportError(Exception):
     """A request got no HTTP answer. `sent` is False only when it certainly never left (the
-    connection could not be made); `timed_out` when a timeout ended it."""
+    connection, or the proxy's tunnel to the server, could not be made); `timed_out` when a
+    timeout ended it."""
 
     def __init__(self, reason: str, *, sent: bool, timed_out: bool = False) -> None:
         super().__init__(reason)
@@ -168,21 +177,27 @@ def _bypassed(host: str, port: int | None, proxies: Mapping[str, str]) -> bool:
 
 
 def was_sent(error: BaseException) -> bool:
-    """False only when the request certainly never reached the server: the connect failed, or a
-    proxy refused the tunnel to it."""
+    """False only when the request certainly never reached the server: the connect failed, or
+    the proxy's tunnel to it did (refused, unanswered, closed)."""
     return not any(
-        isinstance(cause, _NOT_SENT) or _tunnel_answer(cause) is not None
-        for cause in _causes(error)
+        isinstance(cause, _NOT_SENT) or _raised_in_tunnel(cause) for cause in _causes(error)
     )
 
 
-def refused_tunnel(error: BaseException) -> str | None:
-    """The proxy's answer ("403 Forbidden") when `error` comes of its refusal of the CONNECT
-    tunnel to the server (urllib3's errors, and botocore's that wrap them)."""
+def tunnel_refusal(error: BaseException) -> str | None:
+    """What a proxy's error answer to CONNECT means, with the answer ("the proxy refused the
+    tunnel (403 Forbidden)"), when `error` comes of one (urllib3's errors, and botocore's that
+    wrap them); else None."""
     for cause in _causes(error):
         answer = _tunnel_answer(cause)
-        if answer is not None:
-            return answer
+        if answer is None:
+            continue
+        status = answer.partition(" ")[0]
+        if status == "407":
+            return f"{PROXY_WANTS_CREDENTIALS} ({answer})"
+        if status.startswith("5"):
+            return f"{PROXY_CANNOT_REACH} ({answer})"
+        return f"{PROXY_REFUSED} ({answer})"
     return None
 
 
@@ -201,32 +216,46 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def _tunnel_answer(cause: BaseException) -> str | None:
-    """The proxy's answer ("403 Forbidden") when `cause` is its refusal of a CONNECT tunnel.
+    """The proxy's answer ("403 Forbidden") when `cause` is its error answer to CONNECT.
 
     urllib3 (and http.client before it) says so only in the message of an OSError, and wraps
     it in an error that reads as a dropped connection.
     """
-    if isinstance(cause, OSError) and not isinstance(cause, urllib3.exceptions.HTTPError):
-        text = str(cause)
-        if text.startswith(_TUNNEL_REFUSED):
-            return text.removeprefix(_TUNNEL_REFUSED).strip()
+    if isinstance(cause, OSError) and str(cause).startswith(_TUNNEL_REFUSED):
+        return str(cause).removeprefix(_TUNNEL_REFUSED).strip()
     return None
 
 
+def _raised_in_tunnel(cause: BaseException) -> bool:
+    """Whether `cause` was raised while a proxy was asked for the tunnel (its traceback passes
+    through http.client's `_tunnel`): a refusal, no answer in time, a closed connection."""
+    frame = cause.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == _TUNNEL_FUNCTION:
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def _timed_out(error: BaseException) -> bool:
+    """Whether a timeout ended the request (urllib3 1.x wraps one in a ProxyError when it
+    struck while the proxy was asked for a tunnel)."""
+    causes = list(_causes(error))
     # urllib3 makes a refused connection a ConnectTimeoutError too: it is not a timeout.
-    if isinstance(error, urllib3.exceptions.NewConnectionError):
+    if any(isinstance(cause, urllib3.exceptions.NewConnectionError) for cause in causes):
         return False
-    return isinstance(error, urllib3.exceptions.TimeoutError | TimeoutError)
+    return any(
+        isinstance(cause, urllib3.exceptions.TimeoutError | TimeoutError) for cause in causes
+    )
 
 
 def describe(error: BaseException) -> str:
     """A short reason for a network failure, without URLs (presigned queries stay out of logs)."""
     if _timed_out(error):
         return "timed out"
-    answer = refused_tunnel(error)
-    if answer is not None:
-        return f"the proxy refused the tunnel ({answer})"
+    refusal = tunnel_refusal(error)
+    if refusal is not None:
+        return refusal
     text = " ".join(str(part) for part in (error, getattr(error, "reason", "")))
     if "Connection refused" in text:
         return "connection refused"

@@ -239,7 +239,7 @@ class _TunnelRefusingProxy(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_proxy_refusing_the_tunnel_is_named_and_the_put_not_sent_again(
+def test_a_proxy_refusing_the_tunnel_is_named_for_the_put_and_for_boto3(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     audio = tmp_path / "a.ogg"

@@ -136,6 +136,54 @@ def test_an_unreachable_proxy_means_nothing_was_sent(monkeypatch: pytest.MonkeyP
     assert caught.value.sent is False
 
 
+class _TunnelProxy(http.server.BaseHTTPRequestHandler):
+    """A proxy that never opens a tunnel: how it fails is told by the host asked for."""
+
+    seen: Seen
+
+    def do_CONNECT(self) -> None:
+        self.seen.append((self.command, self.path, dict(self.headers), b""))
+        host = self.path.partition(".")[0]
+        if host == "close":
+            self.close_connection = True  # hangs up without a word
+            return
+        if host == "silent":
+            time.sleep(1.5)  # no answer within the client's timeout
+            return
+        self.send_response({"refuse": 403, "auth": 407, "gateway": 502}[host])
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("refuse", "the proxy refused the tunnel (403 Forbidden)"),
+        ("auth", "the proxy wants credentials (407 Proxy Authentication Required)"),
+        ("gateway", "the proxy could not reach the server (502 Bad Gateway)"),
+        ("close", None),
+        ("silent", "timed out"),
+    ],
+)
+def test_a_tunnel_the_proxy_does_not_open_means_nothing_was_sent(
+    monkeypatch: pytest.MonkeyPatch, host: str, reason: str | None
+) -> None:
+    with serve(_TunnelProxy) as (proxy_url, seen):
+        monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+        with pytest.raises(transport.TransportError) as caught:
+            transport.Transport().request(
+                "POST", f"https://{host}.invalid/x", headers={}, body=b"{}", timeout=0.5
+            )
+    assert caught.value.sent is False  # a submission cannot have reached the service
+    if reason is not None:
+        assert caught.value.reason == reason
+    assert caught.value.timed_out is (host == "silent")
+    assert [request[:2] for request in seen] == [("CONNECT", f"{host}.invalid:443")]
+
+
 def test_the_ca_bundle_comes_from_the_variables_the_caller_names(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -618,8 +618,16 @@ def test_storage_errors_name_the_key_to_check() -> None:
     assert "check storage.bucket" in advice("storage refused the request: NoSuchBucket (HTTP 404)")
     assert "check storage.endpoint_url" in advice("storage unreachable: connection failed")
     assert advice("storage unreachable: the proxy refused the tunnel (403 Forbidden)").endswith(
-        f"the proxy from HTTPS_PROXY does not let this host reach {settings.endpoint_url}; "
-        "allow it there, or name the host in NO_PROXY"
+        f"does not let this host reach {settings.endpoint_url}; allow it there, or name the host "
+        "in NO_PROXY"
+    )
+    assert advice(
+        "storage unreachable: the proxy wants credentials (407 Proxy Authentication Required)"
+    ).endswith(
+        "give them in the proxy's URL (HTTPS_PROXY or ALL_PROXY: http://user:password@proxy:port)"
+    )
+    assert "check storage.endpoint_url" in advice(
+        "storage unreachable: the proxy could not reach the server (502 Bad Gateway)"
     )
 
 
