@@ -319,6 +319,13 @@ def upload(store: storage.ObjectStore, audio: Path, key: str) -> bool:
     return store.upload(audio, key, len(data), hashlib.sha256(data).hexdigest())
 
 
+def upload_failure(store: storage.ObjectStore, audio: Path, key: str) -> storage.StorageError:
+    """The StorageError an upload ends with (the test fails if it succeeds)."""
+    with pytest.raises(storage.StorageError) as caught:
+        upload(store, audio, key)
+    return caught.value
+
+
 def test_a_5xx_is_sent_once_more_then_reported_as_transient(
     proxy: S3Proxy, seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
 ) -> None:
@@ -328,10 +335,9 @@ def test_a_5xx_is_sent_once_more_then_reported_as_transient(
     assert proxy.received["PUT"] == 2
     assert seaweedfs.list_keys(bucket=bucket) == [key]
     proxy.fail_next("PUT", 2)
-    with pytest.raises(storage.StorageError) as caught:
-        upload(store, audio, key)
-    assert str(caught.value) == "storage refused the request: InternalError (HTTP 500)"
-    assert not caught.value.auth
+    failure = upload_failure(store, audio, key)
+    assert str(failure) == "storage refused the request: InternalError (HTTP 500)"
+    assert not failure.auth
     assert proxy.received["PUT"] == 4  # two attempts, no more: the step's retry does the rest
 
 
@@ -343,10 +349,9 @@ def test_a_dropped_connection_is_sent_once_more_then_reported_as_transient(
     assert upload(store, audio, key)
     assert proxy.received["PUT"] == 2
     proxy.drop_next("PUT", 2)
-    with pytest.raises(storage.StorageError) as caught:
-        upload(store, audio, key)
-    assert str(caught.value) == "storage request failed: ConnectionClosedError"
-    assert not caught.value.auth
+    failure = upload_failure(store, audio, key)
+    assert str(failure) == "storage request failed: ConnectionClosedError"
+    assert not failure.auth
     assert proxy.received["PUT"] == 4
 
 
@@ -355,10 +360,9 @@ def test_a_refused_put_is_an_auth_problem_and_not_sent_again(
 ) -> None:
     store, audio, key = put_through(proxy, seaweedfs, bucket, tmp_path)
     proxy.refuse("PUT")
-    with pytest.raises(storage.StorageError) as caught:
-        upload(store, audio, key)
-    assert str(caught.value) == "storage refused the request: AccessDenied (HTTP 403)"
-    assert caught.value.auth
+    failure = upload_failure(store, audio, key)
+    assert str(failure) == "storage refused the request: AccessDenied (HTTP 403)"
+    assert failure.auth
     assert proxy.refused == [f"PUT /{bucket}/{key}"]
 
 
@@ -372,10 +376,9 @@ def test_a_put_without_an_answer_in_time_is_a_timeout_and_not_sent_again(
     monkeypatch.setattr(storage, "READ_TIMEOUT_SECONDS", 0.5)
     store, audio, key = put_through(proxy, seaweedfs, bucket, tmp_path)
     proxy.fail_next("PUT", 1, after_seconds=2.0)
-    with pytest.raises(storage.StorageError) as caught:
-        upload(store, audio, key)
-    assert str(caught.value) == "storage unreachable: timed out"
-    assert not caught.value.auth
+    failure = upload_failure(store, audio, key)
+    assert str(failure) == "storage unreachable: timed out"
+    assert not failure.auth
     assert proxy.received["PUT"] == 1
 
 
