@@ -366,8 +366,9 @@ def check_link(
     try:
         response = requests.get(url, timeout=timeout_seconds, allow_redirects=False)
     except requests.RequestException as error:
+        why = transport.tunnel_refusal(error) or type(error).__name__
         return Result(PROBLEM, f"storage: the presigned link {shown} cannot be fetched "
-                      f"({type(error).__name__}): check storage.endpoint_url")  # fmt: skip
+                      f"({why}): check storage.endpoint_url")  # fmt: skip
     if response.status_code == 403:
         return Result(PROBLEM, f"storage: the presigned link {shown} was refused (HTTP 403): "
                       "check storage.region, and give the service account of "

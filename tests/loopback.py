@@ -1,5 +1,6 @@
 """A recording HTTP server on 127.0.0.1 for the transport tests: each test file gives the
-handler (how it answers); the server records what each request carried."""
+handler (how it answers); the server records what each request carried. One handler is shared:
+a proxy that refuses every tunnel."""
 
 from __future__ import annotations
 
@@ -45,3 +46,18 @@ def clear_proxies(monkeypatch: pytest.MonkeyPatch, *more: str) -> None:
     """No proxy (and none of `more`) from the environment the tests run in."""
     for name in (*PROXY_VARIABLES, *more):
         monkeypatch.delenv(name, raising=False)
+
+
+class TunnelRefusingProxy(http.server.BaseHTTPRequestHandler):
+    """A proxy that answers every CONNECT with 403 (and records it)."""
+
+    seen: Seen
+
+    def do_CONNECT(self) -> None:
+        self.seen.append((self.command, self.path, dict(self.headers), b""))
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass

@@ -40,7 +40,7 @@ import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from daemon import __version__, logs, scheduling
+from daemon import __version__, logs, scheduling, transport
 from daemon.secrets import FormatError, ServiceAccountKey, parse_key_file  # noqa: F401 - see top
 
 if TYPE_CHECKING:
@@ -417,7 +417,8 @@ class IamExchange:
                 self.iam_url, json={"jwt": jwt}, timeout=self.timeout, allow_redirects=False
             )
         except requests.RequestException as error:
-            raise CredentialsError(f"IAM unreachable: {type(error).__name__}") from None
+            why = transport.tunnel_refusal(error) or type(error).__name__
+            raise CredentialsError(f"IAM unreachable: {why}") from None
         if response.status_code != 200:
             refused = refused_by_token_service(response.status_code)
             what = "IAM refused the service account key" if refused else "IAM failed"

@@ -6,6 +6,7 @@ controllable clock, so tokens expire and get renewed without the test waiting fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import subprocess
@@ -24,6 +25,7 @@ from daemon import config
 from daemon.speechkit import credentials
 from daemon.speechkit import v2 as recognition
 from speechkit_local import LocalSpeechKit, ServerSettings, iam
+from tests.loopback import TunnelRefusingProxy, clear_proxies, serve
 
 KEY_ID = "ajekeyintegration001"
 ACCOUNT = "ajelocalspeechkit001"  # the local server's default service account
@@ -209,6 +211,29 @@ def test_without_any_token_an_outage_is_transient_and_nothing_is_sent(
         client.close()
     assert failure.kind == recognition.TRANSIENT
     assert "IAM failed (HTTP 503" in failure.message
+    assert server.stats()["operation_requests"] == 0
+
+
+def test_an_iam_the_proxy_will_not_reach_is_named_and_transient(
+    server: LocalSpeechKit,
+    clock: Clock,
+    rsa_key: rsa.RSAPrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clear_proxies(monkeypatch)
+    settings = dataclasses.replace(
+        key_settings(server, account_key(rsa_key)), iam_url="https://iam.invalid/iam/v1/tokens"
+    )
+    with serve(TunnelRefusingProxy) as (proxy_url, seen):
+        monkeypatch.setenv("HTTPS_PROXY", proxy_url)  # the API (plain HTTP here) goes direct
+        client = client_for(settings, clock)
+        try:
+            failure = probe(client)
+        finally:
+            client.close()
+    assert failure.kind == recognition.TRANSIENT
+    assert "IAM unreachable: the proxy refused the tunnel (403 Forbidden)" in failure.message
+    assert [request[:2] for request in seen] == [("CONNECT", "iam.invalid:443")]
     assert server.stats()["operation_requests"] == 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import requests
 
 from daemon import config, storage, transport
 from speechkit_local import devstack
-from tests.loopback import Seen, clear_proxies, serve
+from tests.loopback import TunnelRefusingProxy, clear_proxies, serve
 from tests.s3proxy import S3Proxy
 
 
@@ -224,21 +223,6 @@ def test_multipart_upload_of_a_large_file(
     assert store.upload(audio, key, len(data), digest) is False  # already there: not sent again
 
 
-class _TunnelRefusingProxy(http.server.BaseHTTPRequestHandler):
-    """A proxy that answers every CONNECT with 403 (and records it)."""
-
-    seen: Seen
-
-    def do_CONNECT(self) -> None:
-        self.seen.append((self.command, self.path, dict(self.headers), b""))
-        self.send_response(403)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_a_proxy_refusing_the_tunnel_is_named_for_the_put_and_for_boto3(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -250,7 +234,7 @@ def test_a_proxy_refusing_the_tunnel_is_named_for_the_put_and_for_boto3(
     )  # fmt: skip
     clear_proxies(monkeypatch)
     named = "storage unreachable: the proxy refused the tunnel (403 Forbidden)"
-    with serve(_TunnelRefusingProxy) as (proxy_url, seen):
+    with serve(TunnelRefusingProxy) as (proxy_url, seen):
         monkeypatch.setenv("HTTPS_PROXY", proxy_url)
         store = storage.ObjectStore(behind_a_proxy)
         with pytest.raises(storage.StorageError) as caught:
