@@ -1,6 +1,6 @@
 """A recording HTTP server on 127.0.0.1 for the transport tests: each test file gives the
-handler (how it answers); the server records what each request carried. One handler is shared:
-a proxy that refuses every tunnel."""
+handler (a Recorder: how it answers); the server records what each request carried. One handler
+is shared: a proxy that refuses every tunnel."""
 
 from __future__ import annotations
 
@@ -48,16 +48,37 @@ def clear_proxies(monkeypatch: pytest.MonkeyPatch, *more: str) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-class TunnelRefusingProxy(http.server.BaseHTTPRequestHandler):
-    """A proxy that answers every CONNECT with 403 (and records it)."""
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """A handler that records each request (`record`) and answers with `reply`, keeping the
+    connection open between requests, and logs nothing."""
 
+    protocol_version = "HTTP/1.1"
     seen: Seen
 
-    def do_CONNECT(self) -> None:
-        self.seen.append((self.command, self.path, dict(self.headers), b""))
-        self.send_response(403)
-        self.send_header("Content-Length", "0")
+    def record(self) -> bytes:
+        """Read the request's body and add the request to `seen`; the body."""
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.seen.append((self.command, self.path, dict(self.headers), body))
+        return body
+
+    def reply(
+        self, status: int, payload: bytes = b"", headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        self.wfile.write(payload)
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class TunnelRefusingProxy(Recorder):
+    """A proxy that answers every CONNECT with 403 (and records it)."""
+
+    def do_CONNECT(self) -> None:
+        self.record()
+        self.reply(403)

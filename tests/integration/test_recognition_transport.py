@@ -7,7 +7,6 @@ whose tunnel the proxy refused, TRANSIENT).
 
 from __future__ import annotations
 
-import http.server
 import json
 import time
 from collections.abc import Iterator
@@ -21,44 +20,26 @@ from daemon.speechkit import credentials
 from daemon.speechkit.v2 import USER_AGENT, ApiError, RecognitionClient
 from daemon.speechkit.v3 import V3Client
 from daemon.transport import Transport
-from tests.loopback import Seen, Server, clear_proxies, closed_port, serve
+from tests.loopback import Server, TunnelRefusingProxy, clear_proxies, closed_port, serve
 
 API_KEY = "test-key-not-a-secret"
 OPERATION = {"id": "e03op", "done": False}
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
+class _Recorder(TunnelRefusingProxy):
     """Answers like the API: an operation for POST and GET, an empty stream elsewhere; a path
     with `/slow` in it answers after 1.5 s. CONNECT (a tunnel asked of a proxy) is refused."""
 
-    protocol_version = "HTTP/1.1"
-    seen: Seen
-
     def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.seen.append((self.command, self.path, dict(self.headers), body))
+        self.record()
         if "/slow" in self.path:
             time.sleep(1.5)
         payload = json.dumps(OPERATION).encode() if self.command in ("POST", "GET") else b"{}"
         if "getRecognition" in self.path:
             payload = b'{"result": {}}\n'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_CONNECT(self) -> None:
-        self.seen.append((self.command, self.path, dict(self.headers), b""))
-        self.send_response(403)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self.reply(200, payload, {"Content-Type": "application/json"})
 
     do_GET = do_POST = do_DELETE = _answer  # noqa: N815 - http.server's names
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture

@@ -30,6 +30,16 @@ def settings(seaweedfs: devstack.SeaweedFS, bucket: str, **overrides: object) ->
     return config.Storage(**values)  # type: ignore[arg-type]
 
 
+SMALL = b"OggS" + bytes(range(256)) * 40  # under the multipart threshold: one PUT
+
+
+def small_file(tmp_path: Path) -> Path:
+    """`a.ogg` holding SMALL."""
+    audio = tmp_path / "a.ogg"
+    audio.write_bytes(SMALL)
+    return audio
+
+
 def test_object_key_comes_from_the_content_hash() -> None:
     assert storage.object_key("p/", "ab" * 32) == "p/" + "ab" * 32 + ".ogg"
     assert storage.without_query("http://h/b/k?X-Amz-Signature=s") == "http://h/b/k"
@@ -39,22 +49,20 @@ def test_object_key_comes_from_the_content_hash() -> None:
 def test_upload_is_idempotent_and_presigned_link_reads_it_back(
     seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
 ) -> None:
-    data = b"OggS" + bytes(range(256)) * 40
-    audio = tmp_path / "a.ogg"
-    audio.write_bytes(data)
+    audio = small_file(tmp_path)
     store = storage.ObjectStore(settings(seaweedfs, bucket))
-    digest = hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256(SMALL).hexdigest()
     key = store.key_for(digest)
-    assert store.upload(audio, key, len(data), digest) is True
-    assert store.upload(audio, key, len(data), digest) is True  # small: sent again, not asked
+    assert store.upload(audio, key, len(SMALL), digest) is True
+    assert store.upload(audio, key, len(SMALL), digest) is True  # small: sent again, not asked
     link = store.audio_uri(key)
     assert "X-Amz-Signature" in link
-    assert requests.get(link, timeout=10).content == data
+    assert requests.get(link, timeout=10).content == SMALL
     assert store.list_keys() == [key]
     store.delete(key)
     store.delete(key)  # deleting twice is fine
     assert store.list_keys() == []
-    assert store.upload(audio, key, len(data), digest)
+    assert store.upload(audio, key, len(SMALL), digest)
     assert store.delete_many([key, store.key_for("00" * 32)]) == []  # one request; gone is fine
     assert store.list_keys() == []
 
@@ -150,15 +158,13 @@ AWKWARD_KEY = "speechkit-watch/a b+c%20d é 日本~(1)&x=y.ogg"
 def test_a_key_with_awkward_characters_uploads_and_its_link_reads_it_back(
     seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
 ) -> None:
-    data = b"OggS" + bytes(range(256)) * 40
-    audio = tmp_path / "a.ogg"
-    audio.write_bytes(data)
+    audio = small_file(tmp_path)
     store = storage.ObjectStore(settings(seaweedfs, bucket))
-    assert store.upload(audio, AWKWARD_KEY, len(data), hashlib.sha256(data).hexdigest())
+    assert store.upload(audio, AWKWARD_KEY, len(SMALL), hashlib.sha256(SMALL).hexdigest())
     assert seaweedfs.list_keys(bucket=bucket) == [AWKWARD_KEY]
     head = seaweedfs.client().head_object(Bucket=bucket, Key=AWKWARD_KEY)
-    assert head["Metadata"] == {storage.HASH_METADATA: hashlib.sha256(data).hexdigest()}
-    assert requests.get(store.audio_uri(AWKWARD_KEY), timeout=10).content == data
+    assert head["Metadata"] == {storage.HASH_METADATA: hashlib.sha256(SMALL).hexdigest()}
+    assert requests.get(store.audio_uri(AWKWARD_KEY), timeout=10).content == SMALL
 
 
 def test_the_presigned_link_is_the_one_boto3_makes(
@@ -291,11 +297,9 @@ def put_through(
     proxy: S3Proxy, seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
 ) -> tuple[storage.ObjectStore, Path, str]:
     """A store behind the proxy, a small file, and its key."""
-    data = b"OggS" + bytes(range(256)) * 40
-    audio = tmp_path / "a.ogg"
-    audio.write_bytes(data)
+    audio = small_file(tmp_path)
     store = storage.ObjectStore(settings(seaweedfs, bucket, endpoint_url=proxy.url))
-    return store, audio, store.key_for(hashlib.sha256(data).hexdigest())
+    return store, audio, store.key_for(hashlib.sha256(SMALL).hexdigest())
 
 
 def upload(store: storage.ObjectStore, audio: Path, key: str) -> bool:
@@ -386,16 +390,14 @@ def test_bytes_that_do_not_hash_to_their_key_are_deleted_and_never_used(
 def test_an_object_of_unknown_origin_under_our_key_is_not_trusted(
     seaweedfs: devstack.SeaweedFS, bucket: str, tmp_path: Path
 ) -> None:
-    data = b"OggS" + bytes(range(256)) * 40
-    audio = tmp_path / "a.ogg"
-    audio.write_bytes(data)
-    digest = hashlib.sha256(data).hexdigest()
+    audio = small_file(tmp_path)
+    digest = hashlib.sha256(SMALL).hexdigest()
     store = storage.ObjectStore(settings(seaweedfs, bucket))
     key = store.key_for(digest)
     # Same size, other bytes, no hash of ours: what an older version or another tool left there.
-    seaweedfs.client().put_object(Bucket=bucket, Key=key, Body=data[::-1])
-    assert not store.exists(key, len(data), digest)
-    assert store.upload(audio, key, len(data), digest) is True
+    seaweedfs.client().put_object(Bucket=bucket, Key=key, Body=SMALL[::-1])
+    assert not store.exists(key, len(SMALL), digest)
+    assert store.upload(audio, key, len(SMALL), digest) is True
     body = seaweedfs.client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    assert body == data
+    assert body == SMALL
     store.delete(key)

@@ -3,7 +3,6 @@ the request left, proxies and NO_PROXY from the environment, the CA bundle varia
 
 from __future__ import annotations
 
-import http.server
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,33 +11,21 @@ import certifi
 import pytest
 
 from daemon import transport
-from tests.loopback import Seen, Server, clear_proxies, closed_port, serve
+from tests.loopback import Recorder, Server, clear_proxies, closed_port, serve
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
+class _Recorder(Recorder):
     """Answers every request with 200 and a JSON body naming what it saw; `/slow` stalls."""
 
-    protocol_version = "HTTP/1.1"
-    seen: Seen
-
     def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.seen.append((self.command, self.path, dict(self.headers), body))
+        self.record()
         if self.path.endswith("/slow"):
             time.sleep(1.5)
-        payload = b'{"ok": true}'
-        self.send_response(200 if not self.path.endswith("/missing") else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("X-Request-Id", "abc")
-        self.end_headers()
-        self.wfile.write(payload)
+        status = 200 if not self.path.endswith("/missing") else 404
+        self.reply(status, b'{"ok": true}',
+                   {"Content-Type": "application/json", "X-Request-Id": "abc"})  # fmt: skip
 
     do_GET = do_POST = do_PUT = _answer  # noqa: N815 - http.server's names
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
@@ -136,26 +123,19 @@ def test_an_unreachable_proxy_means_nothing_was_sent(monkeypatch: pytest.MonkeyP
     assert caught.value.sent is False
 
 
-class _TunnelProxy(http.server.BaseHTTPRequestHandler):
+class _TunnelProxy(Recorder):
     """A proxy that never opens a tunnel: how it fails is told by the host asked for."""
 
-    seen: Seen
-
-    def do_CONNECT(self) -> None:
-        self.seen.append((self.command, self.path, dict(self.headers), b""))
+    def do_CONNECT(self) -> None:  # noqa: N802 - http.server's name
+        self.record()
         host = self.path.partition(".")[0]
+        self.close_connection = True
         if host == "close":
-            self.close_connection = True  # hangs up without a word
-            return
+            return  # hangs up without a word
         if host == "silent":
             time.sleep(1.5)  # no answer within the client's timeout
             return
-        self.send_response({"refuse": 403, "auth": 407, "gateway": 502}[host])
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply({"refuse": 403, "auth": 407, "gateway": 502}[host])
 
 
 @pytest.mark.parametrize(
